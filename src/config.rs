@@ -1,0 +1,453 @@
+//! `grantshift.toml` → [`Config`].
+//!
+//! Every key is optional (SPEC §3); unknown keys and bad values are errors that name the file,
+//! the key and the problem. Relative paths resolve against the file's own directory (with no
+//! file: the working directory), so a config works wherever the proxy is started from.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The environment variable naming the config file when `-c` is not given.
+pub const CONFIG_ENV: &str = "GRANTSHIFT_CONFIG";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {key}: {problem}")]
+    Invalid {
+        file: String,
+        key: String,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub ca: CaConfig,
+    pub upstream: UpstreamConfig,
+    pub intercept: InterceptConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Where the proxy front listens. Loopback by default: a proxy that sees passwords is not
+    /// opened to a network unless the operator says so.
+    pub listen: SocketAddr,
+    /// CONNECT is refused to any other port (Squid's `SSL_ports` rule).
+    pub allowed_connect_ports: Vec<u16>,
+    /// How long SIGTERM/SIGINT waits for in-flight requests and open tunnels.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            allowed_connect_ports: vec![443],
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        CaConfig {
+            cert: PathBuf::from("certs/grantshift-ca.pem"),
+            key: PathBuf::from("certs/grantshift-ca.key"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// PEM files trusted in addition to the built-in web PKI roots.
+    pub extra_root_certs: Vec<PathBuf>,
+    /// TCP connect plus TLS handshake to the upstream.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// From sending the request to receiving the response head.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// `"host:port" = "ip:port"`: where a host is dialled (like curl `--connect-to`). TLS names
+    /// and Host headers stay the real ones.
+    pub connect_to: ConnectTo,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            extra_root_certs: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            connect_to: ConnectTo::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InterceptConfig {
+    /// Hosts whose TLS grantshift terminates; every other host is blind-tunnelled.
+    pub hosts: HostPatterns,
+}
+
+impl Default for InterceptConfig {
+    fn default() -> Self {
+        let defaults = [
+            "login.salesforce.com",
+            "test.salesforce.com",
+            "*.my.salesforce.com",
+            "*.my.salesforce.mil",
+            "*.my-salesforce.com",
+            "*.my.sfcrmproducts.cn",
+        ];
+        InterceptConfig {
+            hosts: HostPatterns::try_from(
+                defaults.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .expect("default intercept hosts are valid"),
+        }
+    }
+}
+
+/// Host patterns: exact names or `*.suffix` wildcards (any depth below the suffix),
+/// compared case-insensitively.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
+pub struct HostPatterns {
+    written: Vec<String>,
+    exact: Vec<String>,
+    /// Stored with the leading dot: `*.my.salesforce.com` → `.my.salesforce.com`.
+    suffixes: Vec<String>,
+}
+
+impl HostPatterns {
+    /// Does `host` (no port) match one of the patterns?
+    pub fn matches(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
+        self.exact.iter().any(|e| e.eq_ignore_ascii_case(host))
+            || self.suffixes.iter().any(|s| {
+                host.len() > s.len()
+                    && host.is_char_boundary(host.len() - s.len())
+                    && host[host.len() - s.len()..].eq_ignore_ascii_case(s)
+            })
+    }
+}
+
+impl TryFrom<Vec<String>> for HostPatterns {
+    type Error = String;
+    fn try_from(written: Vec<String>) -> Result<Self, String> {
+        let mut exact = Vec::new();
+        let mut suffixes = Vec::new();
+        for pattern in &written {
+            let p = pattern.trim().to_ascii_lowercase();
+            let (is_wildcard, name) = match p.strip_prefix("*.") {
+                Some(rest) => (true, rest),
+                None => (false, p.as_str()),
+            };
+            if !is_valid_dns_name(name) {
+                return Err(format!(
+                    "`{pattern}` is not a host name or `*.suffix` pattern"
+                ));
+            }
+            if is_wildcard {
+                suffixes.push(format!(".{name}"));
+            } else {
+                exact.push(name.to_string());
+            }
+        }
+        Ok(HostPatterns {
+            written,
+            exact,
+            suffixes,
+        })
+    }
+}
+
+impl From<HostPatterns> for Vec<String> {
+    fn from(p: HostPatterns) -> Vec<String> {
+        p.written
+    }
+}
+
+fn is_valid_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// The `[upstream.connect_to]` table, parsed: `(lowercase host, port)` → socket address.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(
+    try_from = "BTreeMap<String, String>",
+    into = "BTreeMap<String, String>"
+)]
+pub struct ConnectTo {
+    written: BTreeMap<String, String>,
+    map: HashMap<(String, u16), SocketAddr>,
+}
+
+impl ConnectTo {
+    /// Where to dial `host:port`, if overridden.
+    pub fn get(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        if self.map.is_empty() {
+            return None;
+        }
+        self.map
+            .get(&(host.trim_end_matches('.').to_ascii_lowercase(), port))
+            .copied()
+    }
+}
+
+impl TryFrom<BTreeMap<String, String>> for ConnectTo {
+    type Error = String;
+    fn try_from(written: BTreeMap<String, String>) -> Result<Self, String> {
+        let mut map = HashMap::new();
+        for (from, to) in &written {
+            let (host, port) = split_host_port(from)
+                .ok_or_else(|| format!("key `{from}` must be \"host:port\""))?;
+            let addr: SocketAddr = to
+                .parse()
+                .map_err(|_| format!("`{from}` = `{to}`: value must be \"ip:port\""))?;
+            map.insert((host.to_ascii_lowercase(), port), addr);
+        }
+        Ok(ConnectTo { written, map })
+    }
+}
+
+impl From<ConnectTo> for BTreeMap<String, String> {
+    fn from(c: ConnectTo) -> Self {
+        c.written
+    }
+}
+
+/// Split `host:port` (or `[v6]:port`) into host and port.
+pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    Some((host, port))
+}
+
+impl Config {
+    /// Load the config named by `path`, else by `$GRANTSHIFT_CONFIG`, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let from_env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        match path.map(Path::to_path_buf).or(from_env) {
+            Some(file) => Config::load_file(&file),
+            None => {
+                let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
+                    file: "(working directory)".into(),
+                    source,
+                })?;
+                Config::parse("(defaults)", "", &cwd)
+            }
+        }
+    }
+
+    /// Load and validate one file.
+    pub fn load_file(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.display().to_string(),
+            source,
+        })?;
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::parse(&file.display().to_string(), &text, &base)
+    }
+
+    /// Parse grantshift.toml text; relative paths resolve against `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        Config::parse("(inline config)", text, base_dir)
+    }
+
+    fn parse(file: &str, text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .span()
+                .map(|span| format!(" (line {})", 1 + text[..span.start].matches('\n').count()))
+                .unwrap_or_default();
+            ConfigError::Invalid {
+                file: file.to_string(),
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                problem: format!("{}{line}", inner.message().trim_end()),
+            }
+        })?;
+        config.resolve_paths(base_dir);
+        config
+            .validate()
+            .map_err(|(key, problem)| ConfigError::Invalid {
+                file: file.to_string(),
+                key: key.to_string(),
+                problem,
+            })?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.ca.cert);
+        resolve(&mut self.ca.key);
+        self.upstream.extra_root_certs.iter_mut().for_each(resolve);
+    }
+
+    /// Checks serde cannot express: which key, and what is wrong with it.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.proxy.allowed_connect_ports.is_empty() {
+            return Err((
+                "proxy.allowed_connect_ports",
+                "must name at least one port (443 for HTTPS)".into(),
+            ));
+        }
+        if self.proxy.allowed_connect_ports.contains(&0) {
+            return Err(("proxy.allowed_connect_ports", "port 0 is not a port".into()));
+        }
+        if self.upstream.connect_timeout.is_zero() {
+            return Err(("upstream.connect_timeout", "must be more than 0s".into()));
+        }
+        if self.upstream.request_timeout.is_zero() {
+            return Err(("upstream.request_timeout", "must be more than 0s".into()));
+        }
+        if self.ca.cert == self.ca.key {
+            return Err(("ca.key", "must be a different file from ca.cert".into()));
+        }
+        Ok(())
+    }
+
+    /// The effective settings, as TOML (what `grantshift check` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(text, Path::new("/etc/grantshift"))
+    }
+
+    #[test]
+    fn empty_file_gives_spec_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.proxy.listen.to_string(), "127.0.0.1:3128");
+        assert_eq!(c.proxy.allowed_connect_ports, vec![443]);
+        assert_eq!(c.upstream.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.upstream.request_timeout, Duration::from_secs(60));
+        assert_eq!(
+            c.ca.cert,
+            Path::new("/etc/grantshift/certs/grantshift-ca.pem")
+        );
+        assert!(c.intercept.hosts.matches("login.salesforce.com"));
+        assert!(c
+            .intercept
+            .hosts
+            .matches("acme--qa.sandbox.my.salesforce.com"));
+        assert!(!c.intercept.hosts.matches("example.com"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[proxy]\nlistn = \"127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy"), "{err}");
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let err = parse("[upstream]\nconnect_timeout = \"ten\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream.connect_timeout"), "{err}");
+    }
+
+    #[test]
+    fn bad_connect_to_is_named() {
+        let err = parse("[upstream.connect_to]\n\"a.example:443\" = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream.connect_to"), "{err}");
+        assert!(err.contains("ip:port"), "{err}");
+    }
+
+    #[test]
+    fn connect_to_lookup_ignores_case() {
+        let c = parse("[upstream.connect_to]\n\"Login.Salesforce.com:443\" = \"127.0.0.1:9\"\n")
+            .unwrap();
+        assert_eq!(
+            c.upstream.connect_to.get("login.salesforce.COM", 443),
+            Some("127.0.0.1:9".parse().unwrap())
+        );
+        assert_eq!(
+            c.upstream.connect_to.get("login.salesforce.com", 8443),
+            None
+        );
+    }
+
+    #[test]
+    fn wildcards_match_any_depth_but_not_the_bare_suffix() {
+        let p = HostPatterns::try_from(vec!["*.my.salesforce.com".to_string()]).unwrap();
+        assert!(p.matches("acme.my.salesforce.com"));
+        assert!(p.matches("ACME--QA.sandbox.my.salesforce.com"));
+        assert!(!p.matches("my.salesforce.com"));
+        assert!(!p.matches("evilmy.salesforce.com"));
+        assert!(HostPatterns::try_from(vec!["*.".to_string()]).is_err());
+        assert!(HostPatterns::try_from(vec!["a b".to_string()]).is_err());
+    }
+
+    #[test]
+    fn effective_settings_round_trip() {
+        let c = parse("[upstream]\nconnect_timeout = \"2s\"\n").unwrap();
+        let again = Config::from_toml_str(&c.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(again.upstream.connect_timeout, Duration::from_secs(2));
+        assert_eq!(again.ca.cert, c.ca.cert);
+    }
+}

@@ -1,0 +1,142 @@
+//! The HTTP/1.1 proxy front: `CONNECT host:port` becomes a blind tunnel or an interception;
+//! absolute-form `http://` requests are forwarded through the shared client. Anything else
+//! is a client error.
+
+use crate::server::Shared;
+use crate::service::{self, Target};
+use crate::{empty_body, hop_by_hop, text_response, Body};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+
+/// Serve one client connection to the proxy port until it closes (or shutdown drains it).
+pub async fn serve_front(tcp: TcpStream, client: SocketAddr, shared: Arc<Shared>) {
+    let svc_shared = shared.clone();
+    let svc = hyper::service::service_fn(move |req| front(req, client, svc_shared.clone()));
+    // `with_upgrades` is what lets a CONNECT's 200 hand the socket over to
+    // `hyper::upgrade::on`; without it the upgrade silently never happens.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .preserve_header_case(true)
+        .serve_connection(TokioIo::new(tcp), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = shared.draining() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%client, error = %e, "proxy connection ended with an error");
+    }
+}
+
+async fn front(
+    req: Request<Incoming>,
+    client: SocketAddr,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, Infallible> {
+    if req.method() == Method::CONNECT {
+        return Ok(connect(req, client, shared).await);
+    }
+    if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) && req.uri().authority().is_some() {
+        return Ok(forward_plain(req, client, &shared).await);
+    }
+    Ok(text_response(
+        StatusCode::BAD_REQUEST,
+        "grantshift: this is a forward proxy: send CONNECT host:port, or an absolute http:// URI",
+    ))
+}
+
+/// `CONNECT host:port`: refuse ports outside `allowed_connect_ports`; intercept listed hosts;
+/// blind-tunnel the rest (dialled before answering, so an unreachable host gets a 502).
+async fn connect(
+    req: Request<Incoming>,
+    client: SocketAddr,
+    shared: Arc<Shared>,
+) -> Response<Body> {
+    let Some((host, port)) = req.uri().authority().and_then(|a| {
+        Some((
+            a.host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            a.port_u16()?,
+        ))
+    }) else {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            "grantshift: CONNECT needs host:port",
+        );
+    };
+    let config = shared.config();
+    if !config.proxy.allowed_connect_ports.contains(&port) {
+        tracing::info!(%client, %host, port, "CONNECT refused: port not allowed");
+        return text_response(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "grantshift: CONNECT to port {port} is not allowed (proxy.allowed_connect_ports = {:?})",
+                config.proxy.allowed_connect_ports
+            ),
+        );
+    }
+    let intercept = config.intercept.hosts.matches(&host);
+    drop(config);
+
+    let target = Target { host, port };
+    if intercept {
+        tracing::debug!(%client, host = %target.host, port, "CONNECT: intercepting");
+        let task_shared = shared.clone();
+        shared.spawn(async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => {
+                    crate::mitm::serve_intercepted(
+                        TokioIo::new(upgraded),
+                        target,
+                        client,
+                        task_shared,
+                    )
+                    .await
+                }
+                Err(e) => tracing::debug!(%client, error = %e, "CONNECT upgrade failed"),
+            }
+        });
+        return Response::new(empty_body());
+    }
+
+    let upstream = match shared.upstream.dialer.tcp(&target.host, port).await {
+        Ok(tcp) => tcp,
+        Err(e) => return service::upstream_failed(e, client),
+    };
+    tracing::debug!(%client, host = %target.host, port, "CONNECT: tunnelling");
+    shared.spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => crate::tunnel::run(upgraded, upstream, client, target.host).await,
+            Err(e) => tracing::debug!(%client, error = %e, "CONNECT upgrade failed"),
+        }
+    });
+    Response::new(empty_body())
+}
+
+/// Absolute-form `http://host/path`: forwarded unchanged but for hop-by-hop fields (no
+/// rewriting here: Salesforce is HTTPS-only).
+async fn forward_plain(
+    req: Request<Incoming>,
+    client: SocketAddr,
+    shared: &Shared,
+) -> Response<Body> {
+    let host = req.uri().host().unwrap_or_default().to_string();
+    let (mut parts, body) = req.into_parts();
+    hop_by_hop::strip(&mut parts.headers);
+    let req = Request::from_parts(parts, body.boxed());
+    match shared.upstream.send(req, &host).await {
+        Ok(resp) => service::to_client(resp),
+        Err(e) => service::upstream_failed(e, client),
+    }
+}

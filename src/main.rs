@@ -1,0 +1,151 @@
+//! The `grantshift` command: parse arguments, load the config, set up logging, and run until
+//! SIGTERM/SIGINT.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use grantshift::config::Config;
+use grantshift::mitm::ca::CertificateAuthority;
+use grantshift::server::Proxy;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Forward proxy that upgrades Salesforce OAuth password logins in flight"
+)]
+struct Cli {
+    /// Config file (grantshift.toml). Without it: $GRANTSHIFT_CONFIG, else built-in defaults.
+    #[arg(short = 'c', long = "config", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format on stderr. Filter with RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Create the CA if missing; print its path, PEM, and how to trust it.
+    Ca,
+    /// Validate the config and print the effective settings.
+    Check,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(cli.config),
+        Command::Ca => ca(cli.config),
+        Command::Check => check(cli.config),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("grantshift: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listen = config.proxy.listen;
+        let proxy = Proxy::new(config)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("proxy.listen: cannot listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "proxy listening");
+        proxy.serve(listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// SIGTERM (service managers, `docker stop`) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn ca(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    let ca = CertificateAuthority::load_or_create(
+        &config.ca.cert,
+        &config.ca.key,
+        Arc::new(rustls::crypto::ring::default_provider()),
+    )?;
+    let path = ca.cert_path().display().to_string();
+    println!("grantshift CA certificate: {path}\n");
+    print!("{}", ca.cert_pem());
+    println!(
+        "
+Clients must trust this certificate (only the certificate: never copy the key).
+
+  curl:          curl -x http://127.0.0.1:3128 --cacert {path} https://login.salesforce.com/
+  Python:        export REQUESTS_CA_BUNDLE={path}   (requests; also CURL_CA_BUNDLE)
+  Node.js:       export NODE_EXTRA_CA_CERTS={path}
+  Java:          keytool -importcert -noprompt -storetype PKCS12 -alias grantshift \\
+                   -file {path} -keystore grantshift-trust.p12 -storepass changeit
+                 then run with -Djavax.net.ssl.trustStore=grantshift-trust.p12 \\
+                   -Djavax.net.ssl.trustStorePassword=changeit -Djavax.net.ssl.trustStoreType=PKCS12
+  Debian/Ubuntu: sudo cp {path} /usr/local/share/ca-certificates/grantshift-ca.crt \\
+                   && sudo update-ca-certificates
+
+Then point the client at the proxy: export HTTPS_PROXY=http://127.0.0.1:3128"
+    );
+    Ok(())
+}
+
+fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config.as_deref())?;
+    // Also prove the files the config names are usable, without creating anything.
+    let ca_state = match (config.ca.cert.exists(), config.ca.key.exists()) {
+        (true, true) => "present",
+        (false, false) => "absent: created on first start",
+        (true, false) => anyhow::bail!(
+            "ca.key: {} does not exist but ca.cert does",
+            config.ca.key.display()
+        ),
+        (false, true) => anyhow::bail!(
+            "ca.cert: {} does not exist but ca.key does",
+            config.ca.cert.display()
+        ),
+    };
+    let handle = Arc::new(arc_swap::ArcSwap::from_pointee(config.clone()));
+    grantshift::upstream::Dialer::new(handle, Arc::new(rustls::crypto::ring::default_provider()))?;
+    println!("# config OK (CA {ca_state}); effective settings:");
+    print!("{}", config.to_toml());
+    Ok(())
+}

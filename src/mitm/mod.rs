@@ -1,0 +1,77 @@
+//! TLS termination for intercepted hosts: read the ClientHello, present a leaf for its SNI
+//! (falling back to the CONNECT host), then serve the decrypted HTTP/1.1 or HTTP/2 requests.
+
+pub mod ca;
+
+use crate::server::Shared;
+use crate::service::{self, Target};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::LazyConfigAcceptor;
+
+/// Serve one intercepted CONNECT tunnel until the client closes it (or shutdown drains it).
+///
+/// `io` is the client's upgraded connection; `target` is the CONNECT authority, which is where
+/// every decrypted request goes.
+pub async fn serve_intercepted<IO>(io: IO, target: Target, client: SocketAddr, shared: Arc<Shared>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
+        Ok(start) => start,
+        Err(e) => {
+            tracing::debug!(%client, host = %target.host, error = %e, "no TLS ClientHello after CONNECT");
+            return;
+        }
+    };
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    let cert_host = match &sni {
+        None => target.host.clone(),
+        Some(sni) if sni.eq_ignore_ascii_case(&target.host) => target.host.clone(),
+        // A different SNI gets a certificate only if it is itself a host we intercept:
+        // grantshift never mints certificates for names the operator did not list.
+        Some(sni) if shared.config().intercept.hosts.matches(sni) => sni.clone(),
+        Some(sni) => {
+            tracing::warn!(%client, connect_host = %target.host, %sni, "SNI names a host that is not intercepted; closing");
+            return;
+        }
+    };
+    let tls_config = match shared.ca.server_config_for(&cert_host) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(%client, host = %cert_host, error = %e, "cannot mint leaf certificate");
+            return;
+        }
+    };
+    let tls = match start.into_stream(tls_config).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::debug!(%client, host = %cert_host, error = %e, "client TLS handshake failed (does it trust grantshift's CA?)");
+            return;
+        }
+    };
+    tracing::debug!(%client, host = %target.host, alpn = ?tls.get_ref().1.alpn_protocol().map(String::from_utf8_lossy), "intercepting");
+
+    let target = Arc::new(target);
+    let svc_shared = shared.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        service::handle(req, target.clone(), client, svc_shared.clone())
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = shared.draining() => {
+            // Finish in-flight requests (HTTP/2: GOAWAY), then close.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(%client, error = %e, "intercepted connection ended with an error");
+    }
+}

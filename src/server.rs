@@ -1,0 +1,138 @@
+//! The accept loop and graceful shutdown.
+//!
+//! `hyper`'s graceful shutdown covers the connections it serves, not the tunnels and upgraded
+//! connections that outlive them, so every task grantshift spawns is tracked here and shutdown
+//! waits for all of them, up to `[proxy].shutdown_grace`.
+
+use crate::config::Config;
+use crate::mitm::ca::CertificateAuthority;
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+/// State every connection shares: config snapshot, CA, upstream client, task tracking.
+pub struct Shared {
+    config: Arc<ArcSwap<Config>>,
+    pub ca: CertificateAuthority,
+    pub upstream: Upstream,
+    tasks: TaskTracker,
+    draining: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// The current config (a cheap snapshot; a reload swaps it without blocking anyone).
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// Spawn a task that shutdown waits for (tunnels, upgraded connections, connections).
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
+
+    /// Resolves once shutdown has begun: served connections then finish their in-flight
+    /// requests and close.
+    pub async fn draining(&self) {
+        let mut rx = self.draining.clone();
+        let _ = rx.wait_for(|draining| *draining).await;
+    }
+}
+
+/// A ready-to-serve proxy: config loaded, CA loaded or created, upstream TLS built.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    start_draining: watch::Sender<bool>,
+}
+
+impl Proxy {
+    /// Load or create the CA and build the upstream client. Fails fast on CA or TLS problems,
+    /// before anything listens.
+    pub fn new(config: Config) -> crate::Result<Proxy> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ca = CertificateAuthority::load_or_create(
+            &config.ca.cert,
+            &config.ca.key,
+            provider.clone(),
+        )?;
+        let config = Arc::new(ArcSwap::from_pointee(config));
+        let upstream = Upstream::new(config.clone(), provider)?;
+        let (start_draining, draining) = watch::channel(false);
+        Ok(Proxy {
+            shared: Arc::new(Shared {
+                config,
+                ca,
+                upstream,
+                tasks: TaskTracker::new(),
+                draining,
+            }),
+            start_draining,
+        })
+    }
+
+    /// PEM of grantshift's CA certificate (what clients must trust).
+    pub fn ca_cert_pem(&self) -> String {
+        self.shared.ca.cert_pem().to_string()
+    }
+
+    /// Serve on `listener` until `shutdown` resolves; then stop accepting, let in-flight
+    /// requests and open tunnels finish for up to `shutdown_grace`, and return.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> crate::Result<()> {
+        let shared = self.shared;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((tcp, peer)) => {
+                        // Small responses must not wait ~40 ms for the client's delayed ACK.
+                        let _ = tcp.set_nodelay(true);
+                        let conn_shared = shared.clone();
+                        shared.spawn(crate::connect::serve_front(tcp, peer, conn_shared));
+                    }
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning; connections in
+                        // flight carry on.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        let grace = shared.config().proxy.shutdown_grace;
+        let open = shared.tasks.len();
+        tracing::info!(open, grace = ?grace, "shutting down: no new connections; draining");
+        let _ = self.start_draining.send(true);
+        shared.tasks.close();
+        match tokio::time::timeout(grace, shared.tasks.wait()).await {
+            Ok(()) => tracing::info!("drained; bye"),
+            Err(_) => tracing::warn!(
+                left = shared.tasks.len(),
+                "grace period over; closing the remaining connections"
+            ),
+        }
+        Ok(())
+    }
+}
+
+/// Bind `config.proxy.listen` and serve until `shutdown` (what `main` does; tests call
+/// [`Proxy::serve`] with a listener on port 0).
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    Proxy::new(config)?.serve(listener, shutdown).await
+}

@@ -1,0 +1,428 @@
+//! The upstream side: one shared pooled client (HTTP/1.1 and HTTP/2 by ALPN) over verified TLS,
+//! dialling through `[upstream.connect_to]`, with connect errors typed so the client gets the
+//! right status (502 or 504) and a line naming the host and the cause.
+
+use crate::config::Config;
+use crate::Body;
+use arc_swap::ArcSwap;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::ClientConfig;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// Why an upstream could not be reached. The status code the client sees follows from it.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot resolve {host}: {source}")]
+    Resolve { host: String, source: io::Error },
+    #[error("cannot connect to {host} ({addr}): {source}")]
+    Connect {
+        host: String,
+        addr: String,
+        source: io::Error,
+    },
+    #[error("TLS handshake with {host} failed: {source}")]
+    Tls { host: String, source: io::Error },
+    #[error("connecting to {host} timed out after {after:?}")]
+    ConnectTimeout { host: String, after: Duration },
+    #[error("{host} did not answer within {after:?}")]
+    ResponseTimeout { host: String, after: Duration },
+    #[error("{host} failed the request: {cause}")]
+    Request { host: String, cause: String },
+}
+
+impl UpstreamError {
+    /// 504 for timeouts, 502 for everything else (RFC 9110 §15.6.3, §15.6.5).
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            UpstreamError::ConnectTimeout { .. } | UpstreamError::ResponseTimeout { .. } => {
+                http::StatusCode::GATEWAY_TIMEOUT
+            }
+            _ => http::StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The plain-text response a client gets: one line naming the host and the cause.
+    pub fn to_response(&self) -> Response<Body> {
+        crate::text_response(self.status(), &format!("grantshift: {self}"))
+    }
+
+    /// Recover our typed error from the pooled client's opaque one.
+    fn from_client(host: &str, err: hyper_util::client::legacy::Error) -> UpstreamError {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+        while let Some(e) = source {
+            if let Some(ours) = e.downcast_ref::<ConnectFailure>() {
+                return ours.0.clone_for_client();
+            }
+            source = e.source();
+        }
+        let mut cause = err.to_string();
+        if let Some(inner) = std::error::Error::source(&err) {
+            cause = format!("{cause}: {inner}");
+        }
+        UpstreamError::Request {
+            host: host.to_string(),
+            cause,
+        }
+    }
+
+    fn clone_for_client(&self) -> UpstreamError {
+        let copy_io = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
+        match self {
+            UpstreamError::Resolve { host, source } => UpstreamError::Resolve {
+                host: host.clone(),
+                source: copy_io(source),
+            },
+            UpstreamError::Connect { host, addr, source } => UpstreamError::Connect {
+                host: host.clone(),
+                addr: addr.clone(),
+                source: copy_io(source),
+            },
+            UpstreamError::Tls { host, source } => UpstreamError::Tls {
+                host: host.clone(),
+                source: copy_io(source),
+            },
+            UpstreamError::ConnectTimeout { host, after } => UpstreamError::ConnectTimeout {
+                host: host.clone(),
+                after: *after,
+            },
+            UpstreamError::ResponseTimeout { host, after } => UpstreamError::ResponseTimeout {
+                host: host.clone(),
+                after: *after,
+            },
+            UpstreamError::Request { host, cause } => UpstreamError::Request {
+                host: host.clone(),
+                cause: cause.clone(),
+            },
+        }
+    }
+}
+
+/// Our connect error as it travels through the pooled client's error chain.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectFailure(pub UpstreamError);
+
+/// Which ALPN protocols to offer upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Alpn {
+    /// `h2` and `http/1.1`: the pooled client speaks whichever the server picks.
+    Any,
+    /// `http/1.1` only: for `Upgrade` requests, which HTTP/2 cannot carry.
+    Http1Only,
+}
+
+/// Dials upstream hosts: `connect_to` overrides, connect timeout, `TCP_NODELAY`, verified TLS.
+#[derive(Clone)]
+pub struct Dialer {
+    config: Arc<ArcSwap<Config>>,
+    tls_any: TlsConnector,
+    tls_http1: TlsConnector,
+}
+
+impl Dialer {
+    /// Build the TLS client configs: web PKI roots plus `[upstream].extra_root_certs`.
+    pub fn new(
+        config: Arc<ArcSwap<Config>>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> crate::Result<Dialer> {
+        let roots = root_store(&config.load().upstream.extra_root_certs)?;
+        let build = |alpn: &[&[u8]]| -> crate::Result<TlsConnector> {
+            let mut tls = ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| crate::Error::UpstreamTls(e.to_string()))?
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth();
+            tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Ok(TlsConnector::from(Arc::new(tls)))
+        };
+        Ok(Dialer {
+            tls_any: build(&[b"h2", b"http/1.1"])?,
+            tls_http1: build(&[b"http/1.1"])?,
+            config,
+        })
+    }
+
+    /// TCP to `host:port` (or its `connect_to` override) within `connect_timeout`.
+    pub async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
+        let config = self.config.load();
+        let after = config.upstream.connect_timeout;
+        let target = config.upstream.connect_to.get(host, port);
+        drop(config);
+        tokio::time::timeout(after, dial(host, port, target))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout {
+                host: host.to_string(),
+                after,
+            })?
+    }
+
+    /// TCP + verified TLS with SNI = `host`, both within `connect_timeout`.
+    pub async fn tls(
+        &self,
+        host: &str,
+        port: u16,
+        alpn: Alpn,
+    ) -> Result<TlsStream<TcpStream>, UpstreamError> {
+        let after = self.config.load().upstream.connect_timeout;
+        let connector = match alpn {
+            Alpn::Any => &self.tls_any,
+            Alpn::Http1Only => &self.tls_http1,
+        };
+        let work = async {
+            let tcp = self.tcp(host, port).await?;
+            let name = ServerName::try_from(host.to_string()).map_err(|e| UpstreamError::Tls {
+                host: host.to_string(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, e),
+            })?;
+            connector
+                .connect(name, tcp)
+                .await
+                .map_err(|source| UpstreamError::Tls {
+                    host: host.to_string(),
+                    source,
+                })
+        };
+        tokio::time::timeout(after, work)
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout {
+                host: host.to_string(),
+                after,
+            })?
+    }
+}
+
+async fn dial(
+    host: &str,
+    port: u16,
+    target: Option<SocketAddr>,
+) -> Result<TcpStream, UpstreamError> {
+    let addrs: Vec<SocketAddr> = match target {
+        Some(addr) => vec![addr],
+        None => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|source| UpstreamError::Resolve {
+                host: host.to_string(),
+                source,
+            })?
+            .collect(),
+    };
+    let mut last = None;
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                // Small requests and responses must not wait for delayed ACKs.
+                let _ = tcp.set_nodelay(true);
+                return Ok(tcp);
+            }
+            Err(source) => last = Some((addr, source)),
+        }
+    }
+    Err(match last {
+        Some((addr, source)) => UpstreamError::Connect {
+            host: host.to_string(),
+            addr: addr.to_string(),
+            source,
+        },
+        None => UpstreamError::Resolve {
+            host: host.to_string(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+        },
+    })
+}
+
+fn root_store(extra: &[std::path::PathBuf]) -> crate::Result<Arc<rustls::RootCertStore>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for path in extra {
+        let bad = |problem: String| {
+            crate::Error::UpstreamTls(format!(
+                "upstream.extra_root_certs: {}: {problem}",
+                path.display()
+            ))
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(bad("no PEM certificates in the file".into()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| bad(e.to_string()))?;
+        }
+    }
+    Ok(Arc::new(roots))
+}
+
+/// A dialled upstream connection: plain TCP for `http://`, TLS for `https://`.
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        match self {
+            UpstreamStream::Plain(_) => Connected::new(),
+            UpstreamStream::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
+                Connected::new().negotiated_h2()
+            }
+            UpstreamStream::Tls(_) => Connected::new(),
+        }
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamStream::Plain(s) => s.is_write_vectored(),
+            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The pooled client's connector: `https` URIs get TLS, `http` URIs plain TCP. The pool key
+/// is the URI's scheme and authority, so `connect_to` never changes which pool a host uses.
+impl tower_service::Service<Uri> for Dialer {
+    type Response = TokioIo<UpstreamStream>;
+    type Error = ConnectFailure;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let dialer = self.clone();
+        Box::pin(async move {
+            let host = uri.host().unwrap_or_default().to_string();
+            let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+            let stream = if tls {
+                UpstreamStream::Tls(Box::new(
+                    dialer
+                        .tls(&host, port, Alpn::Any)
+                        .await
+                        .map_err(ConnectFailure)?,
+                ))
+            } else {
+                UpstreamStream::Plain(dialer.tcp(&host, port).await.map_err(ConnectFailure)?)
+            };
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// One shared pooled client for every forwarded request, plus the dialer it uses (tunnels
+/// and upgrades dial directly).
+pub struct Upstream {
+    pub dialer: Dialer,
+    client: Client<Dialer, Body>,
+    config: Arc<ArcSwap<Config>>,
+}
+
+impl Upstream {
+    pub fn new(
+        config: Arc<ArcSwap<Config>>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> crate::Result<Upstream> {
+        let dialer = Dialer::new(config.clone(), provider)?;
+        let client = Client::builder(TokioExecutor::new())
+            // Without a timer, idle pooled connections are never evicted.
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(dialer.clone());
+        Ok(Upstream {
+            dialer,
+            client,
+            config,
+        })
+    }
+
+    /// Send `req` (absolute URI) and wait for the response head within `request_timeout`.
+    /// `host` names the upstream in errors.
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+        host: &str,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        // The pooled client refuses an HTTP/2-versioned request on an HTTP/1 connection; the
+        // version of the client's hop says nothing about ours.
+        *req.version_mut() = http::Version::HTTP_11;
+        let after = self.config.load().upstream.request_timeout;
+        match tokio::time::timeout(after, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(UpstreamError::from_client(host, e)),
+            Err(_) => Err(UpstreamError::ResponseTimeout {
+                host: host.to_string(),
+                after,
+            }),
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.config.load().upstream.request_timeout
+    }
+}
