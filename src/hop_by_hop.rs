@@ -7,18 +7,21 @@
 //! > control options for the forwarded message).
 //!
 //! plus the fields that are connection-specific by definition: Keep-Alive, Proxy-Connection,
-//! Proxy-Authenticate, Proxy-Authorization, TE, Trailer, Transfer-Encoding and Upgrade.
+//! Proxy-Authenticate, Proxy-Authorization, TE, Transfer-Encoding and Upgrade.
 //! Everything else passes untouched, in order. hyper does none of this for us.
+//!
+//! `Trailer` is kept: RFC 9110 §6.6.2 makes it an end-to-end declaration of the trailer fields
+//! that follow the body, and hyper's HTTP/1 encoder sends only declared trailers, so stripping
+//! it would silently drop trailers on every HTTP/1.1 hop.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, TE, UPGRADE};
 
-const ALWAYS: [&str; 8] = [
+const ALWAYS: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
-    "trailer",
     "transfer-encoding",
     "upgrade",
 ];

@@ -1,0 +1,353 @@
+//! grantshift itself, configured against the fake upstreams and served in-process on
+//! 127.0.0.1:0 until the test shuts it down.
+
+use super::client::{connect_tunnel, tls_connect, Http, HttpConn};
+use super::upstreams::{FakeSalesforce, TcpEchoServer, TunnelServer};
+use super::{within, ECHO_HOST, SALESFORCE_HOSTS, TUNNEL_HOST, UNTRUSTED_HOST};
+use grantshift::config::Config;
+use grantshift::server::Proxy;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+
+/// The upstreams a test proxy is wired to.
+pub struct Upstreams {
+    pub sf: FakeSalesforce,
+    pub tunnel: TunnelServer,
+    pub echo: TcpEchoServer,
+}
+
+impl Upstreams {
+    pub async fn start() -> Upstreams {
+        Upstreams::with_salesforce(FakeSalesforce::start().await).await
+    }
+
+    /// The given fake Salesforce (e.g. [`FakeSalesforce::start_http1_only`]) and fresh others.
+    pub async fn with_salesforce(sf: FakeSalesforce) -> Upstreams {
+        Upstreams {
+            sf,
+            tunnel: TunnelServer::start().await,
+            echo: TcpEchoServer::start().await,
+        }
+    }
+}
+
+/// TOML string literal.
+pub fn toml_str(s: impl AsRef<str>) -> String {
+    serde_json::to_string(s.as_ref()).unwrap()
+}
+
+/// Builds the `grantshift.toml` of a test proxy. Defaults: listen on 127.0.0.1:0, CA files in
+/// the proxy's TempDir, the fake Salesforce CA in `extra_root_certs`, `connect_to` routing every
+/// fake host to its server, `connect_timeout = "2s"`, `request_timeout = "3s"`,
+/// `shutdown_grace = "5s"`, default `allowed_connect_ports` and `[intercept]`.
+#[derive(Clone, Debug)]
+pub struct TestProxyBuilder {
+    listen: String,
+    allowed_connect_ports: Option<Vec<u16>>,
+    shutdown_grace: String,
+    connect_timeout: String,
+    request_timeout: String,
+    intercept_hosts: Option<Vec<String>>,
+    connect_to: Vec<(String, String)>,
+    extra_root_certs: Vec<PathBuf>,
+    ca_files: Option<(PathBuf, PathBuf)>,
+    extra_toml: String,
+}
+
+impl Default for TestProxyBuilder {
+    fn default() -> Self {
+        TestProxyBuilder {
+            listen: "127.0.0.1:0".into(),
+            allowed_connect_ports: None,
+            shutdown_grace: "5s".into(),
+            connect_timeout: "2s".into(),
+            request_timeout: "3s".into(),
+            intercept_hosts: None,
+            connect_to: Vec::new(),
+            extra_root_certs: Vec::new(),
+            ca_files: None,
+            extra_toml: String::new(),
+        }
+    }
+}
+
+impl TestProxyBuilder {
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = addr.into();
+        self
+    }
+
+    pub fn allowed_connect_ports(mut self, ports: &[u16]) -> Self {
+        self.allowed_connect_ports = Some(ports.to_vec());
+        self
+    }
+
+    pub fn shutdown_grace(mut self, d: &str) -> Self {
+        self.shutdown_grace = d.into();
+        self
+    }
+
+    pub fn connect_timeout(mut self, d: &str) -> Self {
+        self.connect_timeout = d.into();
+        self
+    }
+
+    pub fn request_timeout(mut self, d: &str) -> Self {
+        self.request_timeout = d.into();
+        self
+    }
+
+    pub fn intercept_hosts(mut self, hosts: &[&str]) -> Self {
+        self.intercept_hosts = Some(hosts.iter().map(|h| h.to_string()).collect());
+        self
+    }
+
+    /// Add or replace a `[upstream.connect_to]` entry (`"host:port" = "ip:port"`).
+    pub fn connect_to(mut self, host_port: &str, addr: SocketAddr) -> Self {
+        self.connect_to.push((host_port.into(), addr.to_string()));
+        self
+    }
+
+    pub fn extra_root_cert(mut self, pem_path: &Path) -> Self {
+        self.extra_root_certs.push(pem_path.to_path_buf());
+        self
+    }
+
+    /// Use these CA files instead of fresh ones in the proxy's TempDir (restart tests).
+    pub fn ca_files(mut self, cert: &Path, key: &Path) -> Self {
+        self.ca_files = Some((cert.to_path_buf(), key.to_path_buf()));
+        self
+    }
+
+    /// TOML appended verbatim after the generated file: only for tables this builder does not
+    /// write (`[proxy]`, `[ca]`, `[upstream]`, `[upstream.connect_to]`, `[intercept]`).
+    pub fn extra_toml(mut self, toml: &str) -> Self {
+        self.extra_toml.push_str(toml);
+        self
+    }
+
+    /// The config text for `up`. CA paths are relative (`grantshift-ca.pem`) unless
+    /// [`ca_files`](Self::ca_files) was given, so they land in the directory the file is read from.
+    pub fn render(&self, up: &Upstreams) -> String {
+        let mut t = String::new();
+        t.push_str("[proxy]\n");
+        t.push_str(&format!("listen = {}\n", toml_str(&self.listen)));
+        if let Some(ports) = &self.allowed_connect_ports {
+            t.push_str(&format!("allowed_connect_ports = {ports:?}\n"));
+        }
+        t.push_str(&format!(
+            "shutdown_grace = {}\n\n",
+            toml_str(&self.shutdown_grace)
+        ));
+
+        t.push_str("[ca]\n");
+        match &self.ca_files {
+            Some((cert, key)) => {
+                t.push_str(&format!("cert = {}\n", toml_str(cert.to_str().unwrap())));
+                t.push_str(&format!("key = {}\n\n", toml_str(key.to_str().unwrap())));
+            }
+            None => t.push_str("cert = \"grantshift-ca.pem\"\nkey = \"grantshift-ca.key\"\n\n"),
+        }
+
+        t.push_str("[upstream]\n");
+        let roots: Vec<String> = std::iter::once(up.sf.ca_pem_path().to_path_buf())
+            .chain(self.extra_root_certs.iter().cloned())
+            .map(|p| toml_str(p.to_str().unwrap()))
+            .collect();
+        t.push_str(&format!("extra_root_certs = [{}]\n", roots.join(", ")));
+        t.push_str(&format!(
+            "connect_timeout = {}\n",
+            toml_str(&self.connect_timeout)
+        ));
+        t.push_str(&format!(
+            "request_timeout = {}\n\n",
+            toml_str(&self.request_timeout)
+        ));
+
+        t.push_str("[upstream.connect_to]\n");
+        let mut routes: Vec<(String, String)> = SALESFORCE_HOSTS
+            .iter()
+            .map(|h| (format!("{h}:443"), up.sf.addr().to_string()))
+            .collect();
+        routes.push((format!("{TUNNEL_HOST}:443"), up.tunnel.addr().to_string()));
+        routes.push((
+            format!("{UNTRUSTED_HOST}:443"),
+            up.tunnel.addr().to_string(),
+        ));
+        routes.push((format!("{ECHO_HOST}:443"), up.echo.addr().to_string()));
+        for (k, v) in &self.connect_to {
+            match routes.iter_mut().find(|(rk, _)| rk == k) {
+                Some(existing) => existing.1 = v.clone(),
+                None => routes.push((k.clone(), v.clone())),
+            }
+        }
+        for (k, v) in routes {
+            t.push_str(&format!("{} = {}\n", toml_str(k), toml_str(v)));
+        }
+        t.push('\n');
+
+        if let Some(hosts) = &self.intercept_hosts {
+            let hosts: Vec<String> = hosts.iter().map(toml_str).collect();
+            t.push_str(&format!("[intercept]\nhosts = [{}]\n\n", hosts.join(", ")));
+        }
+        t.push_str(&self.extra_toml);
+        t
+    }
+
+    /// Start fresh upstreams and the proxy.
+    pub async fn start(self) -> TestProxy {
+        let up = Upstreams::start().await;
+        self.start_with(up).await
+    }
+
+    /// Start the proxy against existing upstreams.
+    pub async fn start_with(self, up: Upstreams) -> TestProxy {
+        super::init_crypto();
+        let dir = tempfile::tempdir().expect("proxy tempdir");
+        let text = self.render(&up);
+        let config_path = dir.path().join("grantshift.toml");
+        std::fs::write(&config_path, &text).expect("write grantshift.toml");
+        let config = Config::from_toml_str(&text, dir.path())
+            .unwrap_or_else(|e| panic!("test config rejected: {e}\n---\n{text}"));
+        let proxy = Proxy::new(config).unwrap_or_else(|e| panic!("Proxy::new failed: {e}"));
+        let ca_pem = proxy.ca_cert_pem();
+        let ca_pem_path = dir.path().join("trust-grantshift-ca.pem");
+        std::fs::write(&ca_pem_path, &ca_pem).expect("write CA PEM for clients");
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let (observed_tx, observed_rx) = oneshot::channel::<()>();
+        let serve = tokio::spawn(proxy.serve(listener, async move {
+            let _ = rx.await;
+            // serve() has polled its shutdown future to completion: it knows.
+            let _ = observed_tx.send(());
+        }));
+        TestProxy {
+            sf: up.sf,
+            tunnel: up.tunnel,
+            echo: up.echo,
+            addr,
+            ca_pem,
+            ca_pem_path,
+            config_text: text,
+            dir,
+            shutdown: Some(tx),
+            shutdown_observed: Some(observed_rx),
+            serve: Some(serve),
+        }
+    }
+}
+
+/// A running grantshift with its upstreams.
+pub struct TestProxy {
+    pub sf: FakeSalesforce,
+    pub tunnel: TunnelServer,
+    pub echo: TcpEchoServer,
+    addr: SocketAddr,
+    ca_pem: String,
+    ca_pem_path: PathBuf,
+    config_text: String,
+    dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    shutdown_observed: Option<oneshot::Receiver<()>>,
+    serve: Option<JoinHandle<Result<(), grantshift::Error>>>,
+}
+
+impl TestProxy {
+    /// The default test proxy, with `extra_toml` appended to its config (see
+    /// [`TestProxyBuilder::extra_toml`]).
+    pub async fn start(extra_toml: &str) -> TestProxy {
+        TestProxy::builder().extra_toml(extra_toml).start().await
+    }
+
+    pub fn builder() -> TestProxyBuilder {
+        TestProxyBuilder::default()
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// grantshift's CA certificate (PEM), as `Proxy::ca_cert_pem` returned it.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A file holding [`ca_pem`](Self::ca_pem) (for `curl --cacert`).
+    pub fn ca_pem_path(&self) -> &Path {
+        &self.ca_pem_path
+    }
+
+    /// The directory holding the config and (by default) the CA files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_text(&self) -> &str {
+        &self.config_text
+    }
+
+    /// `CONNECT authority` through this proxy.
+    pub async fn connect(&self, authority: &str) -> (u16, TcpStream) {
+        connect_tunnel(self.addr, authority).await
+    }
+
+    /// `CONNECT host:443`, then TLS trusting only grantshift's CA, offering `alpn`.
+    pub async fn intercept_tls(&self, host: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+        let (status, tcp) = self.connect(&format!("{host}:443")).await;
+        assert_eq!(status, 200, "CONNECT {host}:443");
+        tls_connect(tcp, host, &self.ca_pem, alpn).await
+    }
+
+    /// An HTTP connection to `host` through interception, speaking `http` (negotiated by ALPN).
+    pub async fn intercepted(&self, host: &str, http: Http) -> HttpConn {
+        let tls = self.intercept_tls(host, &[http.alpn()]).await;
+        assert_eq!(
+            tls.get_ref().1.alpn_protocol(),
+            Some(http.alpn()),
+            "proxy accepts ALPN {:?}",
+            String::from_utf8_lossy(http.alpn())
+        );
+        HttpConn::handshake(tls, http).await
+    }
+
+    /// Resolve the shutdown future passed to `serve` (returns at once).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Wait until `serve` has seen its shutdown future resolve (after
+    /// [`begin_shutdown`](Self::begin_shutdown)): from then on it is draining.
+    pub async fn shutdown_observed(&mut self) {
+        let rx = self.shutdown_observed.take().expect("already awaited");
+        within(20, "serve() noticing shutdown", rx)
+            .await
+            .expect("serve() dropped its shutdown future without polling it to completion");
+    }
+
+    /// Has `serve` returned?
+    pub fn serve_returned(&self) -> bool {
+        self.serve.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Wait for `serve` to return (after [`begin_shutdown`](Self::begin_shutdown)); its result.
+    pub async fn stopped(&mut self) -> Result<(), grantshift::Error> {
+        let handle = self.serve.take().expect("serve already awaited");
+        within(30, "proxy serve() returning after shutdown", handle)
+            .await
+            .expect("serve task panicked")
+    }
+
+    /// Trigger shutdown and wait until `serve` has returned.
+    pub async fn shutdown(mut self) -> Result<(), grantshift::Error> {
+        self.begin_shutdown();
+        self.stopped().await
+    }
+}
