@@ -35,6 +35,12 @@ pub struct Config {
     pub ca: CaConfig,
     pub upstream: UpstreamConfig,
     pub intercept: InterceptConfig,
+    /// First rule whose host pattern matches a password grant's request host wins. With no
+    /// rules: upgrade every set, with fallback (SPEC §3).
+    pub rollout: Vec<RolloutRule>,
+    /// One entry per username the clients log in with.
+    pub credentials: Vec<Credential>,
+    pub telemetry: TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +54,9 @@ pub struct ProxyConfig {
     /// How long SIGTERM/SIGINT waits for in-flight requests and open tunnels.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Token requests larger than this are forwarded untouched (`skipped`, `body_too_large`):
+    /// only a token request is ever buffered, and only this much.
+    pub max_token_body: usize,
 }
 
 impl Default for ProxyConfig {
@@ -56,6 +65,7 @@ impl Default for ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
             allowed_connect_ports: vec![443],
             shutdown_grace: Duration::from_secs(30),
+            max_token_body: 65536,
         }
     }
 }
@@ -125,6 +135,117 @@ impl Default for InterceptConfig {
                 defaults.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
             )
             .expect("default intercept hosts are valid"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Forward unchanged, record.
+    Observe,
+    /// Upgrade the share of credential sets that `percent` selects.
+    Upgrade,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRule {
+    /// Exact host, `*.suffix`, or `*` for every host.
+    pub host: String,
+    pub mode: Mode,
+    #[serde(default = "hundred")]
+    pub percent: u8,
+    #[serde(default = "yes")]
+    pub fallback: bool,
+}
+
+fn hundred() -> u8 {
+    100
+}
+fn yes() -> bool {
+    true
+}
+
+impl RolloutRule {
+    pub fn matches(&self, host: &str) -> bool {
+        match self.host.strip_prefix("*") {
+            Some("") => true,
+            Some(suffix) => {
+                host.len() > suffix.len()
+                    && host.is_char_boundary(host.len() - suffix.len())
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+            None => host.eq_ignore_ascii_case(&self.host),
+        }
+    }
+
+    fn default_rule() -> RolloutRule {
+        RolloutRule {
+            host: "*".into(),
+            mode: Mode::Upgrade,
+            percent: 100,
+            fallback: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flow {
+    #[default]
+    ClientCredentials,
+    JwtBearer,
+}
+
+impl Flow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flow::ClientCredentials => "client_credentials",
+            Flow::JwtBearer => "jwt_bearer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub my_domain: Option<String>,
+    #[serde(default)]
+    pub flow: Flow,
+    /// Only requests from this connected app match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_private_key: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+    /// The loaded `jwt_private_key` (redacting `Debug`; never serialized).
+    #[serde(skip)]
+    pub jwt_key: Option<crate::oauth::jwt::JwtKey>,
+}
+
+impl Credential {
+    /// Does this entry apply to a password grant by `username` from `client_id`?
+    pub fn matches(&self, client_id: &str, username: &str) -> bool {
+        self.username.eq_ignore_ascii_case(username)
+            && self.client_id.as_deref().is_none_or(|c| c == client_id)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Append-only JSON lines, one per token request; `""` disables, `"-"` is stdout.
+    pub events: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            events: "grantshift-events.jsonl".into(),
         }
     }
 }
@@ -319,9 +440,12 @@ impl Config {
             .validate()
             .map_err(|(key, problem)| ConfigError::Invalid {
                 file: file.to_string(),
-                key: key.to_string(),
+                key,
                 problem,
             })?;
+        if config.rollout.is_empty() {
+            config.rollout.push(RolloutRule::default_rule());
+        }
         Ok(config)
     }
 
@@ -331,13 +455,92 @@ impl Config {
                 *p = base.join(&*p);
             }
         };
+        if !matches!(self.telemetry.events.as_str(), "" | "-")
+            && Path::new(&self.telemetry.events).is_relative()
+        {
+            self.telemetry.events = base.join(&self.telemetry.events).display().to_string();
+        }
+        for credential in &mut self.credentials {
+            if let Some(key) = &mut credential.jwt_private_key {
+                resolve(key);
+            }
+        }
         resolve(&mut self.ca.cert);
         resolve(&mut self.ca.key);
         self.upstream.extra_root_certs.iter_mut().for_each(resolve);
     }
 
-    /// Checks serde cannot express: which key, and what is wrong with it.
-    fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// Checks serde cannot express, and loading the JWT keys: which key, and what is wrong.
+    fn validate(&mut self) -> Result<(), (String, String)> {
+        self.validate_proxy().map_err(|(k, p)| (k.to_string(), p))?;
+        for (i, rule) in self.rollout.iter().enumerate() {
+            let key = |field: &str| format!("rollout[{i}].{field}");
+            if rule.percent > 100 {
+                return Err((key("percent"), "must be between 0 and 100".into()));
+            }
+            let name = rule.host.strip_prefix("*.").unwrap_or(&rule.host);
+            if rule.host != "*" && !is_valid_dns_name(name) {
+                return Err((
+                    key("host"),
+                    format!("`{}` is not a host, `*.suffix` or `*`", rule.host),
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, credential) in self.credentials.iter_mut().enumerate() {
+            let key = |field: &str| format!("credentials[{i}].{field}");
+            if credential.username.trim().is_empty() {
+                return Err((key("username"), "must not be empty".into()));
+            }
+            if !seen.insert((
+                credential.username.to_lowercase(),
+                credential.client_id.clone(),
+            )) {
+                return Err((
+                    key("username"),
+                    format!(
+                        "`{}` is listed twice for the same client_id",
+                        credential.username
+                    ),
+                ));
+            }
+            if let Some(domain) = &credential.my_domain {
+                if !is_valid_dns_name(domain) {
+                    return Err((
+                        key("my_domain"),
+                        format!("`{domain}` is not a host name (e.g. acme.my.salesforce.com)"),
+                    ));
+                }
+            }
+            match (credential.flow, &credential.jwt_private_key) {
+                (Flow::JwtBearer, None) => {
+                    return Err((
+                        key("jwt_private_key"),
+                        "flow = \"jwt_bearer\" needs the connected app's RSA private key (PEM)"
+                            .into(),
+                    ))
+                }
+                (Flow::JwtBearer, Some(path)) => {
+                    let loaded = crate::oauth::jwt::JwtKey::from_pem_file(path)
+                        .map_err(|e| (key("jwt_private_key"), e))?;
+                    credential.jwt_key = Some(loaded);
+                }
+                (Flow::ClientCredentials, Some(_)) => {
+                    return Err((
+                        key("jwt_private_key"),
+                        "only used with flow = \"jwt_bearer\"".into(),
+                    ))
+                }
+                (Flow::ClientCredentials, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_proxy(&self) -> Result<(), (&'static str, String)> {
+        if self.proxy.max_token_body == 0 {
+            return Err(("proxy.max_token_body", "must be more than 0".into()));
+        }
         if self.proxy.allowed_connect_ports.is_empty() {
             return Err((
                 "proxy.allowed_connect_ports",

@@ -18,9 +18,13 @@ pub mod config;
 pub mod connect;
 pub mod hop_by_hop;
 pub mod mitm;
+pub mod oauth;
+pub mod policy;
 pub mod server;
 pub mod service;
+pub mod telemetry;
 pub mod tunnel;
+pub mod upgrade;
 pub mod upstream;
 
 use bytes::Bytes;

@@ -70,8 +70,8 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
-    let config = Config::load(config.as_deref())?;
+fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -84,9 +84,27 @@ fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
             .with_context(|| format!("proxy.listen: cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "proxy listening");
+        tokio::spawn(reload_on_sighup(config_path, proxy.reloader()));
         proxy.serve(listener, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// SIGHUP re-reads the config file; an invalid file keeps the running config.
+async fn reload_on_sighup(path: Option<PathBuf>, reloader: grantshift::server::Reloader) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler; reload is unavailable");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match Config::load(path.as_deref()) {
+            Ok(new) => reloader.apply(new),
+            Err(e) => {
+                tracing::error!(error = %e, "config reload failed; keeping the running config")
+            }
+        }
+    }
 }
 
 /// SIGTERM (service managers, `docker stop`) or SIGINT (Ctrl-C).

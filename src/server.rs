@@ -6,6 +6,7 @@
 
 use crate::config::Config;
 use crate::mitm::ca::CertificateAuthority;
+use crate::telemetry::events::EventSink;
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::future::Future;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// State every connection shares: config snapshot, CA, upstream client, task tracking.
@@ -20,8 +22,11 @@ pub struct Shared {
     config: Arc<ArcSwap<Config>>,
     pub ca: CertificateAuthority,
     pub upstream: Upstream,
+    pub events: EventSink,
     tasks: TaskTracker,
     draining: watch::Receiver<bool>,
+    /// Cancelled when the grace period is over: whatever is still open is closed.
+    closing: CancellationToken,
 }
 
 impl Shared {
@@ -30,12 +35,24 @@ impl Shared {
         self.config.load()
     }
 
-    /// Spawn a task that shutdown waits for (tunnels, upgraded connections, connections).
+    /// The current config, owned: for work that spans awaits.
+    pub fn config_snapshot(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Spawn a task that shutdown waits for (tunnels, upgraded connections, connections),
+    /// and ends when the grace period is over.
     pub fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        self.tasks.spawn(task);
+        let closing = self.closing.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = closing.cancelled() => {}
+            }
+        });
     }
 
     /// Resolves once shutdown has begun: served connections then finish their in-flight
@@ -62,6 +79,7 @@ impl Proxy {
             &config.ca.key,
             provider.clone(),
         )?;
+        let events = EventSink::start(&config.telemetry.events)?;
         let config = Arc::new(ArcSwap::from_pointee(config));
         let upstream = Upstream::new(config.clone(), provider)?;
         let (start_draining, draining) = watch::channel(false);
@@ -70,11 +88,27 @@ impl Proxy {
                 config,
                 ca,
                 upstream,
+                events,
                 tasks: TaskTracker::new(),
                 draining,
+                closing: CancellationToken::new(),
             }),
             start_draining,
         })
+    }
+
+    /// A handle that swaps in a new config (SIGHUP) while the proxy runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Telemetry events as they are written (the line is on disk when one arrives).
+    pub fn subscribe_events(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<Arc<crate::telemetry::events::Event>> {
+        self.shared.events.subscribe()
     }
 
     /// PEM of grantshift's CA certificate (what clients must trust).
@@ -118,12 +152,43 @@ impl Proxy {
         shared.tasks.close();
         match tokio::time::timeout(grace, shared.tasks.wait()).await {
             Ok(()) => tracing::info!("drained; bye"),
-            Err(_) => tracing::warn!(
-                left = shared.tasks.len(),
-                "grace period over; closing the remaining connections"
-            ),
+            Err(_) => {
+                tracing::warn!(
+                    left = shared.tasks.len(),
+                    "grace period over; closing the remaining connections"
+                );
+                shared.closing.cancel();
+                shared.tasks.wait().await;
+            }
         }
         Ok(())
+    }
+}
+
+/// Applies a new config to a running proxy. Requests already in flight keep the snapshot they
+/// started with; open tunnels are not touched. Rollout, credentials, intercept hosts,
+/// connect_to, timeouts and the events file take effect; the listen address, the CA and the
+/// upstream root certificates need a restart.
+#[derive(Clone)]
+pub struct Reloader {
+    shared: Arc<Shared>,
+}
+
+impl Reloader {
+    pub fn apply(&self, new: Config) {
+        let old = self.shared.config.load_full();
+        if old.proxy.listen != new.proxy.listen
+            || old.ca.cert != new.ca.cert
+            || old.ca.key != new.ca.key
+            || old.upstream.extra_root_certs != new.upstream.extra_root_certs
+        {
+            tracing::warn!("proxy.listen, ca.* and upstream.extra_root_certs changes take effect after a restart");
+        }
+        if old.telemetry.events != new.telemetry.events {
+            self.shared.events.reopen(&new.telemetry.events);
+        }
+        self.shared.config.store(Arc::new(new));
+        tracing::info!("config reloaded");
     }
 }
 

@@ -32,7 +32,7 @@ impl Target {
     }
 
     /// The absolute `https://` URI of `path_and_query` at this target.
-    fn uri(&self, original: &Uri) -> Result<Uri, http::Error> {
+    pub fn uri(&self, original: &Uri) -> Result<Uri, http::Error> {
         let path = original.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         Uri::builder()
             .scheme("https")
@@ -51,6 +51,9 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     if let Some(protocol) = hop_by_hop::upgrade_protocol(req.headers()) {
         return Ok(forward_upgrade(req, protocol, &target, client, &shared).await);
+    }
+    if crate::oauth::is_token_request(req.method(), req.uri().path()) {
+        return Ok(crate::upgrade::handle(req, &target, client, &shared).await);
     }
     let (mut parts, body) = req.into_parts();
     parts.uri = match target.uri(&parts.uri) {

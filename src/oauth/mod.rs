@@ -1,0 +1,303 @@
+//! Salesforce token requests: recognise them, read their parameters, and rewrite password
+//! grants. Everything here is pure (bytes in, bytes out) and unit-tested beside the code.
+//!
+//! A token request is a `POST` to `/services/oauth2/token`; its parameters are the union of
+//! the query string and an `application/x-www-form-urlencoded` body (SPEC §2,
+//! salesforce-oauth.md §1: real clients put grant parameters in either place).
+
+pub mod jwt;
+pub mod rewrite;
+
+use http::{HeaderMap, Method};
+use std::fmt;
+
+pub const TOKEN_PATH: &str = "/services/oauth2/token";
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// Is this request a token request (before looking at its body)?
+pub fn is_token_request(method: &Method, path: &str) -> bool {
+    method == Method::POST && path == TOKEN_PATH
+}
+
+/// Why a token request is forwarded untouched without being understood (SPEC §2). The
+/// string is the event's `reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    TooLarge,
+    Compressed,
+    NotForm,
+    BadEncoding,
+    DuplicateGrantType,
+    DuplicateParameter,
+    MissingClientId,
+    NoClientSecret,
+    Internal,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::TooLarge => "body_too_large",
+            SkipReason::Compressed => "compressed",
+            SkipReason::NotForm => "not_form",
+            SkipReason::BadEncoding => "bad_encoding",
+            SkipReason::DuplicateGrantType => "duplicate_grant_type",
+            SkipReason::DuplicateParameter => "duplicate_parameter",
+            SkipReason::MissingClientId => "missing_client_id",
+            SkipReason::NoClientSecret => "no_client_secret",
+            SkipReason::Internal => "internal",
+        }
+    }
+}
+
+/// Can the body of this token request be read as a form at all? Checked from the headers,
+/// before anything is buffered.
+pub fn body_is_readable(headers: &HeaderMap, max_body: usize) -> Result<(), SkipReason> {
+    if headers.contains_key(http::header::CONTENT_ENCODING) {
+        return Err(SkipReason::Compressed);
+    }
+    if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
+        let essence = ct
+            .to_str()
+            .map_err(|_| SkipReason::NotForm)?
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return Err(SkipReason::NotForm);
+        }
+    }
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body as u64) {
+        return Err(SkipReason::TooLarge);
+    }
+    Ok(())
+}
+
+/// The parameters of a token request, in order: query string first, then body.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenParams {
+    pub params: Vec<(String, String)>,
+}
+
+/// Parameters are secrets (password, client_secret): never print their values.
+impl fmt::Debug for TokenParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.params.iter().map(|(k, _)| k))
+            .finish()
+    }
+}
+
+impl TokenParams {
+    /// Parse the query string and the body. Strict where the form decoder is lenient: a `%`
+    /// not followed by two hex digits, or bytes that do not decode to UTF-8, make the request
+    /// one grantshift does not understand.
+    pub fn parse(query: Option<&str>, body: &[u8]) -> Result<TokenParams, SkipReason> {
+        let mut params = Vec::new();
+        for part in [query.unwrap_or("").as_bytes(), body] {
+            if !is_strict_form(part) {
+                return Err(SkipReason::BadEncoding);
+            }
+            let decoded: Vec<(String, String)> =
+                serde_urlencoded::from_bytes(part).map_err(|_| SkipReason::BadEncoding)?;
+            params.extend(decoded);
+        }
+        let count = |name: &str| params.iter().filter(|(k, _)| k == name).count();
+        if count("grant_type") > 1 {
+            return Err(SkipReason::DuplicateGrantType);
+        }
+        // Two different answers to "which app / which user / which secret" cannot be
+        // rewritten faithfully.
+        if ["client_id", "client_secret", "username", "password"]
+            .iter()
+            .any(|name| count(name) > 1)
+        {
+            return Err(SkipReason::DuplicateParameter);
+        }
+        Ok(TokenParams { params })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn grant_type(&self) -> Option<&str> {
+        self.get("grant_type")
+    }
+}
+
+/// Every `%` is followed by two hex digits, and what it decodes to is UTF-8.
+fn is_strict_form(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let ok = bytes.len() > i + 2
+                && bytes[i + 1].is_ascii_hexdigit()
+                && bytes[i + 2].is_ascii_hexdigit();
+            if !ok {
+                return false;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    // serde_urlencoded replaces invalid UTF-8 with U+FFFD; refuse instead.
+    form_is_utf8(bytes)
+}
+
+fn form_is_utf8(bytes: &[u8]) -> bool {
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("00");
+                decoded.push(u8::from_str_radix(hex, 16).unwrap_or(0));
+                i += 3;
+            }
+            b => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
+}
+
+/// Host classes (SPEC §2, salesforce-oauth.md §4).
+pub fn is_generic_login_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("login.salesforce.com")
+        || host.eq_ignore_ascii_case("test.salesforce.com")
+}
+
+/// `*.my.salesforce.com` (incl. `.sandbox.`, `.develop.`, …), `*.my.salesforce.mil`,
+/// `*.my-salesforce.com`, `*.my.sfcrmproducts.cn`.
+pub fn is_my_domain_host(host: &str) -> bool {
+    const SUFFIXES: [&str; 4] = [
+        ".my.salesforce.com",
+        ".my.salesforce.mil",
+        ".my-salesforce.com",
+        ".my.sfcrmproducts.cn",
+    ];
+    let host = host.to_ascii_lowercase();
+    SUFFIXES
+        .iter()
+        .any(|s| host.len() > s.len() && host.ends_with(s))
+}
+
+/// Sandbox hosts: `test.salesforce.com`, enhanced `X--S.sandbox.my.salesforce.com`, legacy
+/// `X--S.my.salesforce.com`.
+pub fn is_sandbox_host(host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    host == "test.salesforce.com"
+        || (is_my_domain_host(&host)
+            && (host.contains(".sandbox.")
+                || host.split('.').next().is_some_and(|l| l.contains("--"))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_come_from_query_then_body() {
+        let p = TokenParams::parse(
+            Some("grant_type=password&format=json"),
+            b"username=a%2Bb%40x.com&password=p+w",
+        )
+        .unwrap();
+        assert_eq!(p.grant_type(), Some("password"));
+        assert_eq!(p.get("username"), Some("a+b@x.com"));
+        assert_eq!(p.get("password"), Some("p w"));
+        assert_eq!(p.params[1].0, "format");
+    }
+
+    #[test]
+    fn bad_percent_encoding_and_bad_utf8_are_refused() {
+        assert_eq!(
+            TokenParams::parse(None, b"a=%zz"),
+            Err(SkipReason::BadEncoding)
+        );
+        assert_eq!(
+            TokenParams::parse(None, b"a=%4"),
+            Err(SkipReason::BadEncoding)
+        );
+        assert_eq!(
+            TokenParams::parse(None, b"a=%ff"),
+            Err(SkipReason::BadEncoding)
+        );
+        assert_eq!(
+            TokenParams::parse(Some("a=%"), b""),
+            Err(SkipReason::BadEncoding)
+        );
+        assert!(TokenParams::parse(None, b"a=%C3%A9").is_ok());
+    }
+
+    #[test]
+    fn duplicate_grant_type_is_refused_even_across_query_and_body() {
+        assert_eq!(
+            TokenParams::parse(
+                Some("grant_type=password"),
+                b"grant_type=client_credentials"
+            ),
+            Err(SkipReason::DuplicateGrantType)
+        );
+    }
+
+    #[test]
+    fn debug_never_prints_values() {
+        let p = TokenParams::parse(None, b"password=hunter2&client_secret=s3cr3t").unwrap();
+        let shown = format!("{p:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cr3t"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn body_readability_from_headers() {
+        let mut h = HeaderMap::new();
+        assert!(
+            body_is_readable(&h, 10).is_ok(),
+            "missing Content-Type counts as form"
+        );
+        h.insert(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=UTF-8"
+                .parse()
+                .unwrap(),
+        );
+        assert!(body_is_readable(&h, 10).is_ok());
+        h.insert("content-length", "11".parse().unwrap());
+        assert_eq!(body_is_readable(&h, 10), Err(SkipReason::TooLarge));
+        h.insert("content-length", "5".parse().unwrap());
+        h.insert("content-encoding", "gzip".parse().unwrap());
+        assert_eq!(body_is_readable(&h, 10), Err(SkipReason::Compressed));
+        h.remove("content-encoding");
+        h.insert("content-type", "application/json".parse().unwrap());
+        assert_eq!(body_is_readable(&h, 10), Err(SkipReason::NotForm));
+    }
+
+    #[test]
+    fn host_classes() {
+        assert!(is_generic_login_host("Login.Salesforce.com"));
+        assert!(is_my_domain_host("acme.my.salesforce.com"));
+        assert!(is_my_domain_host("acme--qa.sandbox.my.salesforce.com"));
+        assert!(is_my_domain_host("acme.my.salesforce.mil"));
+        assert!(!is_my_domain_host("my.salesforce.com"));
+        assert!(!is_my_domain_host("login.salesforce.com"));
+        assert!(is_sandbox_host("acme--qa.sandbox.my.salesforce.com"));
+        assert!(is_sandbox_host("acme--qa.my.salesforce.com"));
+        assert!(is_sandbox_host("test.salesforce.com"));
+        assert!(!is_sandbox_host("acme.my.salesforce.com"));
+    }
+}

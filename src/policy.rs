@@ -1,0 +1,240 @@
+//! Rollout policy (SPEC §4): for a password grant, decide whether to observe it, upgrade it
+//! (which flow, which host), or leave it alone because it cannot be upgraded. Pure.
+
+use crate::config::{Config, Flow, Mode};
+use crate::oauth::jwt::JwtKey;
+use crate::oauth::{is_my_domain_host, SkipReason, TokenParams};
+use sha2::{Digest, Sha256};
+
+/// What happens to one password grant.
+#[derive(Debug)]
+pub enum Decision {
+    /// Forward unchanged, record `observed` (with a reason when it was `percent` or no rule
+    /// matched rather than an `observe` rule).
+    Observe {
+        reason: Option<&'static str>,
+    },
+    /// A generic login host and no My Domain to send client credentials to: forward
+    /// unchanged, record `unmapped`.
+    Unmapped,
+    /// Cannot be upgraded faithfully: forward unchanged, record `skipped`.
+    Skip(SkipReason),
+    Upgrade(Upgrade),
+}
+
+#[derive(Debug, Clone)]
+pub struct Upgrade {
+    pub flow: Flow,
+    /// The host the upgraded request goes to (a My Domain, or the original host).
+    pub target_host: String,
+    pub fallback: bool,
+    /// For `jwt_bearer`: the signing key and the `aud` claim.
+    pub jwt: Option<(JwtKey, String)>,
+}
+
+/// Decide for a password grant sent to `request_host`. `has_basic_auth` says whether the
+/// client authenticates with `Authorization: Basic` (then client credentials needs no
+/// `client_secret` in the body).
+pub fn decide(
+    config: &Config,
+    request_host: &str,
+    params: &TokenParams,
+    has_basic_auth: bool,
+) -> Decision {
+    let Some(rule) = config.rollout.iter().find(|r| r.matches(request_host)) else {
+        return Decision::Observe {
+            reason: Some("no_rule"),
+        };
+    };
+    if rule.mode == Mode::Observe {
+        return Decision::Observe { reason: None };
+    }
+    let client_id = params.get("client_id").unwrap_or("");
+    let username = params.get("username").unwrap_or("");
+    let credential = config
+        .credentials
+        .iter()
+        .find(|c| c.matches(client_id, username));
+
+    let (flow, target_host) = match credential {
+        Some(c) => match (&c.my_domain, c.flow) {
+            (Some(domain), flow) => (flow, domain.clone()),
+            (None, Flow::JwtBearer) => (Flow::JwtBearer, request_host.to_string()),
+            (None, Flow::ClientCredentials) if is_my_domain_host(request_host) => {
+                (Flow::ClientCredentials, request_host.to_string())
+            }
+            (None, Flow::ClientCredentials) => return Decision::Unmapped,
+        },
+        // Already at a My Domain: client credentials works right there.
+        None if is_my_domain_host(request_host) => {
+            (Flow::ClientCredentials, request_host.to_string())
+        }
+        None => return Decision::Unmapped,
+    };
+
+    if bucket(client_id, username) >= rule.percent {
+        return Decision::Observe {
+            reason: Some("percent"),
+        };
+    }
+
+    let jwt = match flow {
+        Flow::JwtBearer => {
+            if client_id.is_empty() {
+                return Decision::Skip(SkipReason::MissingClientId);
+            }
+            let Some(key) = credential.and_then(|c| c.jwt_key.clone()) else {
+                return Decision::Skip(SkipReason::Internal);
+            };
+            let audience = crate::oauth::jwt::audience(
+                credential.and_then(|c| c.jwt_audience.as_deref()),
+                request_host,
+            );
+            Some((key, audience.to_string()))
+        }
+        Flow::ClientCredentials => {
+            if params.get("client_secret").is_none() && !has_basic_auth {
+                return Decision::Skip(SkipReason::NoClientSecret);
+            }
+            None
+        }
+    };
+    Decision::Upgrade(Upgrade {
+        flow,
+        target_host,
+        fallback: rule.fallback,
+        jwt,
+    })
+}
+
+/// The rollout bucket of a credential set, 0..100: the first 8 bytes of
+/// `SHA-256(client_id ‖ 0x00 ‖ lowercase(username))` as a big-endian integer, modulo 100.
+/// Stable across restarts, replicas and versions; raising `percent` only ever adds sets.
+pub fn bucket(client_id: &str, username: &str) -> u8 {
+    let mut hash = Sha256::new();
+    hash.update(client_id.as_bytes());
+    hash.update([0u8]);
+    hash.update(username.to_lowercase().as_bytes());
+    let digest = hash.finalize();
+    let first = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+    (first % 100) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(text: &str) -> Config {
+        Config::from_toml_str(text, Path::new("/")).unwrap()
+    }
+
+    fn params(body: &str) -> TokenParams {
+        TokenParams::parse(None, body.as_bytes()).unwrap()
+    }
+
+    const PW: &str =
+        "grant_type=password&client_id=app&client_secret=s&username=Int%40Acme.com&password=p";
+
+    #[test]
+    fn bucket_is_stable_and_ignores_username_case() {
+        // Pinned: a change here would move every credential set between buckets.
+        assert_eq!(bucket("app", "int@acme.com"), bucket("app", "INT@acme.COM"));
+        // Independently computed (Python hashlib) values.
+        assert_eq!(bucket("", ""), 92);
+        assert_eq!(bucket("3MVG9abc", "Integration@Acme.com"), 47);
+        assert_eq!(
+            bucket("3MVG9abc", "integration@acme.com"),
+            bucket("3MVG9abc", "integration@acme.com")
+        );
+        assert_ne!(
+            bucket("a", "b"),
+            bucket("b", "a"),
+            "client_id and username do not commute"
+        );
+    }
+
+    #[test]
+    fn buckets_spread_evenly() {
+        let mut counts = [0u32; 100];
+        for i in 0..10_000 {
+            counts[bucket("app", &format!("user{i}@x.com")) as usize] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (50..=150).contains(&c)),
+            "{counts:?}"
+        );
+    }
+
+    #[test]
+    fn mapped_username_goes_to_its_my_domain() {
+        let c = config("[[credentials]]\nusername = \"int@acme.com\"\nmy_domain = \"acme.my.salesforce.com\"\n");
+        match decide(&c, "login.salesforce.com", &params(PW), false) {
+            Decision::Upgrade(u) => {
+                assert_eq!(u.target_host, "acme.my.salesforce.com");
+                assert_eq!(u.flow, Flow::ClientCredentials);
+                assert!(u.fallback);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn generic_host_without_mapping_is_unmapped_my_domain_upgrades_in_place() {
+        let c = config("");
+        assert!(matches!(
+            decide(&c, "login.salesforce.com", &params(PW), false),
+            Decision::Unmapped
+        ));
+        match decide(&c, "acme.my.salesforce.com", &params(PW), false) {
+            Decision::Upgrade(u) => assert_eq!(u.target_host, "acme.my.salesforce.com"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn client_id_filter_and_observe_mode() {
+        let c = config("[[credentials]]\nusername = \"int@acme.com\"\nmy_domain = \"acme.my.salesforce.com\"\nclient_id = \"other\"\n");
+        assert!(matches!(
+            decide(&c, "login.salesforce.com", &params(PW), false),
+            Decision::Unmapped
+        ));
+        let c = config("[[rollout]]\nhost = \"*\"\nmode = \"observe\"\n");
+        assert!(matches!(
+            decide(&c, "acme.my.salesforce.com", &params(PW), false),
+            Decision::Observe { reason: None }
+        ));
+    }
+
+    #[test]
+    fn percent_zero_observes_percent_hundred_upgrades_first_rule_wins() {
+        let c = config("[[rollout]]\nhost = \"*.my.salesforce.com\"\nmode = \"upgrade\"\npercent = 0\n[[rollout]]\nhost = \"*\"\nmode = \"upgrade\"\n");
+        assert!(matches!(
+            decide(&c, "acme.my.salesforce.com", &params(PW), false),
+            Decision::Observe {
+                reason: Some("percent")
+            }
+        ));
+        let c = config("[[rollout]]\nhost = \"login.salesforce.com\"\nmode = \"observe\"\n");
+        assert!(matches!(
+            decide(&c, "acme.my.salesforce.com", &params(PW), false),
+            Decision::Observe {
+                reason: Some("no_rule")
+            }
+        ));
+    }
+
+    #[test]
+    fn client_credentials_needs_a_secret_or_basic_auth() {
+        let c = config("");
+        let no_secret = params("grant_type=password&client_id=app&username=u&password=p");
+        assert!(matches!(
+            decide(&c, "acme.my.salesforce.com", &no_secret, false),
+            Decision::Skip(SkipReason::NoClientSecret)
+        ));
+        assert!(matches!(
+            decide(&c, "acme.my.salesforce.com", &no_secret, true),
+            Decision::Upgrade(_)
+        ));
+    }
+}

@@ -1,0 +1,261 @@
+//! Migration telemetry events (SPEC §5): one JSON object per token request, appended to
+//! `[telemetry].events` once the response has gone back to the client.
+//!
+//! The request path never touches the file: events go over a channel to one writer thread,
+//! which appends and flushes each line and then publishes the event to in-process
+//! subscribers (metrics, the report, tests), so a subscriber that sees an event knows its line
+//! is on disk.
+
+use serde::Serialize;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc};
+use tokio::sync::broadcast;
+
+/// What grantshift did with a token request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Observed,
+    Upgraded,
+    Fallback,
+    Failed,
+    Unmapped,
+    Skipped,
+    Passed,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Observed => "observed",
+            Action::Upgraded => "upgraded",
+            Action::Fallback => "fallback",
+            Action::Failed => "failed",
+            Action::Unmapped => "unmapped",
+            Action::Skipped => "skipped",
+            Action::Passed => "passed",
+        }
+    }
+}
+
+/// The failed upgrade attempt carried by `fallback` and `failed` events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UpstreamErrorInfo {
+    /// HTTP status of the attempt; absent when no response came (connect error, timeout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_description: Option<String>,
+}
+
+/// One token request. Never holds a password, client secret, access token, assertion,
+/// signature or key: there is no field for them.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub ts: String,
+    pub client: String,
+    pub host: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    pub action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_host: Option<String>,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_error: Option<UpstreamErrorInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_url: Option<String>,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Event {
+    pub fn new(client: SocketAddr, host: &str) -> Event {
+        Event {
+            ts: String::new(),
+            client: client.to_string(),
+            host: host.to_string(),
+            grant: None,
+            client_id: None,
+            username: None,
+            action: Action::Passed,
+            flow: None,
+            target_host: None,
+            status: 0,
+            upstream_error: None,
+            org_id: None,
+            user_id: None,
+            instance_url: None,
+            latency_ms: 0.0,
+            reason: None,
+        }
+    }
+}
+
+/// What a token response tells about the org and user, from its JSON: `id` is
+/// `https://<host>/id/<org18>/<user18>` (salesforce-oauth.md §2).
+#[derive(Debug, Default, PartialEq)]
+pub struct ResponseFacts {
+    pub org_id: Option<String>,
+    pub user_id: Option<String>,
+    pub instance_url: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+}
+
+impl ResponseFacts {
+    /// Read only the non-secret fields; the parsed value (with the access token) is dropped
+    /// right here.
+    pub fn from_json(body: &[u8]) -> ResponseFacts {
+        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(body) else {
+            return ResponseFacts::default();
+        };
+        let text = |key: &str| map.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let mut facts = ResponseFacts {
+            instance_url: text("instance_url"),
+            error: text("error"),
+            error_description: text("error_description"),
+            ..ResponseFacts::default()
+        };
+        if let Some(id) = map.get("id").and_then(|v| v.as_str()) {
+            let mut segments = id.trim_end_matches('/').rsplit('/');
+            let user = segments.next();
+            let org = segments.next();
+            if segments.next() == Some("id") {
+                facts.user_id = user.map(str::to_owned);
+                facts.org_id = org.map(str::to_owned);
+            }
+        }
+        facts
+    }
+}
+
+enum Message {
+    Event(Box<Event>),
+    Reopen(String),
+}
+
+/// Where events go: the events file (or stdout, or nowhere) and in-process subscribers.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::Sender<Message>,
+    published: broadcast::Sender<Arc<Event>>,
+}
+
+impl EventSink {
+    /// Start the writer thread for `path` (`""` disables the file, `"-"` is stdout).
+    pub fn start(path: &str) -> std::io::Result<EventSink> {
+        let (tx, rx) = mpsc::channel::<Message>();
+        let (published, _) = broadcast::channel(4096);
+        let mut out = open(path)?;
+        let publish = published.clone();
+        std::thread::Builder::new()
+            .name("grantshift-events".into())
+            .spawn(move || {
+                for message in rx {
+                    match message {
+                        Message::Reopen(path) => match open(&path) {
+                            Ok(new) => out = new,
+                            Err(e) => tracing::error!(%path, error = %e, "cannot open the new events file; keeping the old one"),
+                        },
+                        Message::Event(event) => {
+                            if let Some(file) = out.as_mut() {
+                                let mut line = serde_json::to_vec(&event).expect("events serialize");
+                                line.push(b'\n');
+                                if let Err(e) = file.write_all(&line).and_then(|()| file.flush()) {
+                                    tracing::error!(error = %e, "cannot write a telemetry event");
+                                }
+                            }
+                            let _ = publish.send(Arc::new(*event));
+                        }
+                    }
+                }
+            })?;
+        Ok(EventSink { tx, published })
+    }
+
+    /// Record one event (stamped now).
+    pub fn record(&self, mut event: Event) {
+        event.ts = now_rfc3339();
+        let _ = self.tx.send(Message::Event(Box::new(event)));
+    }
+
+    /// Switch to another events file (config reload).
+    pub fn reopen(&self, path: &str) {
+        let _ = self.tx.send(Message::Reopen(path.to_string()));
+    }
+
+    /// Events as they are written.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.published.subscribe()
+    }
+}
+
+fn open(path: &str) -> std::io::Result<Option<Box<dyn Write + Send>>> {
+    Ok(match path {
+        "" => None,
+        "-" => Some(Box::new(std::io::stdout())),
+        path => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("telemetry.events: {path}: {e}"))
+                })?;
+            Some(Box::new(std::io::BufWriter::new(file)))
+        }
+    })
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn facts_come_from_id_and_instance_url_and_nothing_secret_is_kept() {
+        let body = br#"{"access_token":"00Dx!AR8AQsecret","instance_url":"https://acme.my.salesforce.com","id":"https://login.salesforce.com/id/00Dx0000000BV7zEAG/005x00000012Q9PAAU","token_type":"Bearer","signature":"sig"}"#;
+        let facts = ResponseFacts::from_json(body);
+        assert_eq!(facts.org_id.as_deref(), Some("00Dx0000000BV7zEAG"));
+        assert_eq!(facts.user_id.as_deref(), Some("005x00000012Q9PAAU"));
+        assert_eq!(
+            facts.instance_url.as_deref(),
+            Some("https://acme.my.salesforce.com")
+        );
+        assert!(!format!("{facts:?}").contains("secret"));
+    }
+
+    #[test]
+    fn error_bodies_give_error_and_description() {
+        let facts = ResponseFacts::from_json(br#"{"error":"invalid_grant","error_description":"no client credentials user enabled"}"#);
+        assert_eq!(facts.error.as_deref(), Some("invalid_grant"));
+        assert_eq!(
+            facts.error_description.as_deref(),
+            Some("no client credentials user enabled")
+        );
+        assert_eq!(
+            ResponseFacts::from_json(b"<html>"),
+            ResponseFacts::default()
+        );
+    }
+}
