@@ -49,6 +49,8 @@ pub struct ProxyConfig {
     /// Where the proxy front listens. Loopback by default: a proxy that sees passwords is not
     /// opened to a network unless the operator says so.
     pub listen: SocketAddr,
+    /// The admin server (`/healthz`, `/metrics`, `/report`, `/`); `""` disables it.
+    pub admin_listen: String,
     /// CONNECT is refused to any other port (Squid's `SSL_ports` rule).
     pub allowed_connect_ports: Vec<u16>,
     /// How long SIGTERM/SIGINT waits for in-flight requests and open tunnels.
@@ -59,10 +61,18 @@ pub struct ProxyConfig {
     pub max_token_body: usize,
 }
 
+impl ProxyConfig {
+    /// The admin address, or `None` when disabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listen.parse().ok()
+    }
+}
+
 impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            admin_listen: "127.0.0.1:9464".into(),
             allowed_connect_ports: vec![443],
             shutdown_grace: Duration::from_secs(30),
             max_token_body: 65536,
@@ -538,6 +548,15 @@ impl Config {
     }
 
     fn validate_proxy(&self) -> Result<(), (&'static str, String)> {
+        if !self.proxy.admin_listen.is_empty() && self.proxy.admin_addr().is_none() {
+            return Err((
+                "proxy.admin_listen",
+                format!(
+                    "`{}` is not \"ip:port\" (or \"\" to disable)",
+                    self.proxy.admin_listen
+                ),
+            ));
+        }
         if self.proxy.max_token_body == 0 {
             return Err(("proxy.max_token_body", "must be more than 0".into()));
         }

@@ -4,6 +4,7 @@
 
 use crate::server::Shared;
 use crate::service::{self, Target};
+use crate::telemetry::metrics::Kind;
 use crate::{empty_body, hop_by_hop, text_response, Body};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -115,7 +116,9 @@ async fn connect(
         Err(e) => return service::upstream_failed(e, client),
     };
     tracing::debug!(%client, host = %target.host, port, "CONNECT: tunnelling");
+    let active = shared.metrics.open(Kind::Tunnel);
     shared.spawn(async move {
+        let _active = active;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => crate::tunnel::run(upgraded, upstream, client, target.host).await,
             Err(e) => tracing::debug!(%client, error = %e, "CONNECT upgrade failed"),
@@ -132,6 +135,7 @@ async fn forward_plain(
     shared: &Shared,
 ) -> Response<Body> {
     let host = req.uri().host().unwrap_or_default().to_string();
+    let _active = shared.metrics.open(Kind::Http);
     let (mut parts, body) = req.into_parts();
     hop_by_hop::strip(&mut parts.headers);
     let req = Request::from_parts(parts, body.boxed());

@@ -11,9 +11,15 @@
 //! - [`mitm`]: TLS termination for intercepted hosts: the CA, leaf certificates minted per host.
 //! - [`service`]: the per-request path on intercepted connections.
 //! - [`hop_by_hop`]: RFC 9110 §7.6.1 connection-specific header handling (pure).
+//! - [`upgrade`]: the token path: buffer, decide, rewrite, send, fall back, record.
+//! - [`policy`]: rollout rules → observe / upgrade (flow, target) / unmapped (pure).
+//! - [`oauth`]: token-request parsing and the grant rewrites, JWT signing (pure).
 //! - [`upstream`]: one shared pooled client: verified TLS, `connect_to`, typed connect errors.
+//! - [`telemetry`]: events (JSON lines), metrics, the migration report.
+//! - [`admin`]: `/healthz`, `/metrics`, `/report`, `/`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod connect;
 pub mod hop_by_hop;

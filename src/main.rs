@@ -39,6 +39,18 @@ enum Command {
     Ca,
     /// Validate the config and print the effective settings.
     Check,
+    /// The migration report from one or more event files (several replicas merge).
+    Report {
+        /// An events file; repeat for several replicas. Default: the config's telemetry.events.
+        #[arg(long = "events", value_name = "FILE")]
+        events: Vec<PathBuf>,
+        /// Machine-readable JSON (the same as the admin server's /report).
+        #[arg(long, conflicts_with = "suggest_config")]
+        json: bool,
+        /// Print [[credentials]] entries for the sets whose My Domain was learned.
+        #[arg(long)]
+        suggest_config: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +60,11 @@ fn main() -> std::process::ExitCode {
         Command::Run => run(cli.config),
         Command::Ca => ca(cli.config),
         Command::Check => check(cli.config),
+        Command::Report {
+            events,
+            json,
+            suggest_config,
+        } => report(cli.config, events, json, suggest_config),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -84,6 +101,9 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .with_context(|| format!("proxy.listen: cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "proxy listening");
+        if let Some(admin) = proxy.start_admin().await? {
+            tracing::info!(addr = %admin, "admin listening");
+        }
         tokio::spawn(reload_on_sighup(config_path, proxy.reloader()));
         proxy.serve(listener, shutdown_signal()).await?;
         Ok(())
@@ -165,5 +185,36 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
     grantshift::upstream::Dialer::new(handle, Arc::new(rustls::crypto::ring::default_provider()))?;
     println!("# config OK (CA {ca_state}); effective settings:");
     print!("{}", config.to_toml());
+    Ok(())
+}
+
+fn report(
+    config: Option<PathBuf>,
+    mut files: Vec<PathBuf>,
+    json: bool,
+    suggest_config: bool,
+) -> anyhow::Result<()> {
+    if files.is_empty() {
+        let config = Config::load(config.as_deref())?;
+        anyhow::ensure!(
+            !matches!(config.telemetry.events.as_str(), "" | "-"),
+            "telemetry.events is not a file: name one with --events FILE"
+        );
+        files.push(PathBuf::from(config.telemetry.events));
+    }
+    let (events, bad) = grantshift::telemetry::events::read_event_files(&files)?;
+    if bad > 0 {
+        eprintln!("grantshift: skipped {bad} line(s) that are not events");
+    }
+    let mut builder = grantshift::telemetry::report::ReportBuilder::default();
+    events.iter().for_each(|e| builder.add(e));
+    let report = builder.report();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if suggest_config {
+        print!("{}", report.suggest_config());
+    } else {
+        print!("{}", report.table());
+    }
     Ok(())
 }

@@ -6,7 +6,9 @@
 
 use crate::config::Config;
 use crate::mitm::ca::CertificateAuthority;
-use crate::telemetry::events::EventSink;
+use crate::telemetry::events::{read_event_files, EventSink};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::report::{Report, ReportBuilder};
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::future::Future;
@@ -23,6 +25,8 @@ pub struct Shared {
     pub ca: CertificateAuthority,
     pub upstream: Upstream,
     pub events: EventSink,
+    pub metrics: Arc<Metrics>,
+    report: Arc<std::sync::Mutex<ReportBuilder>>,
     tasks: TaskTracker,
     draining: watch::Receiver<bool>,
     /// Cancelled when the grace period is over: whatever is still open is closed.
@@ -33,6 +37,11 @@ impl Shared {
     /// The current config (a cheap snapshot; a reload swaps it without blocking anyone).
     pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
         self.config.load()
+    }
+
+    /// The migration report over every event of this events file (earlier runs included).
+    pub fn report(&self) -> Report {
+        self.report.lock().expect("report lock").report()
     }
 
     /// The current config, owned: for work that spans awaits.
@@ -79,9 +88,17 @@ impl Proxy {
             &config.ca.key,
             provider.clone(),
         )?;
-        let events = EventSink::start(&config.telemetry.events)?;
+        let metrics = Arc::new(Metrics::new());
+        let report = Arc::new(std::sync::Mutex::new(seed_report(&config.telemetry.events)));
+        let events = {
+            let (metrics, report) = (metrics.clone(), report.clone());
+            EventSink::start(&config.telemetry.events, move |event| {
+                metrics.record_event(event);
+                report.lock().expect("report lock").add(event);
+            })?
+        };
         let config = Arc::new(ArcSwap::from_pointee(config));
-        let upstream = Upstream::new(config.clone(), provider)?;
+        let upstream = Upstream::new(config.clone(), provider, metrics.clone())?;
         let (start_draining, draining) = watch::channel(false);
         Ok(Proxy {
             shared: Arc::new(Shared {
@@ -89,6 +106,8 @@ impl Proxy {
                 ca,
                 upstream,
                 events,
+                metrics,
+                report,
                 tasks: TaskTracker::new(),
                 draining,
                 closing: CancellationToken::new(),
@@ -109,6 +128,24 @@ impl Proxy {
         &self,
     ) -> tokio::sync::broadcast::Receiver<Arc<crate::telemetry::events::Event>> {
         self.shared.events.subscribe()
+    }
+
+    /// Bind `[proxy].admin_listen` and serve the admin endpoints until shutdown. Returns the
+    /// bound address, or `None` when the admin server is disabled (`""`).
+    pub async fn start_admin(&self) -> crate::Result<Option<std::net::SocketAddr>> {
+        let Some(addr) = self.shared.config().proxy.admin_addr() else {
+            return Ok(None);
+        };
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("proxy.admin_listen: cannot listen on {addr}: {e}"),
+            )
+        })?;
+        let bound = listener.local_addr()?;
+        let shared = self.shared.clone();
+        self.shared.spawn(crate::admin::serve(listener, shared));
+        Ok(Some(bound))
     }
 
     /// PEM of grantshift's CA certificate (what clients must trust).
@@ -188,7 +225,14 @@ impl Reloader {
             self.shared.events.reopen(&new.telemetry.events);
         }
         self.shared.config.store(Arc::new(new));
+        self.shared.metrics.config_reload(true);
         tracing::info!("config reloaded");
+    }
+
+    /// A reload that could not be applied: the running config stays.
+    pub fn failed(&self, error: &dyn std::fmt::Display) {
+        self.shared.metrics.config_reload(false);
+        tracing::error!(%error, "config reload failed; keeping the running config");
     }
 }
 
@@ -200,4 +244,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> crate::Result<()> {
     Proxy::new(config)?.serve(listener, shutdown).await
+}
+
+/// The report starts from the events already in the file, so `/report` and
+/// `grantshift report` over the same file agree across restarts.
+fn seed_report(events_path: &str) -> ReportBuilder {
+    let mut builder = ReportBuilder::default();
+    if matches!(events_path, "" | "-") || !std::path::Path::new(events_path).exists() {
+        return builder;
+    }
+    match read_event_files(&[events_path.into()]) {
+        Ok((events, bad)) => {
+            events.iter().for_each(|e| builder.add(e));
+            tracing::info!(events = events.len(), unreadable_lines = bad, path = %events_path, "report seeded from the events file");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the events file; the report starts empty")
+        }
+    }
+    builder
 }

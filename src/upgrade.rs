@@ -115,7 +115,7 @@ pub async fn handle(
         }
     };
 
-    event.flow = Some(upgrade.flow.as_str());
+    event.flow = Some(upgrade.flow.as_str().into());
     event.target_host = Some(upgrade.target_host.clone());
     let upgraded_body = match rewritten_body(&upgrade, &params) {
         Ok(body) => body,
@@ -297,7 +297,7 @@ async fn finish(
         client_id = event.client_id.as_deref().unwrap_or(""),
         username = event.username.as_deref().unwrap_or(""),
         action = event.action.as_str(),
-        flow = event.flow.unwrap_or(""),
+        flow = event.flow.as_deref().unwrap_or(""),
         target_host = event.target_host.as_deref().unwrap_or(""),
         status = event.status,
         reason = event.reason.as_deref().unwrap_or(""),

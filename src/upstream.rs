@@ -380,12 +380,14 @@ pub struct Upstream {
     pub dialer: Dialer,
     client: Client<Dialer, Body>,
     config: Arc<ArcSwap<Config>>,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
 
 impl Upstream {
     pub fn new(
         config: Arc<ArcSwap<Config>>,
         provider: Arc<rustls::crypto::CryptoProvider>,
+        metrics: Arc<crate::telemetry::metrics::Metrics>,
     ) -> crate::Result<Upstream> {
         let dialer = Dialer::new(config.clone(), provider)?;
         let client = Client::builder(TokioExecutor::new())
@@ -398,6 +400,7 @@ impl Upstream {
             dialer,
             client,
             config,
+            metrics,
         })
     }
 
@@ -412,7 +415,10 @@ impl Upstream {
         // version of the client's hop says nothing about ours.
         *req.version_mut() = http::Version::HTTP_11;
         let after = self.config.load().upstream.request_timeout;
-        match tokio::time::timeout(after, self.client.request(req)).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(after, self.client.request(req)).await;
+        self.metrics.upstream_duration(started.elapsed());
+        match result {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(UpstreamError::from_client(host, e)),
             Err(_) => Err(UpstreamError::ResponseTimeout {

@@ -53,6 +53,9 @@ where
             return;
         }
     };
+    let _active = shared
+        .metrics
+        .open(crate::telemetry::metrics::Kind::Intercept);
     tracing::debug!(%client, host = %target.host, alpn = ?tls.get_ref().1.alpn_protocol().map(String::from_utf8_lossy), "intercepting");
 
     let target = Arc::new(target);

@@ -6,14 +6,14 @@
 //! subscribers (metrics, the report, tests), so a subscriber that sees an event knows its line
 //! is on disk.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use tokio::sync::broadcast;
 
 /// What grantshift did with a token request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Observed,
@@ -40,7 +40,7 @@ impl Action {
 }
 
 /// The failed upgrade attempt carried by `fallback` and `failed` events.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamErrorInfo {
     /// HTTP status of the attempt; absent when no response came (connect error, timeout).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,8 +52,8 @@ pub struct UpstreamErrorInfo {
 }
 
 /// One token request. Never holds a password, client secret, access token, assertion,
-/// signature or key: there is no field for them.
-#[derive(Debug, Clone, Serialize)]
+/// signature or key: there is no field for them. Optional fields are omitted when empty.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub ts: String,
     pub client: String,
@@ -66,7 +66,7 @@ pub struct Event {
     pub username: Option<String>,
     pub action: Action,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub flow: Option<&'static str>,
+    pub flow: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_host: Option<String>,
     pub status: u16,
@@ -158,28 +158,40 @@ pub struct EventSink {
 
 impl EventSink {
     /// Start the writer thread for `path` (`""` disables the file, `"-"` is stdout).
-    pub fn start(path: &str) -> std::io::Result<EventSink> {
+    /// `on_event` sees every event, in order, right after its line is written (metrics and
+    /// the report are fed from here, so they agree with the file).
+    pub fn start(
+        path: &str,
+        mut on_event: impl FnMut(&Event) + Send + 'static,
+    ) -> std::io::Result<EventSink> {
         let (tx, rx) = mpsc::channel::<Message>();
         let (published, _) = broadcast::channel(4096);
         let mut out = open(path)?;
+        let mut path = path.to_string();
         let publish = published.clone();
         std::thread::Builder::new()
             .name("grantshift-events".into())
             .spawn(move || {
                 for message in rx {
                     match message {
-                        Message::Reopen(path) => match open(&path) {
-                            Ok(new) => out = new,
-                            Err(e) => tracing::error!(%path, error = %e, "cannot open the new events file; keeping the old one"),
+                        Message::Reopen(new_path) => match open(&new_path) {
+                            Ok(new) => {
+                                out = new;
+                                path = new_path;
+                            }
+                            Err(e) => tracing::error!(path = %new_path, error = %e, "cannot open the new events file; keeping the old one"),
                         },
-                        Message::Event(event) => {
+                        Message::Event(mut event) => {
+                            // Stamped here, in write order: the file is in time order.
+                            event.ts = now_rfc3339();
                             if let Some(file) = out.as_mut() {
                                 let mut line = serde_json::to_vec(&event).expect("events serialize");
                                 line.push(b'\n');
                                 if let Err(e) = file.write_all(&line).and_then(|()| file.flush()) {
-                                    tracing::error!(error = %e, "cannot write a telemetry event");
+                                    tracing::error!(%path, error = %e, "cannot write a telemetry event");
                                 }
                             }
+                            on_event(&event);
                             let _ = publish.send(Arc::new(*event));
                         }
                     }
@@ -188,9 +200,8 @@ impl EventSink {
         Ok(EventSink { tx, published })
     }
 
-    /// Record one event (stamped now).
-    pub fn record(&self, mut event: Event) {
-        event.ts = now_rfc3339();
+    /// Record one event (stamped when written).
+    pub fn record(&self, event: Event) {
         let _ = self.tx.send(Message::Event(Box::new(event)));
     }
 
@@ -222,10 +233,36 @@ fn open(path: &str) -> std::io::Result<Option<Box<dyn Write + Send>>> {
     })
 }
 
+/// RFC 3339 in UTC with a fixed six-digit fraction, so timestamps from several event files
+/// sort chronologically as plain strings.
 fn now_rfc3339() -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
     time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
+        .format(FORMAT)
         .unwrap_or_default()
+}
+
+/// Read events from JSON-lines files (several replicas' files merge), in time order. Lines
+/// that are not events are counted, not fatal: a file being appended to may end mid-line.
+pub fn read_event_files(paths: &[std::path::PathBuf]) -> std::io::Result<(Vec<Event>, usize)> {
+    let mut events = Vec::new();
+    let mut bad = 0;
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            match serde_json::from_str::<Event>(line) {
+                Ok(event) => events.push(event),
+                Err(_) => bad += 1,
+            }
+        }
+    }
+    // Fixed-width UTC timestamps sort chronologically as strings; the sort is stable, so
+    // events of one file with equal stamps keep their order.
+    events.sort_by(|a, b| a.ts.cmp(&b.ts));
+    Ok((events, bad))
 }
 
 #[cfg(test)]

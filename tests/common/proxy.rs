@@ -136,6 +136,8 @@ impl TestProxyBuilder {
         let mut t = String::new();
         t.push_str("[proxy]\n");
         t.push_str(&format!("listen = {}\n", toml_str(&self.listen)));
+        // Port 0: binaries running in parallel must not fight over the default 9464.
+        t.push_str("admin_listen = \"127.0.0.1:0\"\n");
         if let Some(ports) = &self.allowed_connect_ports {
             t.push_str(&format!("allowed_connect_ports = {ports:?}\n"));
         }
