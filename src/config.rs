@@ -59,6 +59,37 @@ pub struct ProxyConfig {
     /// Token requests larger than this are forwarded untouched (`skipped`, `body_too_large`):
     /// only a token request is ever buffered, and only this much.
     pub max_token_body: usize,
+    /// Basic proxy authentication; the password is read from the named environment variable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    /// Client address ranges allowed to use the proxy (empty: all); others get 403.
+    pub allow_clients: Vec<ipnet::IpNet>,
+    /// Client connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// A request head must arrive within this (slowloris).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted (bytes).
+    pub max_header_bytes: usize,
+    /// A client connection with no bytes moving for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A blind tunnel or upgraded (WebSocket) connection idle this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub tunnel_idle_timeout: Duration,
+    /// Hosts whose leaf certificate is kept in memory.
+    pub leaf_cache_size: usize,
+    /// The resolved `auth` (password from the environment); never printed.
+    #[serde(skip)]
+    pub auth_resolved: Option<crate::access::ProxyAuth>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub username: String,
+    /// The environment variable holding the password (never the password itself).
+    pub password_env: String,
 }
 
 impl ProxyConfig {
@@ -76,6 +107,15 @@ impl Default for ProxyConfig {
             allowed_connect_ports: vec![443],
             shutdown_grace: Duration::from_secs(30),
             max_token_body: 65536,
+            auth: None,
+            allow_clients: Vec::new(),
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            tunnel_idle_timeout: Duration::from_secs(3600),
+            leaf_cache_size: crate::mitm::ca::DEFAULT_LEAF_CACHE,
+            auth_resolved: None,
         }
     }
 }
@@ -107,6 +147,9 @@ pub struct UpstreamConfig {
     /// From sending the request to receiving the response head.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
     /// `"host:port" = "ip:port"`: where a host is dialled (like curl `--connect-to`). TLS names
     /// and Host headers stay the real ones.
     pub connect_to: ConnectTo,
@@ -118,6 +161,7 @@ impl Default for UpstreamConfig {
             extra_root_certs: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
             connect_to: ConnectTo::default(),
         }
     }
@@ -483,6 +527,30 @@ impl Config {
     /// Checks serde cannot express, and loading the JWT keys: which key, and what is wrong.
     fn validate(&mut self) -> Result<(), (String, String)> {
         self.validate_proxy().map_err(|(k, p)| (k.to_string(), p))?;
+        if let Some(auth) = &self.proxy.auth {
+            if auth.username.is_empty() || auth.username.contains(':') {
+                return Err((
+                    "proxy.auth.username".into(),
+                    "must be non-empty and without ':'".into(),
+                ));
+            }
+            let password = std::env::var(&auth.password_env).map_err(|_| {
+                (
+                    "proxy.auth.password_env".to_string(),
+                    format!("environment variable {} is not set", auth.password_env),
+                )
+            })?;
+            if password.is_empty() {
+                return Err((
+                    "proxy.auth.password_env".into(),
+                    format!("environment variable {} is empty", auth.password_env),
+                ));
+            }
+            self.proxy.auth_resolved = Some(crate::access::ProxyAuth {
+                username: auth.username.clone(),
+                password: password.into(),
+            });
+        }
         for (i, rule) in self.rollout.iter().enumerate() {
             let key = |field: &str| format!("rollout[{i}].{field}");
             if rule.percent > 100 {
@@ -548,6 +616,33 @@ impl Config {
     }
 
     fn validate_proxy(&self) -> Result<(), (&'static str, String)> {
+        let positive = [
+            ("proxy.max_connections", self.proxy.max_connections as u128),
+            (
+                "proxy.max_header_bytes",
+                self.proxy.max_header_bytes as u128,
+            ),
+            ("proxy.leaf_cache_size", self.proxy.leaf_cache_size as u128),
+            (
+                "proxy.header_read_timeout",
+                self.proxy.header_read_timeout.as_millis(),
+            ),
+            ("proxy.idle_timeout", self.proxy.idle_timeout.as_millis()),
+            (
+                "proxy.tunnel_idle_timeout",
+                self.proxy.tunnel_idle_timeout.as_millis(),
+            ),
+            (
+                "upstream.pool_idle_timeout",
+                self.upstream.pool_idle_timeout.as_millis(),
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err((key, "must be more than 0".into()));
+        }
+        if self.proxy.max_header_bytes < 8192 {
+            return Err(("proxy.max_header_bytes", "must be at least 8192".into()));
+        }
         if !self.proxy.admin_listen.is_empty() && self.proxy.admin_addr().is_none() {
             return Err((
                 "proxy.admin_listen",

@@ -2,6 +2,8 @@
 //! absolute-form `http://` requests are forwarded through the shared client. Anything else
 //! is a client error.
 
+use crate::access;
+use crate::idle::{Activity, IdleTimeout};
 use crate::server::Shared;
 use crate::service::{self, Target};
 use crate::telemetry::metrics::Kind;
@@ -9,22 +11,50 @@ use crate::{empty_body, hop_by_hop, text_response, Body};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+
+/// What every request and tunnel of one client connection shares: who the client is, the
+/// connection's idle clock, and its slot under `max_connections` (released when the last
+/// holder, possibly a tunnel, is gone).
+pub struct ClientConn {
+    pub addr: SocketAddr,
+    pub activity: Arc<Activity>,
+    _slot: OwnedSemaphorePermit,
+}
 
 /// Serve one client connection to the proxy port until it closes (or shutdown drains it).
-pub async fn serve_front(tcp: TcpStream, client: SocketAddr, shared: Arc<Shared>) {
+pub async fn serve_front(
+    tcp: TcpStream,
+    client: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+) {
+    let config = shared.config_snapshot();
+    let conn = Arc::new(ClientConn {
+        addr: client,
+        activity: Activity::new(config.proxy.idle_timeout),
+        _slot: slot,
+    });
+    let io = IdleTimeout::new(tcp, conn.activity.clone());
     let svc_shared = shared.clone();
-    let svc = hyper::service::service_fn(move |req| front(req, client, svc_shared.clone()));
+    let svc_conn = conn.clone();
+    let svc =
+        hyper::service::service_fn(move |req| front(req, svc_conn.clone(), svc_shared.clone()));
     // `with_upgrades` is what lets a CONNECT's 200 hand the socket over to
     // `hyper::upgrade::on`; without it the upgrade silently never happens.
     let conn = hyper::server::conn::http1::Builder::new()
         .preserve_header_case(true)
-        .serve_connection(TokioIo::new(tcp), svc)
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.proxy.header_read_timeout)
+        .max_buf_size(config.proxy.max_header_bytes)
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
+    drop(config);
     tokio::pin!(conn);
     let ended = tokio::select! {
         ended = conn.as_mut() => ended,
@@ -40,11 +70,28 @@ pub async fn serve_front(tcp: TcpStream, client: SocketAddr, shared: Arc<Shared>
 
 async fn front(
     req: Request<Incoming>,
-    client: SocketAddr,
+    conn: Arc<ClientConn>,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, Infallible> {
+    let client = conn.addr;
+    {
+        let config = shared.config();
+        if !access::client_allowed(&config.proxy.allow_clients, client.ip()) {
+            tracing::info!(%client, "refused: client address not in proxy.allow_clients");
+            return Ok(text_response(
+                StatusCode::FORBIDDEN,
+                "grantshift: this client address may not use the proxy",
+            ));
+        }
+        if let Some(auth) = &config.proxy.auth_resolved {
+            if !auth.accepts(req.headers()) {
+                tracing::info!(%client, "proxy authentication required or failed");
+                return Ok(access::challenge());
+            }
+        }
+    }
     if req.method() == Method::CONNECT {
-        return Ok(connect(req, client, shared).await);
+        return Ok(connect(req, conn, shared).await);
     }
     if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) && req.uri().authority().is_some() {
         return Ok(forward_plain(req, client, &shared).await);
@@ -59,9 +106,10 @@ async fn front(
 /// blind-tunnel the rest (dialled before answering, so an unreachable host gets a 502).
 async fn connect(
     req: Request<Incoming>,
-    client: SocketAddr,
+    conn: Arc<ClientConn>,
     shared: Arc<Shared>,
 ) -> Response<Body> {
+    let client = conn.addr;
     let Some((host, port)) = req.uri().authority().and_then(|a| {
         Some((
             a.host()
@@ -100,7 +148,7 @@ async fn connect(
                     crate::mitm::serve_intercepted(
                         TokioIo::new(upgraded),
                         target,
-                        client,
+                        conn,
                         task_shared,
                     )
                     .await
@@ -117,10 +165,16 @@ async fn connect(
     };
     tracing::debug!(%client, host = %target.host, port, "CONNECT: tunnelling");
     let active = shared.metrics.open(Kind::Tunnel);
+    // A tunnel may sit quiet much longer than a request; bytes either way count as activity.
+    conn.activity
+        .set_timeout(shared.config().proxy.tunnel_idle_timeout);
     shared.spawn(async move {
         let _active = active;
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => crate::tunnel::run(upgraded, upstream, client, target.host).await,
+            Ok(upgraded) => {
+                let upstream = IdleTimeout::new(upstream, conn.activity.clone());
+                crate::tunnel::run(upgraded, upstream, client, target.host).await
+            }
             Err(e) => tracing::debug!(%client, error = %e, "CONNECT upgrade failed"),
         }
     });

@@ -19,10 +19,13 @@
 //! - [`admin`]: `/healthz`, `/metrics`, `/report`, `/`.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod config;
 pub mod connect;
+pub mod fault;
 pub mod hop_by_hop;
+pub mod idle;
 pub mod mitm;
 pub mod oauth;
 pub mod policy;

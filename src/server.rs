@@ -162,14 +162,23 @@ impl Proxy {
     ) -> crate::Result<()> {
         let shared = self.shared;
         tokio::pin!(shutdown);
+        // At the connection cap the loop stops accepting: excess clients wait in the
+        // kernel's listen backlog instead of being refused.
+        let permits = Arc::new(tokio::sync::Semaphore::new(
+            shared.config().proxy.max_connections,
+        ));
         loop {
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                () = &mut shutdown => break,
+            };
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, peer)) => {
                         // Small responses must not wait ~40 ms for the client's delayed ACK.
                         let _ = tcp.set_nodelay(true);
                         let conn_shared = shared.clone();
-                        shared.spawn(crate::connect::serve_front(tcp, peer, conn_shared));
+                        shared.spawn(crate::connect::serve_front(tcp, peer, permit, conn_shared));
                     }
                     Err(e) => {
                         // Typically EMFILE: back off instead of spinning; connections in

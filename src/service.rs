@@ -2,6 +2,7 @@
 //! for the CONNECT target, strip hop-by-hop fields, forward through the shared client, and
 //! stream the response back. `Upgrade` requests (WebSocket) get their own HTTP/1.1 connection.
 
+use crate::connect::ClientConn;
 use crate::hop_by_hop;
 use crate::server::Shared;
 use crate::upstream::{Alpn, UpstreamError};
@@ -46,11 +47,13 @@ impl Target {
 pub async fn handle(
     req: Request<Incoming>,
     target: Arc<Target>,
-    client: SocketAddr,
+    conn: Arc<ClientConn>,
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, Infallible> {
+    let client = conn.addr;
+    crate::fault::inject_for("request", &target.host);
     if let Some(protocol) = hop_by_hop::upgrade_protocol(req.headers()) {
-        return Ok(forward_upgrade(req, protocol, &target, client, &shared).await);
+        return Ok(forward_upgrade(req, protocol, &target, &conn, &shared).await);
     }
     if crate::oauth::is_token_request(req.method(), req.uri().path()) {
         return Ok(crate::upgrade::handle(req, &target, client, &shared).await);
@@ -93,9 +96,10 @@ async fn forward_upgrade(
     mut req: Request<Incoming>,
     protocol: HeaderValue,
     target: &Target,
-    client: SocketAddr,
+    conn: &ClientConn,
     shared: &Arc<Shared>,
 ) -> Response<Body> {
+    let client = conn.addr;
     let client_side = hyper::upgrade::on(&mut req);
     let (mut parts, body) = req.into_parts();
     hop_by_hop::strip(&mut parts.headers);
@@ -121,12 +125,13 @@ async fn forward_upgrade(
         Ok(tls) => tls,
         Err(e) => return upstream_failed(e, client),
     };
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
-        Ok(pair) => pair,
-        Err(e) => return upstream_failed(request_error(target, e), client),
-    };
+    let (mut sender, upstream_conn) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(tls)).await {
+            Ok(pair) => pair,
+            Err(e) => return upstream_failed(request_error(target, e), client),
+        };
     shared.spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
+        if let Err(e) = upstream_conn.with_upgrades().await {
             tracing::debug!(error = %e, "upgrade upstream connection ended with an error");
         }
     });
@@ -150,6 +155,9 @@ async fn forward_upgrade(
         return to_client(resp);
     }
     let upstream_side = hyper::upgrade::on(&mut resp);
+    // An upgraded connection (a WebSocket) may sit quiet as long as a tunnel.
+    conn.activity
+        .set_timeout(shared.config().proxy.tunnel_idle_timeout);
     let host = target.host.clone();
     shared.spawn(async move {
         match tokio::try_join!(client_side, upstream_side) {

@@ -94,7 +94,12 @@ pub async fn handle(
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.len() > 6 && v[..6].eq_ignore_ascii_case("basic "));
-    let decision = policy::decide(&config, &target.host, &params, has_basic_auth);
+    // Do no harm: a bug in deciding or rewriting must not cost the client its login.
+    let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::fault::inject_for("policy", &target.host);
+        policy::decide(&config, &target.host, &params, has_basic_auth)
+    }))
+    .unwrap_or(Decision::Skip(SkipReason::Internal));
     let upgrade = match decision {
         Decision::Upgrade(upgrade) => upgrade,
         other => {
@@ -117,7 +122,12 @@ pub async fn handle(
 
     event.flow = Some(upgrade.flow.as_str().into());
     event.target_host = Some(upgrade.target_host.clone());
-    let upgraded_body = match rewritten_body(&upgrade, &params) {
+    let rewritten = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::fault::inject_for("rewrite", &target.host);
+        rewritten_body(&upgrade, &params)
+    }))
+    .unwrap_or_else(|_| Err("the rewrite panicked".into()));
+    let upgraded_body = match rewritten {
         Ok(body) => body,
         Err(problem) => {
             // Do no harm: the original goes through as it came.

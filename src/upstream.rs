@@ -390,11 +390,12 @@ impl Upstream {
         metrics: Arc<crate::telemetry::metrics::Metrics>,
     ) -> crate::Result<Upstream> {
         let dialer = Dialer::new(config.clone(), provider)?;
+        let pool_idle = config.load().upstream.pool_idle_timeout;
         let client = Client::builder(TokioExecutor::new())
             // Without a timer, idle pooled connections are never evicted.
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(pool_idle)
             .build(dialer.clone());
         Ok(Upstream {
             dialer,

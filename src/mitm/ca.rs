@@ -67,7 +67,10 @@ impl CertificateAuthority {
         provider: Arc<CryptoProvider>,
     ) -> Result<Self, CaError> {
         let (cert_pem, key_pem) = match (cert.exists(), key.exists()) {
-            (true, true) => (read(cert)?, read(key)?),
+            (true, true) => {
+                refuse_shared_key(key)?;
+                (read(cert)?, read(key)?)
+            }
             (true, false) => {
                 return Err(CaError::KeyMissing {
                     cert: cert.into(),
@@ -109,6 +112,12 @@ impl CertificateAuthority {
             ticketer,
             leaves: Cache::new(DEFAULT_LEAF_CACHE),
         })
+    }
+
+    /// Keep leaves for up to `hosts` hosts (`[proxy].leaf_cache_size`).
+    pub fn with_cache_size(mut self, hosts: usize) -> Self {
+        self.leaves = Cache::new(hosts.max(1));
+        self
     }
 
     /// The CA certificate, PEM: what clients must trust.
@@ -192,6 +201,32 @@ fn random_serial(provider: &CryptoProvider) -> Result<SerialNumber, CaError> {
     bytes[0] &= 0x7f;
     bytes[0] |= 0x01;
     Ok(SerialNumber::from_slice(&bytes))
+}
+
+/// A CA key that others can read lets them impersonate every intercepted host.
+fn refuse_shared_key(key: &Path) -> Result<(), CaError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(key)
+            .map_err(|e| CaError::File {
+                path: key.into(),
+                problem: e.to_string(),
+            })?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(CaError::File {
+                path: key.into(),
+                problem: format!(
+                    "the CA key is readable by group or others (mode {:o}); fix with: chmod 600 {}",
+                    mode & 0o777,
+                    key.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<String, CaError> {
@@ -300,6 +335,25 @@ mod tests {
         .err()
         .unwrap();
         assert!(matches!(err, CaError::KeyMissing { .. }), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_group_readable_key_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        ca(dir.path());
+        let key = dir.path().join("ca.key");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = CertificateAuthority::load_or_create(
+            &dir.path().join("ca.pem"),
+            &key,
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("chmod 600"), "{err}");
     }
 
     #[test]

@@ -3,11 +3,11 @@
 
 pub mod ca;
 
+use crate::connect::ClientConn;
 use crate::server::Shared;
 use crate::service::{self, Target};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
@@ -16,10 +16,15 @@ use tokio_rustls::LazyConfigAcceptor;
 ///
 /// `io` is the client's upgraded connection; `target` is the CONNECT authority, which is where
 /// every decrypted request goes.
-pub async fn serve_intercepted<IO>(io: IO, target: Target, client: SocketAddr, shared: Arc<Shared>)
-where
+pub async fn serve_intercepted<IO>(
+    io: IO,
+    target: Target,
+    conn: Arc<ClientConn>,
+    shared: Arc<Shared>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let client = conn.addr;
     let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
         Ok(start) => start,
         Err(e) => {
@@ -61,9 +66,21 @@ where
     let target = Arc::new(target);
     let svc_shared = shared.clone();
     let svc = hyper::service::service_fn(move |req| {
-        service::handle(req, target.clone(), client, svc_shared.clone())
+        service::handle(req, target.clone(), conn.clone(), svc_shared.clone())
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let config = shared.config_snapshot();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .preserve_header_case(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.proxy.header_read_timeout)
+        .max_buf_size(config.proxy.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.proxy.max_header_bytes as u32);
+    drop(config);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
     tokio::pin!(conn);
     let ended = tokio::select! {

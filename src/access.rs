@@ -1,0 +1,133 @@
+//! Who may use the proxy: client address ranges (`[proxy].allow_clients`) and proxy
+//! authentication (`[proxy].auth`, Basic `Proxy-Authorization`, RFC 9110 §11.7.1).
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use http::header::{PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use ipnet::IpNet;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+use subtle::ConstantTimeEq;
+
+/// Is `ip` inside one of `allowed` (empty: everyone)?
+pub fn client_allowed(allowed: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    };
+    allowed.is_empty() || allowed.iter().any(|net| net.contains(&ip))
+}
+
+/// The proxy's credentials: the password is held as a secret and compared in constant time.
+#[derive(Clone)]
+pub struct ProxyAuth {
+    pub username: String,
+    pub password: SecretString,
+}
+
+impl std::fmt::Debug for ProxyAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyAuth")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+impl ProxyAuth {
+    /// Does `Proxy-Authorization: Basic …` carry our username and password? Both are compared
+    /// as SHA-256 digests in constant time, so neither length nor content leaks through timing.
+    pub fn accepts(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers
+            .get(PROXY_AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
+            return false;
+        };
+        let Some((scheme, encoded)) = value.trim().split_once(' ') else {
+            return false;
+        };
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return false;
+        }
+        let Ok(decoded) = STANDARD.decode(encoded.trim()) else {
+            return false;
+        };
+        let decoded = zeroize::Zeroizing::new(decoded);
+        let Some(colon) = decoded.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let (user, pass) = (&decoded[..colon], &decoded[colon + 1..]);
+        let user_ok = digest(user).ct_eq(&digest(self.username.as_bytes()));
+        let pass_ok = digest(pass).ct_eq(&digest(self.password.expose_secret().as_bytes()));
+        (user_ok & pass_ok).into()
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// `407 Proxy Authentication Required` with the challenge clients answer.
+pub fn challenge() -> Response<crate::Body> {
+    let mut resp = crate::text_response(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "grantshift: proxy authentication required",
+    );
+    resp.headers_mut().insert(
+        PROXY_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"grantshift\", charset=\"UTF-8\""),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth() -> ProxyAuth {
+        ProxyAuth {
+            username: "ops".into(),
+            password: SecretString::from("s3cret:with:colons"),
+        }
+    }
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(PROXY_AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn basic_credentials_are_checked() {
+        let good = format!("Basic {}", STANDARD.encode("ops:s3cret:with:colons"));
+        assert!(auth().accepts(&with(&good)));
+        assert!(auth().accepts(&with(&good.replace("Basic", "basic"))));
+        assert!(!auth().accepts(&with(&format!("Basic {}", STANDARD.encode("ops:wrong")))));
+        assert!(!auth().accepts(&with(&format!(
+            "Basic {}",
+            STANDARD.encode("other:s3cret:with:colons")
+        ))));
+        assert!(!auth().accepts(&with("Bearer abc")));
+        assert!(!auth().accepts(&with("Basic !!!")));
+        assert!(!auth().accepts(&HeaderMap::new()));
+        assert!(!format!("{:?}", auth()).contains("s3cret"));
+    }
+
+    #[test]
+    fn client_ranges() {
+        let nets: Vec<IpNet> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "127.0.0.1/32".parse().unwrap(),
+        ];
+        assert!(client_allowed(&nets, "10.1.2.3".parse().unwrap()));
+        assert!(client_allowed(&nets, "::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!client_allowed(&nets, "127.0.0.2".parse().unwrap()));
+        assert!(client_allowed(&[], "192.0.2.1".parse().unwrap()));
+    }
+}
