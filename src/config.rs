@@ -51,6 +51,9 @@ pub struct ProxyConfig {
     pub listen: SocketAddr,
     /// The admin server (`/healthz`, `/metrics`, `/report`, `/`); `""` disables it.
     pub admin_listen: String,
+    /// Transparent TLS listener for clients that ignore proxy settings (DNS or /etc/hosts
+    /// points the Salesforce hosts here); `""` (default) disables it.
+    pub tls_listen: String,
     /// CONNECT is refused to any other port (Squid's `SSL_ports` rule).
     pub allowed_connect_ports: Vec<u16>,
     /// How long SIGTERM/SIGINT waits for in-flight requests and open tunnels.
@@ -92,10 +95,41 @@ pub struct AuthConfig {
     pub password_env: String,
 }
 
+impl AuthConfig {
+    /// Read the password from the environment; errors name `key`.
+    fn resolve(&self, key: &str) -> Result<crate::access::ProxyAuth, (String, String)> {
+        if self.username.is_empty() || self.username.contains(':') {
+            return Err((
+                format!("{key}.username"),
+                "must be non-empty and without ':'".into(),
+            ));
+        }
+        let password = std::env::var(&self.password_env).unwrap_or_default();
+        if password.is_empty() {
+            return Err((
+                format!("{key}.password_env"),
+                format!(
+                    "environment variable {} is not set or empty",
+                    self.password_env
+                ),
+            ));
+        }
+        Ok(crate::access::ProxyAuth {
+            username: self.username.clone(),
+            password: password.into(),
+        })
+    }
+}
+
 impl ProxyConfig {
     /// The admin address, or `None` when disabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_listen.parse().ok()
+    }
+
+    /// The transparent TLS address, or `None` when disabled.
+    pub fn tls_listen_addr(&self) -> Option<SocketAddr> {
+        self.tls_listen.parse().ok()
     }
 }
 
@@ -104,6 +138,7 @@ impl Default for ProxyConfig {
         ProxyConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
             admin_listen: "127.0.0.1:9464".into(),
+            tls_listen: String::new(),
             allowed_connect_ports: vec![443],
             shutdown_grace: Duration::from_secs(30),
             max_token_body: 65536,
@@ -150,6 +185,23 @@ pub struct UpstreamConfig {
     /// Idle pooled upstream connections are closed after this.
     #[serde(with = "humantime_serde")]
     pub pool_idle_timeout: Duration,
+    /// Chain every upstream connection (tunnels and intercepted traffic) through this HTTP
+    /// proxy with CONNECT: `"http://host:port"`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "upstream_proxy"
+    )]
+    pub proxy: Option<UpstreamProxy>,
+    /// Basic credentials for `proxy`; the password comes from the named environment variable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_auth: Option<AuthConfig>,
+    /// The resolved `proxy_auth`; never printed.
+    #[serde(skip)]
+    pub proxy_auth_resolved: Option<crate::access::ProxyAuth>,
+    /// Dial only hosts listed in `connect_to`; every other host fails as unresolvable.
+    /// For sealed environments, tests and fuzzing: nothing is ever looked up in DNS.
+    pub connect_to_only: bool,
     /// `"host:port" = "ip:port"`: where a host is dialled (like curl `--connect-to`). TLS names
     /// and Host headers stay the real ones.
     pub connect_to: ConnectTo,
@@ -162,8 +214,50 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
             pool_idle_timeout: Duration::from_secs(90),
+            connect_to_only: false,
+            proxy: None,
+            proxy_auth: None,
+            proxy_auth_resolved: None,
             connect_to: ConnectTo::default(),
         }
+    }
+}
+
+/// `[upstream].proxy`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamProxy {
+    pub host: String,
+    pub port: u16,
+}
+
+mod upstream_proxy {
+    use super::UpstreamProxy;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Option<UpstreamProxy>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => s.serialize_str(&format!("http://{}:{}", p.host, p.port)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<UpstreamProxy>, D::Error> {
+        let text = String::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "`{text}` must be \"http://host:port\" (credentials go in upstream.proxy_auth)"
+            ))
+        };
+        let rest = text.strip_prefix("http://").ok_or_else(bad)?;
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('@') || rest.contains('/') {
+            return Err(bad());
+        }
+        let (host, port) = super::split_host_port(rest).ok_or_else(bad)?;
+        Ok(Some(UpstreamProxy {
+            host: host.to_string(),
+            port,
+        }))
     }
 }
 
@@ -528,28 +622,13 @@ impl Config {
     fn validate(&mut self) -> Result<(), (String, String)> {
         self.validate_proxy().map_err(|(k, p)| (k.to_string(), p))?;
         if let Some(auth) = &self.proxy.auth {
-            if auth.username.is_empty() || auth.username.contains(':') {
-                return Err((
-                    "proxy.auth.username".into(),
-                    "must be non-empty and without ':'".into(),
-                ));
+            self.proxy.auth_resolved = Some(auth.resolve("proxy.auth")?);
+        }
+        if let Some(auth) = &self.upstream.proxy_auth {
+            if self.upstream.proxy.is_none() {
+                return Err(("upstream.proxy_auth".into(), "needs upstream.proxy".into()));
             }
-            let password = std::env::var(&auth.password_env).map_err(|_| {
-                (
-                    "proxy.auth.password_env".to_string(),
-                    format!("environment variable {} is not set", auth.password_env),
-                )
-            })?;
-            if password.is_empty() {
-                return Err((
-                    "proxy.auth.password_env".into(),
-                    format!("environment variable {} is empty", auth.password_env),
-                ));
-            }
-            self.proxy.auth_resolved = Some(crate::access::ProxyAuth {
-                username: auth.username.clone(),
-                password: password.into(),
-            });
+            self.upstream.proxy_auth_resolved = Some(auth.resolve("upstream.proxy_auth")?);
         }
         for (i, rule) in self.rollout.iter().enumerate() {
             let key = |field: &str| format!("rollout[{i}].{field}");
@@ -642,6 +721,15 @@ impl Config {
         }
         if self.proxy.max_header_bytes < 8192 {
             return Err(("proxy.max_header_bytes", "must be at least 8192".into()));
+        }
+        if !self.proxy.tls_listen.is_empty() && self.proxy.tls_listen_addr().is_none() {
+            return Err((
+                "proxy.tls_listen",
+                format!(
+                    "`{}` is not \"ip:port\" (or \"\" to disable)",
+                    self.proxy.tls_listen
+                ),
+            ));
         }
         if !self.proxy.admin_listen.is_empty() && self.proxy.admin_addr().is_none() {
             return Err((

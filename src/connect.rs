@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::OwnedSemaphorePermit;
 
 /// What every request and tunnel of one client connection shares: who the client is, the
@@ -24,22 +24,34 @@ use tokio::sync::OwnedSemaphorePermit;
 pub struct ClientConn {
     pub addr: SocketAddr,
     pub activity: Arc<Activity>,
-    _slot: OwnedSemaphorePermit,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl ClientConn {
+    pub fn new(
+        addr: SocketAddr,
+        idle: std::time::Duration,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Arc<ClientConn> {
+        Arc::new(ClientConn {
+            addr,
+            activity: Activity::new(idle),
+            _slot: slot,
+        })
+    }
 }
 
 /// Serve one client connection to the proxy port until it closes (or shutdown drains it).
-pub async fn serve_front(
-    tcp: TcpStream,
+pub async fn serve_front<IO>(
+    tcp: IO,
     client: SocketAddr,
-    slot: OwnedSemaphorePermit,
+    slot: Option<OwnedSemaphorePermit>,
     shared: Arc<Shared>,
-) {
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let config = shared.config_snapshot();
-    let conn = Arc::new(ClientConn {
-        addr: client,
-        activity: Activity::new(config.proxy.idle_timeout),
-        _slot: slot,
-    });
+    let conn = ClientConn::new(client, config.proxy.idle_timeout, slot);
     let io = IdleTimeout::new(tcp, conn.activity.clone());
     let svc_shared = shared.clone();
     let svc_conn = conn.clone();
@@ -147,7 +159,7 @@ async fn connect(
                 Ok(upgraded) => {
                     crate::mitm::serve_intercepted(
                         TokioIo::new(upgraded),
-                        target,
+                        Some(target),
                         conn,
                         task_shared,
                     )

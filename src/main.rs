@@ -104,6 +104,9 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         if let Some(admin) = proxy.start_admin().await? {
             tracing::info!(addr = %admin, "admin listening");
         }
+        if let Some(tls) = proxy.start_tls_listener().await? {
+            tracing::info!(addr = %tls, "transparent TLS listening");
+        }
         tokio::spawn(reload_on_sighup(config_path, proxy.reloader()));
         proxy.serve(listener, shutdown_signal()).await?;
         Ok(())

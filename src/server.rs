@@ -148,6 +148,57 @@ impl Proxy {
         Ok(Some(bound))
     }
 
+    /// Bind `[proxy].tls_listen` (transparent TLS for clients that ignore proxy settings:
+    /// DNS or /etc/hosts points the Salesforce hosts here) and serve it until shutdown.
+    /// Returns the bound address, or `None` when disabled (`""`, the default).
+    pub async fn start_tls_listener(&self) -> crate::Result<Option<std::net::SocketAddr>> {
+        let Some(addr) = self.shared.config().proxy.tls_listen_addr() else {
+            return Ok(None);
+        };
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("proxy.tls_listen: cannot listen on {addr}: {e}"),
+            )
+        })?;
+        let bound = listener.local_addr()?;
+        let shared = self.shared.clone();
+        self.shared.spawn(async move {
+            loop {
+                let (tcp, peer) = tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "tls_listen accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    () = shared.draining() => return,
+                };
+                let config = shared.config_snapshot();
+                if !crate::access::client_allowed(&config.proxy.allow_clients, peer.ip()) {
+                    tracing::info!(client = %peer, "tls_listen: client address not in proxy.allow_clients; closing");
+                    continue;
+                }
+                let _ = tcp.set_nodelay(true);
+                let conn = crate::connect::ClientConn::new(peer, config.proxy.idle_timeout, None);
+                let io = crate::idle::IdleTimeout::new(tcp, conn.activity.clone());
+                shared.spawn(crate::mitm::serve_intercepted(io, None, conn, shared.clone()));
+            }
+        });
+        Ok(Some(bound))
+    }
+
+    /// Serve one already-accepted client connection (any byte stream) as the proxy port
+    /// would, outside the connection cap. For embedding and fuzzing.
+    pub async fn serve_connection<IO>(&self, io: IO, peer: std::net::SocketAddr)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        crate::connect::serve_front(io, peer, None, self.shared.clone()).await
+    }
+
     /// PEM of grantshift's CA certificate (what clients must trust).
     pub fn ca_cert_pem(&self) -> String {
         self.shared.ca.cert_pem().to_string()
@@ -178,7 +229,7 @@ impl Proxy {
                         // Small responses must not wait ~40 ms for the client's delayed ACK.
                         let _ = tcp.set_nodelay(true);
                         let conn_shared = shared.clone();
-                        shared.spawn(crate::connect::serve_front(tcp, peer, permit, conn_shared));
+                        shared.spawn(crate::connect::serve_front(tcp, peer, Some(permit), conn_shared));
                     }
                     Err(e) => {
                         // Typically EMFILE: back off instead of spinning; connections in

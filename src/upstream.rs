@@ -160,16 +160,52 @@ impl Dialer {
 
     /// TCP to `host:port` (or its `connect_to` override) within `connect_timeout`.
     pub async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
-        let config = self.config.load();
+        let config = self.config.load_full();
         let after = config.upstream.connect_timeout;
-        let target = config.upstream.connect_to.get(host, port);
-        drop(config);
-        tokio::time::timeout(after, dial(host, port, target))
+        let work = async {
+            match &config.upstream.proxy {
+                // Through the corporate proxy: it resolves and dials the real host.
+                Some(via) => {
+                    let mut tcp = self.direct(&config, &via.host, via.port).await?;
+                    let auth = config.upstream.proxy_auth_resolved.as_ref();
+                    connect_through(&mut tcp, host, port, auth)
+                        .await
+                        .map_err(|source| UpstreamError::Connect {
+                            host: host.to_string(),
+                            addr: format!("via upstream proxy {}:{}", via.host, via.port),
+                            source,
+                        })?;
+                    Ok(tcp)
+                }
+                None => self.direct(&config, host, port).await,
+            }
+        };
+        tokio::time::timeout(after, work)
             .await
             .map_err(|_| UpstreamError::ConnectTimeout {
                 host: host.to_string(),
                 after,
             })?
+    }
+
+    /// Dial `host:port` (or its `connect_to` override) directly.
+    async fn direct(
+        &self,
+        config: &Config,
+        host: &str,
+        port: u16,
+    ) -> Result<TcpStream, UpstreamError> {
+        let target = config.upstream.connect_to.get(host, port);
+        if target.is_none() && config.upstream.connect_to_only {
+            return Err(UpstreamError::Resolve {
+                host: host.to_string(),
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{host}:{port} is not in upstream.connect_to (connect_to_only = true)"),
+                ),
+            });
+        }
+        dial(host, port, target).await
     }
 
     /// TCP + verified TLS with SNI = `host`, both within `connect_timeout`.
@@ -244,6 +280,65 @@ async fn dial(
             source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
         },
     })
+}
+
+/// Ask an HTTP proxy for a tunnel: `CONNECT host:port`, optionally with Basic
+/// `Proxy-Authorization`, and read its answer head (bounded); anything but 2xx is an error.
+async fn connect_through(
+    tcp: &mut TcpStream,
+    host: &str,
+    port: u16,
+    auth: Option<&crate::access::ProxyAuth>,
+) -> io::Result<()> {
+    use base64::Engine;
+    use secrecy::ExposeSecret;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let mut head = zeroize::Zeroizing::new(format!(
+        "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+    ));
+    if let Some(auth) = auth {
+        let credentials = zeroize::Zeroizing::new(format!(
+            "{}:{}",
+            auth.username,
+            auth.password.expose_secret()
+        ));
+        head.push_str(&format!(
+            "Proxy-Authorization: Basic {}\r\n",
+            base64::engine::general_purpose::STANDARD.encode(credentials.as_bytes())
+        ));
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes()).await?;
+    // Read byte by byte up to the blank line: nothing of the tunnel may be consumed here.
+    let mut answer = Vec::with_capacity(256);
+    while !answer.ends_with(b"\r\n\r\n") {
+        if answer.len() > 16 * 1024 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "upstream proxy answer head too large",
+            ));
+        }
+        let byte = tcp.read_u8().await?;
+        answer.push(byte);
+    }
+    let status_line = String::from_utf8_lossy(answer.split(|&b| b == b'\n').next().unwrap_or(b""));
+    let status = status_line.split_whitespace().nth(1).unwrap_or("");
+    if status.starts_with('2') {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            format!(
+                "upstream proxy answered CONNECT with: {}",
+                status_line.trim()
+            ),
+        ))
+    }
 }
 
 fn root_store(extra: &[std::path::PathBuf]) -> crate::Result<Arc<rustls::RootCertStore>> {

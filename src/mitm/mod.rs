@@ -12,13 +12,14 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
 
-/// Serve one intercepted CONNECT tunnel until the client closes it (or shutdown drains it).
+/// Serve one intercepted connection until the client closes it (or shutdown drains it).
 ///
-/// `io` is the client's upgraded connection; `target` is the CONNECT authority, which is where
-/// every decrypted request goes.
+/// `io` is the client's upgraded CONNECT connection, with `target` its CONNECT authority
+/// (where every decrypted request goes); or, on the transparent TLS listener, a raw client
+/// connection with no target, which then comes from the SNI, port 443.
 pub async fn serve_intercepted<IO>(
     io: IO,
-    target: Target,
+    target: Option<Target>,
     conn: Arc<ClientConn>,
     shared: Arc<Shared>,
 ) where
@@ -28,19 +29,37 @@ pub async fn serve_intercepted<IO>(
     let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
         Ok(start) => start,
         Err(e) => {
-            tracing::debug!(%client, host = %target.host, error = %e, "no TLS ClientHello after CONNECT");
+            tracing::debug!(%client, host = ?target.as_ref().map(|t| &t.host), error = %e, "no TLS ClientHello");
             return;
         }
     };
     let sni = start.client_hello().server_name().map(str::to_owned);
-    let cert_host = match &sni {
-        None => target.host.clone(),
-        Some(sni) if sni.eq_ignore_ascii_case(&target.host) => target.host.clone(),
-        // A different SNI gets a certificate only if it is itself a host we intercept:
-        // grantshift never mints certificates for names the operator did not list.
-        Some(sni) if shared.config().intercept.hosts.matches(sni) => sni.clone(),
-        Some(sni) => {
+    // grantshift never mints certificates for names the operator did not list.
+    let intercepted = |name: &str| shared.config().intercept.hosts.matches(name);
+    let (target, cert_host) = match (target, sni) {
+        (Some(target), None) => {
+            let host = target.host.clone();
+            (target, host)
+        }
+        (Some(target), Some(sni))
+            if sni.eq_ignore_ascii_case(&target.host) || intercepted(&sni) =>
+        {
+            (target, sni)
+        }
+        (Some(target), Some(sni)) => {
             tracing::warn!(%client, connect_host = %target.host, %sni, "SNI names a host that is not intercepted; closing");
+            return;
+        }
+        (None, Some(sni)) if intercepted(&sni) => (
+            Target {
+                host: sni.to_ascii_lowercase(),
+                port: 443,
+            },
+            sni,
+        ),
+        (None, sni) => {
+            // The transparent listener is no open relay: only listed hosts are served.
+            tracing::warn!(%client, sni = ?sni, "transparent TLS: SNI missing or not an intercepted host; refusing");
             return;
         }
     };

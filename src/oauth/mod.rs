@@ -93,6 +93,16 @@ impl fmt::Debug for TokenParams {
     }
 }
 
+/// Parameter values include the password and client secret: wipe them when done.
+impl Drop for TokenParams {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for (_, value) in &mut self.params {
+            value.zeroize();
+        }
+    }
+}
+
 impl TokenParams {
     /// Parse the query string and the body. Strict where the form decoder is lenient: a `%`
     /// not followed by two hex digits, or bytes that do not decode to UTF-8, make the request
