@@ -123,6 +123,13 @@ impl Proxy {
         }
     }
 
+    /// A handle for looking at the running proxy after `serve` has taken it.
+    pub fn handle(&self) -> ProxyHandle {
+        ProxyHandle {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Telemetry events as they are written (the line is on disk when one arrives).
     pub fn subscribe_events(
         &self,
@@ -259,6 +266,29 @@ impl Proxy {
             }
         }
         Ok(())
+    }
+}
+
+/// Read-only views of a running proxy (tests, embedding).
+#[derive(Clone)]
+pub struct ProxyHandle {
+    shared: Arc<Shared>,
+}
+
+impl ProxyHandle {
+    /// The Prometheus exposition, as `/metrics` serves it.
+    pub fn metrics_text(&self) -> String {
+        self.shared.metrics.encode()
+    }
+
+    /// Hosts with a cached leaf certificate (bounded by `leaf_cache_size`).
+    pub fn cached_leaves(&self) -> usize {
+        self.shared.ca.cached_leaves()
+    }
+
+    /// The migration report.
+    pub fn report(&self) -> Report {
+        self.shared.report()
     }
 }
 
