@@ -1,0 +1,29 @@
+# grantshift container: a multi-stage build, a small non-root runtime image.
+#   docker build -t grantshift .
+#   docker run -p 3128:3128 -p 9464:9464 -v $PWD/deploy:/etc/grantshift:ro -v grantshift-data:/var/lib/grantshift grantshift
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+RUN cargo build --release --locked --bin grantshift \
+ && strip target/release/grantshift
+
+FROM debian:bookworm-slim
+# No OS CA bundle needed: upstream roots are compiled in (webpki-roots) plus extra_root_certs.
+RUN useradd --system --uid 10001 --home-dir /var/lib/grantshift --shell /usr/sbin/nologin grantshift \
+ && mkdir -p /etc/grantshift /var/lib/grantshift \
+ && chown grantshift:grantshift /var/lib/grantshift
+COPY --from=build /src/target/release/grantshift /usr/local/bin/grantshift
+USER grantshift
+WORKDIR /var/lib/grantshift
+# The config (read-only) and the CA + events file (persistent, private to the container user).
+VOLUME ["/etc/grantshift", "/var/lib/grantshift"]
+ENV GRANTSHIFT_CONFIG=/etc/grantshift/grantshift.toml
+EXPOSE 3128 9464
+# Healthy when the admin server answers /healthz (bash's /dev/tcp: no curl in the image).
+HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
+  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9464 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/grantshift"]
+CMD ["run"]
