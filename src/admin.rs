@@ -92,7 +92,7 @@ pub fn render_page(report: &Report, config: &Config) -> String {
     for r in &report.credentials {
         let counts: Vec<String> = r.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
         rows.push_str(&format!(
-            "<tr class=\"{verdict}\"><td><span class=\"verdict\">{verdict}</span></td><td>{client}</td><td>{user}</td><td>{org}</td><td>{domain}</td><td>{hosts}</td><td>{counts}</td><td>{last} {status}</td><td>{seen}</td><td>{hint}</td></tr>\n",
+            "<tr class=\"{verdict}\"><td><span class=\"verdict\">{verdict}</span></td><td class=\"wrap\">{user}</td><td class=\"id\">{client}</td><td class=\"hint\">{hint}</td><td class=\"wrap\">{org}</td><td class=\"wrap\">{domain}</td><td class=\"wrap\">{hosts}</td><td>{counts}</td><td>{last} {status}</td><td class=\"wrap\">{seen}</td></tr>\n",
             verdict = esc(r.verdict.as_str()),
             client = esc(&r.client_id),
             user = esc(&r.username),
@@ -151,6 +151,10 @@ h2 {{ font-size: 1.1rem; margin: 1.5rem 0 .5rem; }}
 p.note {{ color: #555; margin: 0 0 1rem; }}
 table {{ border-collapse: collapse; width: 100%; }}
 th, td {{ text-align: left; padding: .35rem .5rem; border-bottom: 1px solid #ddd; vertical-align: top; }}
+th {{ white-space: nowrap; }}
+td.wrap {{ overflow-wrap: anywhere; }}
+td.hint {{ min-width: 18rem; max-width: 34rem; }}
+td.id {{ max-width: 12rem; overflow-wrap: anywhere; font-family: ui-monospace, monospace; font-size: .9em; }}
 th {{ background: #f4f4f6; font-weight: 600; }}
 .verdict {{ display: inline-block; padding: .05rem .45rem; border-radius: .6rem; font-size: .85em; white-space: nowrap; background: #eee; }}
 tr.needs-jwt .verdict, tr.needs-run-as-user .verdict, tr.needs-flow-enabled .verdict {{ background: #ffe8b3; }}
@@ -164,7 +168,7 @@ tr.upgraded .verdict {{ background: #d3f5d3; }}
 <p class="note">One row per credential set (client_id, username), most urgent first. JSON at <a href="/report">/report</a>, metrics at <a href="/metrics">/metrics</a>.</p>
 <h2>Credential sets</h2>
 <table id="report">
-<thead><tr><th>Verdict</th><th>Client ID</th><th>Username</th><th>Org</th><th>My Domain</th><th>Hosts</th><th>Counts</th><th>Last</th><th>Last seen</th><th>Next step</th></tr></thead>
+<thead><tr><th>Verdict</th><th>Username</th><th>Client ID</th><th>Next step</th><th>Org</th><th>My Domain</th><th>Hosts</th><th>Counts</th><th>Last</th><th>Last seen</th></tr></thead>
 <tbody>
 {rows}</tbody>
 </table>

@@ -95,6 +95,10 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let listen = config.proxy.listen;
+        // Installed before anything listens, so an early SIGHUP reloads instead of killing
+        // the process (the default action).
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
         let proxy = Proxy::new(config)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -107,25 +111,22 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         if let Some(tls) = proxy.start_tls_listener().await? {
             tracing::info!(addr = %tls, "transparent TLS listening");
         }
-        tokio::spawn(reload_on_sighup(config_path, proxy.reloader()));
+        tokio::spawn(reload_on_sighup(hup, config_path, proxy.reloader()));
         proxy.serve(listener, shutdown_signal()).await?;
         Ok(())
     })
 }
 
 /// SIGHUP re-reads the config file; an invalid file keeps the running config.
-async fn reload_on_sighup(path: Option<PathBuf>, reloader: grantshift::server::Reloader) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot install the SIGHUP handler; reload is unavailable");
-        return;
-    };
+async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    path: Option<PathBuf>,
+    reloader: grantshift::server::Reloader,
+) {
     while hup.recv().await.is_some() {
         match Config::load(path.as_deref()) {
             Ok(new) => reloader.apply(new),
-            Err(e) => {
-                tracing::error!(error = %e, "config reload failed; keeping the running config")
-            }
+            Err(e) => reloader.failed(&e),
         }
     }
 }
