@@ -100,8 +100,7 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
         let proxy = Proxy::new(config)?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
+        let listener = grantshift::server::bind(listen)
             .with_context(|| format!("proxy.listen: cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "proxy listening");

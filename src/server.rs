@@ -143,7 +143,7 @@ impl Proxy {
         let Some(addr) = self.shared.config().proxy.admin_addr() else {
             return Ok(None);
         };
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
+        let listener = bind(addr).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!("proxy.admin_listen: cannot listen on {addr}: {e}"),
@@ -162,7 +162,7 @@ impl Proxy {
         let Some(addr) = self.shared.config().proxy.tls_listen_addr() else {
             return Ok(None);
         };
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
+        let listener = bind(addr).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!("proxy.tls_listen: cannot listen on {addr}: {e}"),
@@ -324,6 +324,19 @@ impl Reloader {
         self.shared.metrics.config_reload(false);
         tracing::error!(%error, "config reload failed; keeping the running config");
     }
+}
+
+/// Bind a listening socket with a deep accept queue: a burst of new clients (thousands of
+/// tunnels opening at once) must queue, not overflow into SYN retries.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 /// Bind `config.proxy.listen` and serve until `shutdown` (what `main` does; tests call
