@@ -184,8 +184,8 @@ async fn connect(
         let _active = active;
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                let upstream = IdleTimeout::new(upstream, conn.activity.clone());
-                crate::tunnel::run(upgraded, upstream, client, target.host).await
+                let activity = conn.activity.clone();
+                crate::tunnel::run(upgraded, upstream, activity, client, target.host).await
             }
             Err(e) => tracing::debug!(%client, error = %e, "CONNECT upgrade failed"),
         }

@@ -40,9 +40,22 @@ impl Activity {
         Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed))
     }
 
-    fn touch(&self) {
+    /// Record that bytes moved now.
+    pub fn touch(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved for the timeout (re-checking as activity moves the
+    /// deadline on).
+    pub async fn expired(&self) {
+        loop {
+            let deadline = self.deadline();
+            tokio::time::sleep_until(deadline).await;
+            if self.deadline() <= Instant::now() {
+                return;
+            }
+        }
     }
 
     fn deadline(&self) -> Instant {
@@ -69,6 +82,10 @@ impl<S> IdleTimeout<S> {
 
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 
     /// Called when the inner stream is pending: is the shared activity idle past its timeout?

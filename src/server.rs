@@ -87,7 +87,8 @@ impl Proxy {
             &config.ca.cert,
             &config.ca.key,
             provider.clone(),
-        )?;
+        )?
+        .with_cache_size(config.proxy.leaf_cache_size);
         let metrics = Arc::new(Metrics::new());
         let report = Arc::new(std::sync::Mutex::new(seed_report(&config.telemetry.events)));
         let events = {
