@@ -378,7 +378,8 @@ pub struct Credential {
 impl Credential {
     /// Does this entry apply to a password grant by `username` from `client_id`?
     pub fn matches(&self, client_id: &str, username: &str) -> bool {
-        self.username.eq_ignore_ascii_case(username)
+        // Full Unicode lowercase, as the rollout bucket and the report use.
+        (self.username == username || self.username.to_lowercase() == username.to_lowercase())
             && self.client_id.as_deref().is_none_or(|c| c == client_id)
     }
 }

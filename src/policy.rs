@@ -193,6 +193,20 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_usernames_match_case_insensitively_like_the_bucket() {
+        let c = config("[[credentials]]\nusername = \"Élodie@Acme.com\"\nmy_domain = \"acme.my.salesforce.com\"\n");
+        let p = params("grant_type=password&client_id=app&client_secret=s&username=%C3%A9lodie%40acme.com&password=p");
+        assert!(matches!(
+            decide(&c, "login.salesforce.com", &p, false),
+            Decision::Upgrade(_)
+        ));
+        assert_eq!(
+            bucket("app", "Élodie@Acme.com"),
+            bucket("app", "élodie@acme.com")
+        );
+    }
+
+    #[test]
     fn client_id_filter_and_observe_mode() {
         let c = config("[[credentials]]\nusername = \"int@acme.com\"\nmy_domain = \"acme.my.salesforce.com\"\nclient_id = \"other\"\n");
         assert!(matches!(

@@ -327,7 +327,12 @@ async fn read_facts(resp: Response<Body>) -> (Response<Body>, ResponseFacts) {
     match Buffered::read(body, MAX_TOKEN_RESPONSE).await {
         Ok(buffered) => {
             let facts = if buffered.rest.is_none() {
-                ResponseFacts::from_json(&buffered.data)
+                // Clients that accept gzip (python-requests does) get compressed answers:
+                // decode a copy to read the facts; the client gets the bytes as they came.
+                match decoded(&parts.headers, &buffered.data) {
+                    Some(plain) => ResponseFacts::from_json(&plain),
+                    None => ResponseFacts::default(),
+                }
             } else {
                 ResponseFacts::default()
             };
@@ -341,6 +346,29 @@ async fn read_facts(resp: Response<Body>) -> (Response<Body>, ResponseFacts) {
             )
         }
     }
+}
+
+/// The response body without its `Content-Encoding` (identity, gzip, deflate), bounded to
+/// `MAX_TOKEN_RESPONSE` decoded bytes; `None` for other encodings or a broken stream.
+fn decoded(headers: &HeaderMap, body: &Bytes) -> Option<std::borrow::Cow<'static, [u8]>> {
+    use std::io::Read;
+    let encoding = headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let mut plain = Vec::new();
+    let limit = MAX_TOKEN_RESPONSE as u64;
+    let read = match encoding.as_deref() {
+        None | Some("identity") | Some("") => return Some(std::borrow::Cow::Owned(body.to_vec())),
+        Some("gzip") | Some("x-gzip") => flate2::read::GzDecoder::new(&body[..])
+            .take(limit)
+            .read_to_end(&mut plain),
+        Some("deflate") => flate2::read::ZlibDecoder::new(&body[..])
+            .take(limit)
+            .read_to_end(&mut plain),
+        Some(_) => return None,
+    };
+    read.ok().map(|_| std::borrow::Cow::Owned(plain))
 }
 
 /// A body read up to a limit: the bytes read, any trailers, and (when over the limit) the

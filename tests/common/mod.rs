@@ -5,7 +5,11 @@
 //! - [`upstreams`]: the fake Salesforce (TLS, several hosts by SNI, h2 + http/1.1), a plain-HTTP
 //!   twin of it, a tunnel-only TLS server with its own CA, a raw TCP echo server, a server that
 //!   accepts and never answers, and a closed port.
-//! - [`routes`]: what the fake upstreams answer (`/echo`, `/bytes`, `/trailers`, `/ws`, `/hold`).
+//! - [`routes`]: what the fake upstreams answer (`/echo`, `/bytes`, `/trailers`, `/ws`, `/hold`,
+//!   and the Salesforce OAuth endpoints).
+//! - [`salesforce`]: the fake's orgs, connected apps and users, and its token endpoint,
+//!   `/services/data` and `/id` that behave like Salesforce's.
+//! - [`logins`]: password-grant forms, `[[credentials]]` / `[[rollout]]` TOML, upstream checks.
 //! - [`proxy`]: grantshift itself, configured against those upstreams, served in-process.
 //! - [`bin`]: the `grantshift` binary: one-shot commands and a running proxy read from its JSON log.
 //! - [`client`]: CONNECT through the proxy, TLS on top, HTTP/1.1 or HTTP/2 requests, raw exchanges.
@@ -13,18 +17,25 @@
 //! Every test binary includes this module and uses a different part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod admin;
 pub mod bin;
 pub mod ca;
 pub mod client;
+
+pub mod faults;
+pub mod logins;
 pub mod proxy;
 pub mod routes;
+pub mod salesforce;
 pub mod upstreams;
 
-pub use bin::{grantshift, run_to_end, Finished, RunningBinary};
+pub use bin::{grantshift, run_to_end, strip_ansi, BinaryProxy, Finished, RunningBinary};
 pub use ca::TestCa;
 pub use client::*;
-pub use proxy::{TestProxy, TestProxyBuilder, Upstreams};
+pub use logins::*;
+pub use proxy::{post_form, read_events, TestProxy, TestProxyBuilder, Upstreams, EVENTS_FILE};
 pub use routes::{Recorded, TRAILER_CHUNKS};
+pub use salesforce::{acme, acme_qa, DecodedJwt, LOGIN_HOST, TEST_HOST, TOKEN_PATH};
 pub use upstreams::*;
 
 use sha2::{Digest, Sha256};

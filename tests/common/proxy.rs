@@ -1,15 +1,19 @@
 //! grantshift itself, configured against the fake upstreams and served in-process on
-//! 127.0.0.1:0 until the test shuts it down.
+//! 127.0.0.1:0 until the test shuts it down. The test proxy writes its events to
+//! `events.jsonl` in its TempDir, keeps a subscription to them (so a test waits for an event
+//! instead of sleeping) and a [`Reloader`] (so a test can swap its config live).
 
-use super::client::{connect_tunnel, tls_connect, Http, HttpConn};
+use super::client::{connect_tunnel, full, tls_connect, Http, HttpConn, Reply};
 use super::upstreams::{FakeSalesforce, TcpEchoServer, TunnelServer};
 use super::{within, ECHO_HOST, SALESFORCE_HOSTS, TUNNEL_HOST, UNTRUSTED_HOST};
 use grantshift::config::Config;
-use grantshift::server::Proxy;
+use grantshift::server::{Proxy, Reloader};
+use grantshift::telemetry::events::Event;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 
@@ -20,7 +24,25 @@ pub struct Upstreams {
     pub echo: TcpEchoServer,
 }
 
+/// Where the upstreams listen, and the fake Salesforce's CA file: all a config needs.
+#[derive(Clone, Debug)]
+pub struct UpstreamAddrs {
+    pub sf: SocketAddr,
+    pub sf_ca_pem_path: PathBuf,
+    pub tunnel: SocketAddr,
+    pub echo: SocketAddr,
+}
+
 impl Upstreams {
+    pub fn addrs(&self) -> UpstreamAddrs {
+        UpstreamAddrs {
+            sf: self.sf.addr(),
+            sf_ca_pem_path: self.sf.ca_pem_path().to_path_buf(),
+            tunnel: self.tunnel.addr(),
+            echo: self.echo.addr(),
+        }
+    }
+
     pub async fn start() -> Upstreams {
         Upstreams::with_salesforce(FakeSalesforce::start().await).await
     }
@@ -43,7 +65,8 @@ pub fn toml_str(s: impl AsRef<str>) -> String {
 /// Builds the `grantshift.toml` of a test proxy. Defaults: listen on 127.0.0.1:0, CA files in
 /// the proxy's TempDir, the fake Salesforce CA in `extra_root_certs`, `connect_to` routing every
 /// fake host to its server, `connect_timeout = "2s"`, `request_timeout = "3s"`,
-/// `shutdown_grace = "5s"`, default `allowed_connect_ports` and `[intercept]`.
+/// `shutdown_grace = "5s"`, default `allowed_connect_ports` and `[intercept]`,
+/// `[telemetry] events = "events.jsonl"` (next to the config file).
 #[derive(Clone, Debug)]
 pub struct TestProxyBuilder {
     listen: String,
@@ -55,6 +78,8 @@ pub struct TestProxyBuilder {
     connect_to: Vec<(String, String)>,
     extra_root_certs: Vec<PathBuf>,
     ca_files: Option<(PathBuf, PathBuf)>,
+    max_token_body: Option<usize>,
+    events: String,
     extra_toml: String,
 }
 
@@ -70,6 +95,8 @@ impl Default for TestProxyBuilder {
             connect_to: Vec::new(),
             extra_root_certs: Vec::new(),
             ca_files: None,
+            max_token_body: None,
+            events: EVENTS_FILE.into(),
             extra_toml: String::new(),
         }
     }
@@ -123,16 +150,41 @@ impl TestProxyBuilder {
         self
     }
 
+    /// `[proxy] max_token_body`.
+    pub fn max_token_body(mut self, bytes: usize) -> Self {
+        self.max_token_body = Some(bytes);
+        self
+    }
+
+    /// `[telemetry] events` (relative to the config file's directory; `""` disables).
+    pub fn events(mut self, path: &str) -> Self {
+        self.events = path.into();
+        self
+    }
+
     /// TOML appended verbatim after the generated file: only for tables this builder does not
-    /// write (`[proxy]`, `[ca]`, `[upstream]`, `[upstream.connect_to]`, `[intercept]`).
+    /// write (`[proxy]`, `[ca]`, `[upstream]`, `[upstream.connect_to]`, `[intercept]`,
+    /// `[telemetry]`), e.g. `[[rollout]]` and `[[credentials]]`.
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
         self
     }
 
+    /// The same builder with its extra TOML replaced (a changed config for a reload).
+    pub fn with_extra_toml(&self, toml: &str) -> Self {
+        let mut b = self.clone();
+        b.extra_toml = toml.into();
+        b
+    }
+
     /// The config text for `up`. CA paths are relative (`grantshift-ca.pem`) unless
     /// [`ca_files`](Self::ca_files) was given, so they land in the directory the file is read from.
     pub fn render(&self, up: &Upstreams) -> String {
+        self.render_for(&up.addrs())
+    }
+
+    /// [`render`](Self::render) for upstreams known by their addresses.
+    pub fn render_for(&self, up: &UpstreamAddrs) -> String {
         let mut t = String::new();
         t.push_str("[proxy]\n");
         t.push_str(&format!("listen = {}\n", toml_str(&self.listen)));
@@ -140,6 +192,9 @@ impl TestProxyBuilder {
         t.push_str("admin_listen = \"127.0.0.1:0\"\n");
         if let Some(ports) = &self.allowed_connect_ports {
             t.push_str(&format!("allowed_connect_ports = {ports:?}\n"));
+        }
+        if let Some(max) = self.max_token_body {
+            t.push_str(&format!("max_token_body = {max}\n"));
         }
         t.push_str(&format!(
             "shutdown_grace = {}\n\n",
@@ -156,7 +211,7 @@ impl TestProxyBuilder {
         }
 
         t.push_str("[upstream]\n");
-        let roots: Vec<String> = std::iter::once(up.sf.ca_pem_path().to_path_buf())
+        let roots: Vec<String> = std::iter::once(up.sf_ca_pem_path.clone())
             .chain(self.extra_root_certs.iter().cloned())
             .map(|p| toml_str(p.to_str().unwrap()))
             .collect();
@@ -173,14 +228,11 @@ impl TestProxyBuilder {
         t.push_str("[upstream.connect_to]\n");
         let mut routes: Vec<(String, String)> = SALESFORCE_HOSTS
             .iter()
-            .map(|h| (format!("{h}:443"), up.sf.addr().to_string()))
+            .map(|h| (format!("{h}:443"), up.sf.to_string()))
             .collect();
-        routes.push((format!("{TUNNEL_HOST}:443"), up.tunnel.addr().to_string()));
-        routes.push((
-            format!("{UNTRUSTED_HOST}:443"),
-            up.tunnel.addr().to_string(),
-        ));
-        routes.push((format!("{ECHO_HOST}:443"), up.echo.addr().to_string()));
+        routes.push((format!("{TUNNEL_HOST}:443"), up.tunnel.to_string()));
+        routes.push((format!("{UNTRUSTED_HOST}:443"), up.tunnel.to_string()));
+        routes.push((format!("{ECHO_HOST}:443"), up.echo.to_string()));
         for (k, v) in &self.connect_to {
             match routes.iter_mut().find(|(rk, _)| rk == k) {
                 Some(existing) => existing.1 = v.clone(),
@@ -196,6 +248,10 @@ impl TestProxyBuilder {
             let hosts: Vec<String> = hosts.iter().map(toml_str).collect();
             t.push_str(&format!("[intercept]\nhosts = [{}]\n\n", hosts.join(", ")));
         }
+        t.push_str(&format!(
+            "[telemetry]\nevents = {}\n\n",
+            toml_str(&self.events)
+        ));
         t.push_str(&self.extra_toml);
         t
     }
@@ -210,15 +266,56 @@ impl TestProxyBuilder {
     pub async fn start_with(self, up: Upstreams) -> TestProxy {
         super::init_crypto();
         let dir = tempfile::tempdir().expect("proxy tempdir");
-        let text = self.render(&up);
+        let addrs = up.addrs();
+        let text = self.render_for(&addrs);
         let config_path = dir.path().join("grantshift.toml");
         std::fs::write(&config_path, &text).expect("write grantshift.toml");
-        let config = Config::from_toml_str(&text, dir.path())
+        let running = Running::start(&text, dir.path()).await;
+        TestProxy {
+            sf: up.sf,
+            tunnel: up.tunnel,
+            echo: up.echo,
+            addrs,
+            builder: self,
+            running,
+            config_text: text,
+            dir,
+        }
+    }
+}
+
+/// The events file name a test proxy writes to, in its directory.
+pub const EVENTS_FILE: &str = "events.jsonl";
+
+/// One in-process grantshift serving on 127.0.0.1:0.
+struct Running {
+    addr: SocketAddr,
+    ca_pem: String,
+    ca_pem_path: PathBuf,
+    events: tokio::sync::Mutex<broadcast::Receiver<Arc<Event>>>,
+    reloader: Reloader,
+    /// The admin server (`[proxy].admin_listen`), `None` when disabled.
+    admin: Option<SocketAddr>,
+    shutdown: Option<oneshot::Sender<()>>,
+    shutdown_observed: Option<oneshot::Receiver<()>>,
+    serve: Option<JoinHandle<Result<(), grantshift::Error>>>,
+}
+
+impl Running {
+    async fn start(text: &str, dir: &Path) -> Running {
+        let config = Config::from_toml_str(text, dir)
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n---\n{text}"));
         let proxy = Proxy::new(config).unwrap_or_else(|e| panic!("Proxy::new failed: {e}"));
         let ca_pem = proxy.ca_cert_pem();
-        let ca_pem_path = dir.path().join("trust-grantshift-ca.pem");
+        let ca_pem_path = dir.join("trust-grantshift-ca.pem");
         std::fs::write(&ca_pem_path, &ca_pem).expect("write CA PEM for clients");
+        // Subscribe before serve() consumes the proxy: no event can be missed.
+        let events = proxy.subscribe_events();
+        let reloader = proxy.reloader();
+        let admin = proxy
+            .start_admin()
+            .await
+            .unwrap_or_else(|e| panic!("start_admin failed: {e}"));
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().unwrap();
@@ -229,15 +326,13 @@ impl TestProxyBuilder {
             // serve() has polled its shutdown future to completion: it knows.
             let _ = observed_tx.send(());
         }));
-        TestProxy {
-            sf: up.sf,
-            tunnel: up.tunnel,
-            echo: up.echo,
+        Running {
             addr,
             ca_pem,
             ca_pem_path,
-            config_text: text,
-            dir,
+            events: tokio::sync::Mutex::new(events),
+            reloader,
+            admin,
             shutdown: Some(tx),
             shutdown_observed: Some(observed_rx),
             serve: Some(serve),
@@ -250,14 +345,11 @@ pub struct TestProxy {
     pub sf: FakeSalesforce,
     pub tunnel: TunnelServer,
     pub echo: TcpEchoServer,
-    addr: SocketAddr,
-    ca_pem: String,
-    ca_pem_path: PathBuf,
+    addrs: UpstreamAddrs,
+    builder: TestProxyBuilder,
+    running: Running,
     config_text: String,
     dir: tempfile::TempDir,
-    shutdown: Option<oneshot::Sender<()>>,
-    shutdown_observed: Option<oneshot::Receiver<()>>,
-    serve: Option<JoinHandle<Result<(), grantshift::Error>>>,
 }
 
 impl TestProxy {
@@ -272,17 +364,29 @@ impl TestProxy {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.running.addr
+    }
+
+    /// Where the admin server (`/`, `/report`, `/metrics`, `/healthz`) listens.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.running
+            .admin
+            .expect("the admin server is enabled (admin_listen is not \"\")")
+    }
+
+    /// The running proxy's [`Reloader`] (e.g. to report a failed reload).
+    pub fn reloader(&self) -> &Reloader {
+        &self.running.reloader
     }
 
     /// grantshift's CA certificate (PEM), as `Proxy::ca_cert_pem` returned it.
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        &self.running.ca_pem
     }
 
     /// A file holding [`ca_pem`](Self::ca_pem) (for `curl --cacert`).
     pub fn ca_pem_path(&self) -> &Path {
-        &self.ca_pem_path
+        &self.running.ca_pem_path
     }
 
     /// The directory holding the config and (by default) the CA files.
@@ -296,14 +400,14 @@ impl TestProxy {
 
     /// `CONNECT authority` through this proxy.
     pub async fn connect(&self, authority: &str) -> (u16, TcpStream) {
-        connect_tunnel(self.addr, authority).await
+        connect_tunnel(self.addr(), authority).await
     }
 
     /// `CONNECT host:443`, then TLS trusting only grantshift's CA, offering `alpn`.
     pub async fn intercept_tls(&self, host: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
         let (status, tcp) = self.connect(&format!("{host}:443")).await;
         assert_eq!(status, 200, "CONNECT {host}:443");
-        tls_connect(tcp, host, &self.ca_pem, alpn).await
+        tls_connect(tcp, host, self.ca_pem(), alpn).await
     }
 
     /// An HTTP connection to `host` through interception, speaking `http` (negotiated by ALPN).
@@ -318,9 +422,73 @@ impl TestProxy {
         HttpConn::handshake(tls, http).await
     }
 
+    /// [`intercepted`](Self::intercepted), also returning the client's address as the proxy
+    /// sees it (what an event's `client` names).
+    pub async fn intercepted_from(&self, host: &str, http: Http) -> (HttpConn, SocketAddr) {
+        let tls = self.intercept_tls(host, &[http.alpn()]).await;
+        let local = tls.get_ref().0.local_addr().unwrap();
+        (HttpConn::handshake(tls, http).await, local)
+    }
+
+    /// A password login (or any token request) with a form `body`, on a fresh HTTP/1.1
+    /// connection to `host`.
+    pub async fn login(&self, host: &str, body: &str) -> Reply {
+        let mut conn = self.intercepted(host, Http::H1).await;
+        post_form(&mut conn, host, super::salesforce::TOKEN_PATH, body).await
+    }
+
+    /// The next telemetry event, as the JSON object written to the events file. Its line is
+    /// on disk when this returns.
+    pub async fn next_event(&self) -> serde_json::Value {
+        let mut rx = self.running.events.lock().await;
+        let event = within(20, "the next telemetry event", rx.recv())
+            .await
+            .expect("event subscription");
+        serde_json::to_value(&*event).expect("events serialize")
+    }
+
+    /// The events file, one JSON object per line.
+    pub fn events_in_file(&self) -> Vec<serde_json::Value> {
+        read_events(&self.events_path())
+    }
+
+    pub fn events_path(&self) -> PathBuf {
+        self.dir.path().join(EVENTS_FILE)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("grantshift.toml")
+    }
+
+    /// The builder this proxy was started from.
+    pub fn builder_used(&self) -> &TestProxyBuilder {
+        &self.builder
+    }
+
+    /// Apply the config of `builder` to the running proxy ([`Reloader::apply`]), as SIGHUP
+    /// would; also writes it to the config file.
+    pub fn reload(&mut self, builder: TestProxyBuilder) {
+        let text = builder.render_for(&self.addrs);
+        std::fs::write(self.config_path(), &text).expect("write grantshift.toml");
+        let config = Config::from_toml_str(&text, self.dir.path())
+            .unwrap_or_else(|e| panic!("reloaded config rejected: {e}\n---\n{text}"));
+        self.running.reloader.apply(config);
+        self.builder = builder;
+        self.config_text = text;
+    }
+
+    /// Stop this proxy and start a new one from the same config file and directory (same CA,
+    /// same events file), against the same upstreams: a restart.
+    pub async fn restart(mut self) -> TestProxy {
+        self.begin_shutdown();
+        self.stopped().await.expect("serve() returns Ok");
+        self.running = Running::start(&self.config_text, self.dir.path()).await;
+        self
+    }
+
     /// Resolve the shutdown future passed to `serve` (returns at once).
     pub fn begin_shutdown(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
+        if let Some(tx) = self.running.shutdown.take() {
             let _ = tx.send(());
         }
     }
@@ -328,7 +496,11 @@ impl TestProxy {
     /// Wait until `serve` has seen its shutdown future resolve (after
     /// [`begin_shutdown`](Self::begin_shutdown)): from then on it is draining.
     pub async fn shutdown_observed(&mut self) {
-        let rx = self.shutdown_observed.take().expect("already awaited");
+        let rx = self
+            .running
+            .shutdown_observed
+            .take()
+            .expect("already awaited");
         within(20, "serve() noticing shutdown", rx)
             .await
             .expect("serve() dropped its shutdown future without polling it to completion");
@@ -336,12 +508,12 @@ impl TestProxy {
 
     /// Has `serve` returned?
     pub fn serve_returned(&self) -> bool {
-        self.serve.as_ref().is_none_or(|h| h.is_finished())
+        self.running.serve.as_ref().is_none_or(|h| h.is_finished())
     }
 
     /// Wait for `serve` to return (after [`begin_shutdown`](Self::begin_shutdown)); its result.
     pub async fn stopped(&mut self) -> Result<(), grantshift::Error> {
-        let handle = self.serve.take().expect("serve already awaited");
+        let handle = self.running.serve.take().expect("serve already awaited");
         within(30, "proxy serve() returning after shutdown", handle)
             .await
             .expect("serve task panicked")
@@ -352,4 +524,24 @@ impl TestProxy {
         self.begin_shutdown();
         self.stopped().await
     }
+}
+
+/// `POST path` with `Content-Type: application/x-www-form-urlencoded` and `body`.
+pub async fn post_form(conn: &mut HttpConn, host: &str, path: &str, body: &str) -> Reply {
+    let req = conn
+        .request(http::Method::POST, host, path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(full(body.to_string()))
+        .unwrap();
+    conn.send(req).await
+}
+
+/// Every line of an events file, parsed (an absent file has none).
+pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("event line is not JSON ({e}): {l}"))
+        })
+        .collect()
 }

@@ -1,8 +1,11 @@
 //! What the fake upstreams answer, and the record of what they received.
 //!
-//! Routing is one `match` on the path in [`handle`]: add a route by adding an arm (the next
-//! issue adds the OAuth token endpoint here).
+//! Routing is one `match` on the path in [`handle`]: add a route by adding an arm.
 //!
+//! - `/services/oauth2/token`, `/services/data/…`, `/id/<org>/<user>`: the Salesforce OAuth
+//!   endpoints of [`super::salesforce`] (the fake's orgs, apps and users). A token request to
+//!   a host named in [`Shared::hold_token_requests_at`] is recorded and then never answered
+//!   (until [`Shared::release_holds`]).
 //! - `/echo` (any method): reads the whole request (body and trailers) and answers JSON
 //!   `{method, uri, version, host, sni, alpn, headers: [[name, value], ..] (received order),
 //!   body_len, body_sha256, trailers: [[name, value], ..]}`.
@@ -14,6 +17,7 @@
 //! - `/status/NNN`: answers status NNN with a one-line body.
 //! - anything else: 404.
 
+use super::salesforce::{self, OAuthState, SfResponse};
 use super::{pseudo_random_bytes, sha256_hex, BYTES_SEED};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -21,6 +25,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
+use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Semaphore};
@@ -54,9 +59,46 @@ pub struct Recorded {
     pub trailers: Vec<(String, String)>,
     pub sni: Option<String>,
     pub alpn: Option<String>,
+    /// For the Salesforce endpoints: the status and body bytes the fake answered with.
+    pub response_status: Option<u16>,
+    pub response_body: Option<Vec<u8>>,
 }
 
 impl Recorded {
+    /// The request parameters as the fake's token endpoint reads them: the query string, then
+    /// the form body (leniently decoded).
+    pub fn params(&self) -> Vec<(String, String)> {
+        let mut params = salesforce::form_pairs(self.query.as_deref().unwrap_or("").as_bytes());
+        params.extend(salesforce::form_pairs(&self.body));
+        params
+    }
+
+    /// The first value of parameter `name`.
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.params()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Parameter names, in order.
+    pub fn param_names(&self) -> Vec<String> {
+        self.params().into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// `Host` without a port.
+    pub fn host_name(&self) -> Option<&str> {
+        self.host
+            .as_deref()
+            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+    }
+
+    /// The response body as JSON.
+    pub fn response_json(&self) -> serde_json::Value {
+        serde_json::from_slice(self.response_body.as_deref().unwrap_or(b"null"))
+            .expect("the fake answered JSON")
+    }
+
     /// Every value of header `name`, in order.
     pub fn header_values(&self, name: &str) -> Vec<&str> {
         self.headers
@@ -76,15 +118,44 @@ pub struct Shared {
     requests: Mutex<Vec<Recorded>>,
     hold_arrivals: Semaphore,
     hold_release: watch::Sender<bool>,
+    /// The orgs, apps and users, and the tokens issued.
+    pub oauth: OAuthState,
+    token_holds: Mutex<HashSet<String>>,
+    token_hold_arrivals: Semaphore,
 }
 
 impl Shared {
     pub fn new() -> Arc<Shared> {
+        Shared::with_oauth(OAuthState::default())
+    }
+
+    pub fn with_oauth(oauth: OAuthState) -> Arc<Shared> {
         Arc::new(Shared {
             requests: Mutex::new(Vec::new()),
             hold_arrivals: Semaphore::new(0),
             hold_release: watch::channel(false).0,
+            oauth,
+            token_holds: Mutex::new(HashSet::new()),
+            token_hold_arrivals: Semaphore::new(0),
         })
+    }
+
+    /// Token requests to `host` are recorded and then left unanswered (a My Domain that
+    /// accepts the connection and never responds).
+    pub fn hold_token_requests_at(&self, host: &str) {
+        self.token_holds
+            .lock()
+            .unwrap()
+            .insert(host.to_ascii_lowercase());
+    }
+
+    /// Wait until one more held token request has arrived.
+    pub async fn wait_token_hold_arrived(&self) {
+        self.token_hold_arrivals
+            .acquire()
+            .await
+            .expect("hold semaphore is never closed")
+            .forget();
     }
 
     /// Every request received so far, in arrival order.
@@ -106,8 +177,16 @@ impl Shared {
         self.hold_release.send_replace(true);
     }
 
-    fn record(&self, r: Recorded) {
-        self.requests.lock().unwrap().push(r);
+    fn record(&self, r: Recorded) -> usize {
+        let mut requests = self.requests.lock().unwrap();
+        requests.push(r);
+        requests.len() - 1
+    }
+
+    fn record_response(&self, index: usize, resp: &SfResponse) {
+        let mut requests = self.requests.lock().unwrap();
+        requests[index].response_status = Some(resp.status.as_u16());
+        requests[index].response_body = Some(resp.body.clone());
     }
 }
 
@@ -166,14 +245,17 @@ pub async fn handle(
         trailers: Vec::new(),
         sni: conn.sni.clone(),
         alpn: conn.alpn.clone(),
+        response_status: None,
+        response_body: None,
     };
 
     if recorded.path == "/ws" {
-        shared.record(recorded);
+        let _ = shared.record(recorded);
         return Ok(websocket(&mut req));
     }
 
     let uri = req.uri().to_string();
+    let headers = req.headers().clone();
     let collected = match req.into_body().collect().await {
         Ok(c) => c,
         Err(e) => return Ok(text(StatusCode::BAD_REQUEST, &format!("body error: {e}"))),
@@ -183,9 +265,41 @@ pub async fn handle(
     }
     let body = collected.to_bytes();
     recorded.body = body.to_vec();
-    shared.record(recorded.clone());
+    let index = shared.record(recorded.clone());
 
     let path = recorded.path.as_str();
+    let sf_host = recorded.host_name().unwrap_or("").to_ascii_lowercase();
+    let call = salesforce::Call {
+        method: &recorded.method,
+        host: &sf_host,
+        path,
+        query: recorded.query.as_deref(),
+        headers: &headers,
+        body: &body,
+    };
+    let salesforce_route = if path == salesforce::TOKEN_PATH {
+        if shared.token_holds.lock().unwrap().contains(&sf_host) {
+            shared.token_hold_arrivals.add_permits(1);
+            let mut release = shared.hold_release.subscribe();
+            let _ = release.wait_for(|released| *released).await;
+        }
+        Some(shared.oauth.token(&call))
+    } else if path.starts_with("/services/data/") {
+        Some(shared.oauth.data(&call))
+    } else if path.starts_with("/id/") {
+        Some(shared.oauth.identity(&call))
+    } else {
+        None
+    };
+    if let Some(sf) = salesforce_route {
+        shared.record_response(index, &sf);
+        let mut builder = Response::builder().status(sf.status);
+        for (name, value) in &sf.headers {
+            builder = builder.header(*name, value);
+        }
+        return Ok(builder.body(full(sf.body)).unwrap());
+    }
+
     let resp = match path {
         "/echo" => echo(&recorded, &uri, &body),
         "/bytes" => {

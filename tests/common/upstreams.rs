@@ -2,6 +2,7 @@
 
 use super::ca::TestCa;
 use super::routes::{self, ConnInfo, Recorded, Shared};
+use super::salesforce::{Issued, OAuthState, World};
 use super::{sha256_hex, SALESFORCE_HOSTS, TUNNEL_HOST, UNTRUSTED_HOST};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -42,7 +43,8 @@ where
 }
 
 /// A stand-in for Salesforce: TLS on 127.0.0.1 with its own test CA, one certificate per
-/// [`SALESFORCE_HOSTS`] name chosen by SNI, ALPN h2 and http/1.1, serving [`routes`].
+/// [`SALESFORCE_HOSTS`] name chosen by SNI, ALPN h2 and http/1.1, serving [`routes`]; its
+/// OAuth endpoints start with [`World::standard`] (change it with [`FakeSalesforce::edit`]).
 pub struct FakeSalesforce {
     addr: SocketAddr,
     ca: TestCa,
@@ -76,7 +78,7 @@ impl FakeSalesforce {
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let (listener, addr) = bind().await;
-        let shared = Shared::new();
+        let shared = Shared::with_oauth(OAuthState::with_world(World::standard()));
         let s = shared.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
@@ -134,9 +136,40 @@ impl FakeSalesforce {
         self.shared.wait_hold_arrived().await
     }
 
-    /// Let held `/hold` requests answer.
+    /// Let held `/hold` requests (and held token requests) answer.
     pub fn release_holds(&self) {
         self.shared.release_holds()
+    }
+
+    /// Change the orgs, apps and users (takes effect for the next request).
+    pub fn edit(&self, f: impl FnOnce(&mut World)) {
+        self.shared.oauth.edit(f)
+    }
+
+    /// The orgs, apps and users as they are now.
+    pub fn world(&self) -> World {
+        self.shared.oauth.world()
+    }
+
+    /// Every token the fake issued, in order.
+    pub fn issued(&self) -> Vec<Issued> {
+        self.shared.oauth.issued()
+    }
+
+    /// Requests to the token endpoint, in arrival order.
+    pub fn token_requests(&self) -> Vec<Recorded> {
+        self.requests_to(super::salesforce::TOKEN_PATH)
+    }
+
+    /// Token requests to `host` are recorded and never answered (until
+    /// [`release_holds`](Self::release_holds)).
+    pub fn hold_token_requests_at(&self, host: &str) {
+        self.shared.hold_token_requests_at(host)
+    }
+
+    /// Wait until a held token request has arrived.
+    pub async fn wait_token_hold_arrived(&self) {
+        self.shared.wait_token_hold_arrived().await
     }
 }
 

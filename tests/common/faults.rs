@@ -1,0 +1,664 @@
+//! Helpers for the hardening tests (access, limits, faults, panics):
+//!
+//! - [`HardenedBuilder`] / [`HardenedProxy`]: the test proxy of [`super::proxy`] with extra
+//!   `[proxy]` and `[upstream]` keys (limits, `auth`, `allow_clients`, `connect_to_only`,
+//!   `pool_idle_timeout`), served in-process with its [`ProxyHandle`] kept, so a test can read
+//!   `grantshift_connections_active` and the leaf-cache size of the running proxy.
+//! - Leak checks: [`open_fds`] (this process's `/proc/self/fd`, the in-process proxy's included),
+//!   [`eventually`] (a bounded wait for an observable condition) and
+//!   [`HardenedProxy::assert_nothing_leaked`]; [`serially`] runs an fd-counting test alone.
+//! - Misbehaving upstreams: [`MisbehavingUpstream`] (TLS that resets mid-body or never
+//!   answers), [`NotTlsServer`] (answers a ClientHello with plain text) and [`DripServer`]
+//!   (raw TCP that sends a little every interval: a steady one-way download).
+
+use super::ca::TestCa;
+use super::client::{client_config, connect_tunnel, peer_leaf, tls_connect, Http, HttpConn, Reply};
+use super::proxy::{post_form, UpstreamAddrs, Upstreams};
+use super::upstreams::{FakeSalesforce, TcpEchoServer, TunnelServer};
+use super::{within, TestProxyBuilder};
+use grantshift::config::Config;
+use grantshift::server::{Proxy, ProxyHandle};
+use grantshift::telemetry::events::Event;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+// ---------------------------------------------------------------------------------------------
+// The proxy, with [proxy] and [upstream] keys of the test's choosing
+
+/// A [`TestProxyBuilder`] plus lines for its `[proxy]` and `[upstream]` tables (which
+/// `extra_toml` cannot reach: the builder writes those tables itself).
+#[derive(Clone, Debug, Default)]
+pub struct HardenedBuilder {
+    base: TestProxyBuilder,
+    proxy_lines: String,
+    upstream_lines: String,
+}
+
+impl HardenedBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adjust the underlying [`TestProxyBuilder`] (timeouts, connect_to, extra TOML, …).
+    pub fn base(mut self, f: impl FnOnce(TestProxyBuilder) -> TestProxyBuilder) -> Self {
+        self.base = f(self.base);
+        self
+    }
+
+    /// A `key = value` line in `[proxy]`, e.g. `max_connections = 2`.
+    pub fn proxy(mut self, line: &str) -> Self {
+        self.proxy_lines.push_str(line);
+        self.proxy_lines.push('\n');
+        self
+    }
+
+    /// A `key = value` line in `[upstream]`, e.g. `connect_to_only = true`.
+    pub fn upstream(mut self, line: &str) -> Self {
+        self.upstream_lines.push_str(line);
+        self.upstream_lines.push('\n');
+        self
+    }
+
+    /// The config text for upstreams at `up`.
+    pub fn render_for(&self, up: &UpstreamAddrs) -> String {
+        let text = self.base.render_for(up);
+        let text = insert_after(&text, "[proxy]\n", &self.proxy_lines);
+        insert_after(&text, "[upstream]\n", &self.upstream_lines)
+    }
+
+    /// Start fresh upstreams and the proxy.
+    pub async fn start(self) -> HardenedProxy {
+        self.start_with(Upstreams::start().await).await
+    }
+
+    /// Start the proxy against existing upstreams.
+    pub async fn start_with(self, up: Upstreams) -> HardenedProxy {
+        super::init_crypto();
+        let dir = tempfile::tempdir().expect("proxy tempdir");
+        let text = self.render_for(&up.addrs());
+        std::fs::write(dir.path().join("grantshift.toml"), &text).expect("write grantshift.toml");
+        let config = Config::from_toml_str(&text, dir.path())
+            .unwrap_or_else(|e| panic!("test config rejected: {e}\n---\n{text}"));
+        let proxy = Proxy::new(config).unwrap_or_else(|e| panic!("Proxy::new failed: {e}"));
+        let handle = proxy.handle();
+        let ca_pem = proxy.ca_cert_pem();
+        let ca_pem_path = dir.path().join("trust-grantshift-ca.pem");
+        std::fs::write(&ca_pem_path, &ca_pem).expect("write CA PEM for clients");
+        let events = proxy.subscribe_events();
+        let admin = proxy
+            .start_admin()
+            .await
+            .unwrap_or_else(|e| panic!("start_admin failed: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, rx) = oneshot::channel::<()>();
+        let serve = tokio::spawn(proxy.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        HardenedProxy {
+            sf: up.sf,
+            tunnel: up.tunnel,
+            echo: up.echo,
+            addr,
+            admin,
+            handle,
+            ca_pem,
+            ca_pem_path,
+            events: tokio::sync::Mutex::new(events),
+            shutdown: Some(shutdown),
+            serve: Some(serve),
+            config_text: text,
+            dir,
+        }
+    }
+}
+
+fn insert_after(text: &str, marker: &str, lines: &str) -> String {
+    assert!(text.contains(marker), "no {marker:?} in\n{text}");
+    text.replacen(marker, &format!("{marker}{lines}"), 1)
+}
+
+/// A running in-process grantshift with its upstreams and its [`ProxyHandle`].
+pub struct HardenedProxy {
+    pub sf: FakeSalesforce,
+    pub tunnel: TunnelServer,
+    pub echo: TcpEchoServer,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    handle: ProxyHandle,
+    ca_pem: String,
+    ca_pem_path: PathBuf,
+    events: tokio::sync::Mutex<broadcast::Receiver<Arc<Event>>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    serve: Option<JoinHandle<Result<(), grantshift::Error>>>,
+    config_text: String,
+    dir: tempfile::TempDir,
+}
+
+/// The connection kinds of `grantshift_connections_active{kind}`.
+pub const CONNECTION_KINDS: &[&str] = &["tunnel", "intercept", "http"];
+
+impl HardenedProxy {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.expect("the admin server is enabled")
+    }
+
+    pub fn handle(&self) -> &ProxyHandle {
+        &self.handle
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A file holding [`ca_pem`](Self::ca_pem) (for `curl --cacert`).
+    pub fn ca_pem_path(&self) -> &Path {
+        &self.ca_pem_path
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_text(&self) -> &str {
+        &self.config_text
+    }
+
+    /// `grantshift_connections_active{kind="<kind>"}` as the running proxy reports it.
+    pub fn active(&self, kind: &str) -> i64 {
+        gauge(&self.handle.metrics_text(), kind)
+    }
+
+    /// `CONNECT authority` through this proxy: status and the stream.
+    pub async fn connect(&self, authority: &str) -> (u16, TcpStream) {
+        connect_tunnel(self.addr, authority).await
+    }
+
+    /// `CONNECT host:443`, then TLS trusting only grantshift's CA, offering `alpn`.
+    pub async fn intercept_tls(&self, host: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+        let (status, tcp) = self.connect(&format!("{host}:443")).await;
+        assert_eq!(status, 200, "CONNECT {host}:443");
+        tls_connect(tcp, host, &self.ca_pem, alpn).await
+    }
+
+    /// A TLS connector trusting only grantshift's CA, offering `alpn`.
+    pub fn tls_connector(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+        tokio_rustls::TlsConnector::from(Arc::new(client_config(&[&self.ca_pem], alpn)))
+    }
+
+    /// An HTTP connection to `host` through interception.
+    pub async fn intercepted(&self, host: &str, http: Http) -> HttpConn {
+        let tls = self.intercept_tls(host, &[http.alpn()]).await;
+        HttpConn::handshake(tls, http).await
+    }
+
+    /// A token request with a form `body` on a fresh HTTP/1.1 connection to `host`.
+    pub async fn login(&self, host: &str, body: &str) -> Reply {
+        let mut conn = self.intercepted(host, Http::H1).await;
+        post_form(&mut conn, host, super::salesforce::TOKEN_PATH, body).await
+    }
+
+    /// The next telemetry event, as the JSON object written to the events file.
+    pub async fn next_event(&self) -> serde_json::Value {
+        let mut rx = self.events.lock().await;
+        let event = within(20, "the next telemetry event", rx.recv())
+            .await
+            .expect("event subscription");
+        serde_json::to_value(&*event).expect("events serialize")
+    }
+
+    /// Wait (bounded) until every `grantshift_connections_active` gauge is 0.
+    pub async fn assert_no_active_connections(&self) {
+        eventually(
+            "every grantshift_connections_active gauge back to 0",
+            || {
+                let text = self.handle.metrics_text();
+                let open: Vec<String> = CONNECTION_KINDS
+                    .iter()
+                    .filter(|k| gauge(&text, k) != 0)
+                    .map(|k| format!("{k}={}", gauge(&text, k)))
+                    .collect();
+                if open.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("still active: {open:?}"))
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Wait (bounded) until every `grantshift_connections_active` gauge is 0 and this process
+    /// has no more open file descriptors than `baseline_fds` (taken after setup, before the
+    /// fault). The test's own clients must be closed first.
+    pub async fn assert_nothing_leaked(&self, baseline_fds: usize) {
+        self.assert_no_active_connections().await;
+        eventually("open file descriptors back to the baseline", || {
+            let now = open_fds();
+            if now <= baseline_fds {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{now} open fds, baseline {baseline_fds}; open now: {:?}",
+                    fd_targets()
+                ))
+            }
+        })
+        .await;
+    }
+
+    /// Resolve the shutdown future and wait for `serve` to return.
+    pub async fn shutdown(mut self) -> Result<(), grantshift::Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let handle = self.serve.take().expect("serve already awaited");
+        within(30, "proxy serve() returning after shutdown", handle)
+            .await
+            .expect("serve task panicked")
+    }
+}
+
+/// The value of `grantshift_connections_active{kind="<kind>"}` in a metrics exposition.
+pub fn gauge(metrics_text: &str, kind: &str) -> i64 {
+    let prefix = format!("grantshift_connections_active{{kind=\"{kind}\"}} ");
+    let line = metrics_text
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in the metrics:\n{metrics_text}"));
+    line[prefix.len()..]
+        .trim()
+        .parse::<f64>()
+        .unwrap_or_else(|e| panic!("{line:?}: {e}")) as i64
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leak checks and bounded waits
+
+/// Open file descriptors of this process (the in-process proxy's, the fake upstreams' and the
+/// test's own clients').
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("read /proc/self/fd")
+        .count()
+}
+
+/// What each open fd is (`socket:[…]`, a file path, …), for a failure message.
+pub fn fd_targets() -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|p| p.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// How long [`eventually`] waits before failing.
+pub const EVENTUALLY_SECS: u64 = 10;
+
+/// Poll `check` until it returns `Ok` (a bounded wait for an observable condition); fail the
+/// test with the last `Err` after [`EVENTUALLY_SECS`].
+pub async fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + Duration::from_secs(EVENTUALLY_SECS);
+    loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("{what}: not reached within {EVENTUALLY_SECS}s: {last}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Run `test` on a fresh multi-threaded runtime while no other `serially` test of this test
+/// binary runs. The lock is taken before the runtime exists, so a waiting test holds no file
+/// descriptors: the fd count a running test sees moves only with its own work.
+pub fn serially<F: Future<Output = ()>>(test: F) {
+    let _alone = SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(test);
+}
+
+/// Read from `s` until the peer closes (EOF) or resets the connection, within `secs`; returns
+/// what arrived first. Panics if the connection is still open after `secs`.
+pub async fn read_until_closed<S: AsyncRead + Unpin>(s: &mut S, secs: u64, what: &str) -> Vec<u8> {
+    within(secs, what, async {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+}
+
+/// Read a response head (up to the blank line) from a raw stream; `None` when the peer closes
+/// or resets the connection before a whole head arrived.
+pub async fn try_read_head<S: AsyncRead + Unpin>(s: &mut S) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The status code of a response head's first line.
+pub fn status_of(head: &str) -> u16 {
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"))
+}
+
+/// One echo round trip through a tunnel to the echo server.
+pub async fn echo_round_trip(tunnel: &mut TcpStream, payload: &[u8]) {
+    tunnel.write_all(payload).await.expect("write to tunnel");
+    let mut back = vec![0u8; payload.len()];
+    within(10, "echo through the tunnel", tunnel.read_exact(&mut back))
+        .await
+        .expect("read echo");
+    assert_eq!(back, payload, "the tunnel carries bytes both ways");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Many TLS handshakes (leaf certificates for many names)
+
+/// The serial number of a DER certificate.
+pub fn serial(der: &[u8]) -> Vec<u8> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).expect("parse leaf");
+    cert.tbs_certificate.raw_serial().to_vec()
+}
+
+/// CONNECT `host:443` and complete a TLS handshake with SNI `host`; the leaf presented.
+pub async fn handshake(
+    proxy: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    host: &str,
+) -> Vec<u8> {
+    let (status, tcp) = connect_tunnel(proxy, &format!("{host}:443")).await;
+    assert_eq!(status, 200, "CONNECT {host}:443");
+    let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+    let tls = within(20, "TLS handshake", connector.connect(name, tcp))
+        .await
+        .unwrap_or_else(|e| panic!("TLS handshake for {host}: {e}"));
+    peer_leaf(&tls).to_vec()
+}
+
+/// Handshakes for `hosts`, `parallel` at a time; the serial number of each host's leaf.
+pub async fn handshakes(
+    proxy: SocketAddr,
+    connector: &tokio_rustls::TlsConnector,
+    hosts: Vec<String>,
+    parallel: usize,
+) -> HashMap<String, Vec<u8>> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut set = tokio::task::JoinSet::new();
+    for host in hosts {
+        let permit = limit.clone().acquire_owned().await.unwrap();
+        let connector = connector.clone();
+        set.spawn(async move {
+            let leaf = handshake(proxy, &connector, &host).await;
+            drop(permit);
+            (host, serial(&leaf))
+        });
+    }
+    let mut serials = HashMap::new();
+    while let Some(done) = set.join_next().await {
+        let (host, serial) = done.expect("handshake task");
+        serials.insert(host, serial);
+    }
+    serials
+}
+
+// ---------------------------------------------------------------------------------------------
+// Misbehaving upstreams
+
+/// What a [`MisbehavingUpstream`] does with each request.
+#[derive(Clone, Copy, Debug)]
+pub enum Misbehaviour {
+    /// Answer `200` with `Content-Length: declared`, send `sent` body bytes, then reset the
+    /// connection (RST).
+    ResetMidBody { declared: usize, sent: usize },
+    /// Read the request and everything after it, never answer; close when the peer closes.
+    NeverAnswer,
+}
+
+/// A TLS upstream (its own test CA, one certificate for its hosts, HTTP/1.1 only) that reads
+/// a request head and then misbehaves. Counts the bytes it received and its open connections.
+pub struct MisbehavingUpstream {
+    addr: SocketAddr,
+    ca: TestCa,
+    received: watch::Receiver<usize>,
+    open: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl MisbehavingUpstream {
+    pub async fn start(hosts: &[&str], behaviour: Misbehaviour) -> MisbehavingUpstream {
+        let ca = TestCa::new("Misbehaving Upstream Test CA");
+        let leaf = ca.issue(hosts);
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(leaf.chain, leaf.key)
+        .expect("misbehaving upstream certificate");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let (received_tx, received) = watch::channel(0usize);
+        let received_tx = Arc::new(received_tx);
+        let open = Arc::new(AtomicUsize::new(0));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (o, a) = (open.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let guard = OpenGuard::new(o.clone());
+                let acceptor = acceptor.clone();
+                let received_tx = received_tx.clone();
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut head = Vec::new();
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                head.extend_from_slice(&buf[..n]);
+                                received_tx.send_modify(|r| *r += n);
+                            }
+                        }
+                    }
+                    match behaviour {
+                        Misbehaviour::ResetMidBody { declared, sent } => {
+                            let mut resp = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {declared}\r\n\r\n"
+                            )
+                            .into_bytes();
+                            resp.extend(std::iter::repeat_n(b'x', sent));
+                            if tls.write_all(&resp).await.is_err() || tls.flush().await.is_err() {
+                                return;
+                            }
+                            let _ = tls.get_ref().0.set_zero_linger();
+                            // Dropped here: with SO_LINGER 0 the close is a reset.
+                        }
+                        Misbehaviour::NeverAnswer => loop {
+                            match tls.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => received_tx.send_modify(|r| *r += n),
+                            }
+                        },
+                    }
+                });
+            }
+        });
+        MisbehavingUpstream {
+            addr,
+            ca,
+            received,
+            open,
+            accepted,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The PEM file of this server's CA (for the proxy's `extra_root_certs`).
+    pub fn ca_pem_path(&self) -> &Path {
+        self.ca.pem_path()
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Wait until at least `n` bytes (request heads and bodies, decrypted) have arrived.
+    pub async fn wait_received(&self, n: usize) {
+        let mut rx = self.received.clone();
+        within(10, &format!("{n} bytes reaching the upstream"), async {
+            rx.wait_for(|r| *r >= n).await.expect("upstream alive");
+        })
+        .await;
+    }
+}
+
+/// Counts a connection as open until dropped.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(count: Arc<AtomicUsize>) -> OpenGuard {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenGuard(count)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Accepts TCP, reads what the client sends first (a TLS ClientHello), answers with a plain
+/// HTTP error instead of a ServerHello, and closes: a TLS handshake that fails.
+pub struct NotTlsServer {
+    addr: SocketAddr,
+    open: Arc<AtomicUsize>,
+}
+
+impl NotTlsServer {
+    pub async fn start() -> NotTlsServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let o = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let guard = OpenGuard::new(o.clone());
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    let mut buf = [0u8; 4096];
+                    if matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {
+                        let _ = tcp
+                            .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                    }
+                    let _ = tcp.shutdown().await;
+                });
+            }
+        });
+        NotTlsServer { addr, open }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+/// The line a [`DripServer`] sends each interval.
+pub const DRIP: &[u8] = b"tick\n";
+
+/// Raw TCP: on each connection sends [`DRIP`] `ticks` times, `every` apart, reading nothing,
+/// then closes. A steady one-way download through a blind tunnel.
+pub struct DripServer {
+    addr: SocketAddr,
+}
+
+impl DripServer {
+    pub async fn start(ticks: usize, every: Duration) -> DripServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut interval = tokio::time::interval(every);
+                    for _ in 0..ticks {
+                        interval.tick().await;
+                        if tcp.write_all(DRIP).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = tcp.shutdown().await;
+                });
+            }
+        });
+        DripServer { addr }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
