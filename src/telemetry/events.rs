@@ -172,30 +172,47 @@ impl EventSink {
         std::thread::Builder::new()
             .name("grantshift-events".into())
             .spawn(move || {
-                for message in rx {
-                    match message {
-                        Message::Reopen(new_path) => match open(&new_path) {
-                            Ok(new) => {
-                                out = new;
-                                path = new_path;
-                            }
-                            Err(e) => tracing::error!(path = %new_path, error = %e, "cannot open the new events file; keeping the old one"),
-                        },
-                        Message::Event(mut event) => {
-                            // Stamped here, in write order: the file is in time order.
-                            event.ts = now_rfc3339();
-                            if let Some(file) = out.as_mut() {
-                                let mut line = serde_json::to_vec(&event).expect("events serialize");
-                                line.push(b'\n');
-                                if let Err(e) = file.write_all(&line).and_then(|()| file.flush()) {
-                                    tracing::error!(%path, error = %e, "cannot write a telemetry event");
+                // Under load, events are written in batches: everything queued is appended,
+                // flushed once, then published (a subscriber's event is always on disk).
+                let mut written: Vec<Box<Event>> = Vec::new();
+                while let Ok(first) = rx.recv() {
+                    let mut next = Some(first);
+                    while let Some(message) = next.take() {
+                        match message {
+                            Message::Reopen(new_path) => {
+                                flush(&mut out, &path);
+                                match open(&new_path) {
+                                    Ok(new) => {
+                                        out = new;
+                                        path = new_path;
+                                    }
+                                    Err(e) => tracing::error!(path = %new_path, error = %e, "cannot open the new events file; keeping the old one"),
                                 }
                             }
-                            on_event(&event);
-                            let _ = publish.send(Arc::new(*event));
+                            Message::Event(mut event) => {
+                                // Stamped here, in write order: the file is in time order.
+                                event.ts = now_rfc3339();
+                                if let Some(file) = out.as_mut() {
+                                    let mut line = serde_json::to_vec(&event).expect("events serialize");
+                                    line.push(b'\n');
+                                    if let Err(e) = file.write_all(&line) {
+                                        tracing::error!(%path, error = %e, "cannot write a telemetry event");
+                                    }
+                                }
+                                written.push(event);
+                            }
+                        }
+                        if written.len() < 1024 {
+                            next = rx.try_recv().ok();
                         }
                     }
+                    flush(&mut out, &path);
+                    for event in written.drain(..) {
+                        on_event(&event);
+                        let _ = publish.send(Arc::new(*event));
+                    }
                 }
+                flush(&mut out, &path);
             })?;
         Ok(EventSink { tx, published })
     }
@@ -213,6 +230,14 @@ impl EventSink {
     /// Events as they are written.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.published.subscribe()
+    }
+}
+
+fn flush(out: &mut Option<Box<dyn Write + Send>>, path: &str) {
+    if let Some(file) = out.as_mut() {
+        if let Err(e) = file.flush() {
+            tracing::error!(%path, error = %e, "cannot write telemetry events");
+        }
     }
 }
 
