@@ -6,6 +6,8 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo.toml declares the benches: the manifest does not load without them.
+COPY benches ./benches
 RUN cargo build --release --locked --bin grantshift \
  && strip target/release/grantshift
 

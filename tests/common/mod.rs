@@ -21,7 +21,7 @@ pub mod admin;
 pub mod bin;
 pub mod ca;
 pub mod client;
-
+pub mod clients;
 pub mod faults;
 pub mod logins;
 pub mod proxy;

@@ -1,0 +1,106 @@
+// Java 17's java.net.http.HttpClient logging in with the OAuth password grant through
+// grantshift, then making one REST call with the token at the instance URL it got.
+//
+// The proxy is a ProxySelector (HttpClient ignores HTTPS_PROXY); grantshift's CA comes from a
+// PKCS12 truststore built with keytool and named by -Djavax.net.ssl.trustStore. HttpClient
+// offers h2 by ALPN. Compiled and run by tests/real_clients.rs; prints one JSON line (see
+// tests/common/clients.rs). Usage: GrantshiftClient PROXY_HOST PROXY_PORT LOGIN_URL API_PATH
+import java.net.InetSocketAddress;
+import java.net.ProxySelector;
+import java.net.URI;
+import java.net.URLEncoder;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.LinkedHashMap;
+import java.util.Map;
+import java.util.StringJoiner;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+public final class GrantshiftClient {
+    public static void main(String[] args) throws Exception {
+        String proxyHost = args[0];
+        int proxyPort = Integer.parseInt(args[1]);
+        String loginUrl = args[2];
+        String apiPath = args[3];
+
+        HttpClient client = HttpClient.newBuilder()
+                .proxy(ProxySelector.of(new InetSocketAddress(proxyHost, proxyPort)))
+                .version(HttpClient.Version.HTTP_2)
+                .connectTimeout(Duration.ofSeconds(20))
+                .build();
+
+        Map<String, String> form = new LinkedHashMap<>();
+        form.put("grant_type", "password");
+        form.put("client_id", System.getenv("GS_CLIENT_ID"));
+        form.put("client_secret", System.getenv("GS_CLIENT_SECRET"));
+        form.put("username", System.getenv("GS_USERNAME"));
+        form.put("password", System.getenv("GS_PASSWORD"));
+        StringJoiner body = new StringJoiner("&");
+        for (Map.Entry<String, String> e : form.entrySet()) {
+            body.add(URLEncoder.encode(e.getKey(), StandardCharsets.UTF_8) + "="
+                    + URLEncoder.encode(e.getValue(), StandardCharsets.UTF_8));
+        }
+        HttpRequest login = HttpRequest.newBuilder(URI.create(loginUrl + "/services/oauth2/token"))
+                .timeout(Duration.ofSeconds(20))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .POST(HttpRequest.BodyPublishers.ofString(body.toString()))
+                .build();
+        HttpResponse<String> token = client.send(login, HttpResponse.BodyHandlers.ofString());
+
+        StringBuilder out = new StringBuilder("{");
+        out.append("\"client\":").append(quote("java-httpclient/" + System.getProperty("java.version")));
+        out.append(",\"token_status\":").append(token.statusCode());
+        out.append(",\"token_http_version\":").append(quote(token.version().name()));
+        out.append(",\"token_body\":").append(quote(token.body()));
+        if (token.statusCode() == 200) {
+            String accessToken = field(token.body(), "access_token");
+            String instanceUrl = field(token.body(), "instance_url");
+            out.append(",\"access_token\":").append(quote(accessToken));
+            out.append(",\"instance_url\":").append(quote(instanceUrl));
+            HttpRequest rest = HttpRequest.newBuilder(URI.create(instanceUrl + apiPath))
+                    .timeout(Duration.ofSeconds(20))
+                    .header("Authorization", "Bearer " + accessToken)
+                    .GET()
+                    .build();
+            HttpResponse<String> data = client.send(rest, HttpResponse.BodyHandlers.ofString());
+            out.append(",\"data_status\":").append(data.statusCode());
+            out.append(",\"data_http_version\":").append(quote(data.version().name()));
+            out.append(",\"data_body\":").append(quote(data.body()));
+        }
+        out.append("}");
+        System.out.println(out);
+    }
+
+    /** A string field of a flat JSON object (the token response), unescaped enough for URLs and tokens. */
+    private static String field(String json, String name) {
+        Matcher m = Pattern.compile("\"" + Pattern.quote(name) + "\"\\s*:\\s*\"((?:[^\"\\\\]|\\\\.)*)\"").matcher(json);
+        if (!m.find()) {
+            throw new IllegalStateException("no " + name + " in the token response: " + json);
+        }
+        return m.group(1).replace("\\/", "/");
+    }
+
+    private static String quote(String s) {
+        StringBuilder b = new StringBuilder("\"");
+        for (char c : s.toCharArray()) {
+            switch (c) {
+                case '"': b.append("\\\""); break;
+                case '\\': b.append("\\\\"); break;
+                case '\n': b.append("\\n"); break;
+                case '\r': b.append("\\r"); break;
+                case '\t': b.append("\\t"); break;
+                default:
+                    if (c < 0x20) {
+                        b.append(String.format("\\u%04x", (int) c));
+                    } else {
+                        b.append(c);
+                    }
+            }
+        }
+        return b.append('"').toString();
+    }
+}
