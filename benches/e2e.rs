@@ -4,8 +4,9 @@
 //! ```sh
 //! cargo bench --bench e2e                     # full size, 3 rounds (a few minutes)
 //! cargo bench --bench e2e -- --quick          # 1/10 of the size, 1 round (or GRANTSHIFT_BENCH_QUICK=1)
-//! cargo bench --bench e2e -- --only A32,B32   # some scenarios (A1 A32 A1ev A32ev B32 C D E)
+//! cargo bench --bench e2e -- --only A32,B32   # some scenarios (A1 A32 A1ev A32ev B32 C D E L1)
 //! cargo bench --bench e2e -- --rounds 5       # more rounds: medians over more samples
+//! cargo bench --bench e2e -- --only A32 --perf-dir /tmp/perf   # + perf record / perf stat of the proxy
 //! ```
 //!
 //! The table goes to stdout and to `target/bench-e2e.md`.
@@ -47,6 +48,9 @@
 //!   direct.]
 //! - **E**: 5,000 idle tunnels held open to `idle.bench.test` (each checked by one echo) on a
 //!   fresh proxy; RSS growth per tunnel (VmRSS from `/proc/<pid>/status`).
+//! - **L1** (no target; the floor under A1): 64-byte round trips to the echo server on one
+//!   connection through a blind tunnel. No TLS, HTTP or rewrite: only the two extra hops
+//!   between the cores, which no proxy on another core can avoid. [The same, direct.]
 //!
 //! Connections are opened before the clock starts (except C, where opening them is the
 //! work), every scenario is warmed up first, and request counts are fixed. The proxy's CPU
@@ -135,7 +139,7 @@ struct Args {
     /// [default: 3, 1 with --quick].
     #[arg(long)]
     rounds: Option<usize>,
-    /// Comma-separated scenarios: A1, A32, A1ev, A32ev, B32, C, D, E [default: all].
+    /// Comma-separated scenarios: A1, A32, A1ev, A32ev, B32, C, D, E, L1 [default: all].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Run this grantshift binary instead of building target/release/grantshift.
@@ -149,6 +153,14 @@ struct Args {
     /// directory (`<scenario>-r<round>.data`); CPU numbers of such a run include perf's cost.
     #[arg(long, value_name = "DIR")]
     perf_dir: Option<PathBuf>,
+    /// The events `perf stat` counts with --perf-dir (e.g. add
+    /// `syscalls:sys_enter_writev,syscalls:sys_enter_futex` for system calls per request).
+    #[arg(
+        long,
+        value_name = "LIST",
+        default_value = "task-clock,context-switches,cpu-migrations,page-faults"
+    )]
+    perf_stat_events: String,
     /// Keep the temporary directory (configs, CAs, proxy logs, events files).
     #[arg(long)]
     keep_dir: bool,
@@ -167,10 +179,11 @@ enum Scenario {
     C,
     D,
     E,
+    L1,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 8] = [
+    const ALL: [Scenario; 9] = [
         Scenario::A1,
         Scenario::A32,
         Scenario::A1Events,
@@ -179,6 +192,7 @@ impl Scenario {
         Scenario::C,
         Scenario::D,
         Scenario::E,
+        Scenario::L1,
     ];
 
     fn key(self) -> &'static str {
@@ -191,6 +205,7 @@ impl Scenario {
             Scenario::C => "C",
             Scenario::D => "D",
             Scenario::E => "E",
+            Scenario::L1 => "L1",
         }
     }
 
@@ -204,6 +219,7 @@ impl Scenario {
             Scenario::C => "C new conn per request, 8 at once",
             Scenario::D => "D blind tunnel, download",
             Scenario::E => "E idle tunnels",
+            Scenario::L1 => "L1 floor: tunnel echo, 1 conn",
         }
     }
 }
@@ -217,6 +233,7 @@ struct Sizes {
     c: usize,
     d_bytes: u64,
     e_tunnels: usize,
+    l1: usize,
 }
 
 impl Sizes {
@@ -229,6 +246,7 @@ impl Sizes {
                 c: 300,
                 d_bytes: 128 << 20,
                 e_tunnels: 500,
+                l1: 1_000,
             }
         } else {
             Sizes {
@@ -238,6 +256,7 @@ impl Sizes {
                 c: 3_000,
                 d_bytes: 1 << 30,
                 e_tunnels: 5_000,
+                l1: 10_000,
             }
         }
     }
@@ -271,7 +290,9 @@ fn bench(args: &Args) -> Result<(), String> {
                     .into_iter()
                     .find(|s| s.key().eq_ignore_ascii_case(name.trim()))
                     .ok_or_else(|| {
-                        format!("--only: unknown scenario `{name}` (A1 A32 A1ev A32ev B32 C D E)")
+                        format!(
+                            "--only: unknown scenario `{name}` (A1 A32 A1ev A32ev B32 C D E L1)"
+                        )
                     })
             })
             .collect::<Result<_, _>>()?
@@ -330,6 +351,7 @@ fn bench(args: &Args) -> Result<(), String> {
         dir: dir.path().to_path_buf(),
         pinning,
         perf_dir: args.perf_dir.clone(),
+        perf_stat_events: args.perf_stat_events.clone(),
         clk_tck: clock_ticks_per_second(),
         cpus,
     };
@@ -364,6 +386,7 @@ struct Env {
     dir: PathBuf,
     pinning: Pinning,
     perf_dir: Option<PathBuf>,
+    perf_stat_events: String,
     clk_tck: u64,
     /// CPUs of the machine (counted before pinning).
     cpus: usize,
@@ -382,9 +405,34 @@ fn target_dir() -> PathBuf {
 fn build_proxy() -> Result<PathBuf, String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     eprintln!("e2e: building the proxy: cargo build --release --bin grantshift");
-    let status = Command::new(&cargo)
+    let mut build = Command::new(&cargo);
+    build
         .args(["build", "--release", "--bin", "grantshift"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    // `cargo bench` runs this process with the package's CARGO_MANIFEST_DIR, CARGO_PKG_* and
+    // the like set. Build scripts (ring's) record such variables, so passing them on would
+    // make this build and every plain `cargo build --release` after it rebuild ring, rustls
+    // and everything above them, each undoing the other.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let set_by_cargo_run = name.starts_with("CARGO_PKG_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_MANIFEST_LINKS",
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_RUSTC_CURRENT_DIR",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref());
+        if set_by_cargo_run {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let status = build
         .status()
         .map_err(|e| format!("running {cargo}: {e}"))?;
     if !status.success() {
@@ -595,6 +643,14 @@ async fn run_all(
                     let p = || download(env, &via, bytes, Some(proxy), &tag);
                     both(proxy_first, d, p).await?
                 }
+                Scenario::L1 => {
+                    let proxy = main_proxy.as_ref().expect("main proxy");
+                    let via = proxy.route();
+                    let n = sizes.l1;
+                    let d = || echo_ping_pong(env, &direct, n, None, "");
+                    let p = || echo_ping_pong(env, &via, n, Some(proxy), &tag);
+                    both(proxy_first, d, p).await?
+                }
                 Scenario::E => {
                     let e = idle_tunnels(env, &fake, servers, sizes.e_tunnels, round).await?;
                     Sample {
@@ -779,41 +835,44 @@ fn rss_kib(pid: u32) -> Result<(u64, usize), String> {
 }
 
 /// `perf record` on the proxy for the measured part of a run (`--perf-dir`).
-struct Perf(Option<Child>);
+struct Perf(Vec<Child>);
 
 impl Perf {
+    /// `perf record` (sampled call graphs, `<tag>.data`) and `perf stat` (context switches,
+    /// migrations, page faults: `<tag>.stat`) on the proxy, both run on CPU 1.
     async fn start(env: &Env, proxy: Option<&ProxyProcess>, tag: &str) -> Result<Perf, String> {
         let (Some(dir), Some(proxy)) = (&env.perf_dir, proxy) else {
-            return Ok(Perf(None));
+            return Ok(Perf(Vec::new()));
         };
-        let out = dir.join(format!("{tag}.data"));
-        let child = Command::new("taskset")
-            .args([
-                "-c",
-                "1",
-                "perf",
-                "record",
-                "-F",
-                "999",
-                "--call-graph",
-                "dwarf,16384",
-            ])
-            .arg("-p")
-            .arg(proxy.pid.to_string())
-            .arg("-o")
-            .arg(&out)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("starting perf record: {e}"))?;
+        let pid = proxy.pid.to_string();
+        let record = dir.join(format!("{tag}.data"));
+        let stat = dir.join(format!("{tag}.stat"));
+        let words = |w: &[&str]| w.iter().map(|w| w.to_string()).collect::<Vec<String>>();
+        let mut record_args = words(&["record", "-F", "999", "--call-graph", "dwarf,16384"]);
+        record_args.extend(words(&["-p", &pid, "-o"]));
+        record_args.push(record.display().to_string());
+        let mut stat_args = words(&["stat", "-e", &env.perf_stat_events, "-p", &pid, "-o"]);
+        stat_args.push(stat.display().to_string());
+        let runs = [record_args, stat_args];
+        let mut children = Vec::new();
+        for args in runs {
+            let child = Command::new("taskset")
+                .args(["-c", "1", "perf"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("starting perf: {e}"))?;
+            children.push(child);
+        }
         // perf needs a moment before it samples.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        Ok(Perf(Some(child)))
+        Ok(Perf(children))
     }
 
     fn stop(self) {
-        if let Some(mut child) = self.0 {
+        for mut child in self.0 {
             let _ = Command::new("kill")
                 .args(["-INT", &child.id().to_string()])
                 .status();
@@ -1272,6 +1331,50 @@ async fn per_connection_run(route: &Route, conc: usize, n: usize) -> Result<Vec<
         );
     }
     Ok(all)
+}
+
+/// Scenario L1, the floor under A1's added latency: 64-byte round trips to the echo server
+/// on one connection, direct or through a blind tunnel. Through the proxy that is two extra
+/// hops between the cores and no TLS, HTTP or rewrite at all: no proxy on another core can
+/// add less.
+async fn echo_ping_pong(
+    env: &Env,
+    route: &Route,
+    n: usize,
+    proxy: Option<&ProxyProcess>,
+    tag: &str,
+) -> Result<Measured, String> {
+    let mut tcp = route.tcp(ECHO_HOST).await?;
+    let msg = [0x5au8; 64];
+    let mut back = [0u8; 64];
+    let mut round_trip = async |tcp: &mut TcpStream| -> Result<(), String> {
+        tcp.write_all(&msg)
+            .await
+            .map_err(|e| format!("L1 via {}: write: {e}", route.name()))?;
+        tokio::time::timeout(STEP_TIMEOUT, tcp.read_exact(&mut back))
+            .await
+            .map_err(|_| format!("L1 via {}: no echo", route.name()))?
+            .map_err(|e| format!("L1 via {}: read: {e}", route.name()))?;
+        Ok(())
+    };
+    for _ in 0..(n / 10).max(10) {
+        round_trip(&mut tcp).await?;
+    }
+    let perf = Perf::start(env, proxy, tag).await?;
+    let pid = proxy.map(|p| p.pid);
+    let mut latencies = Vec::with_capacity(n);
+    let before = snapshot(pid)?;
+    for _ in 0..n {
+        let started = Instant::now();
+        if let Err(e) = round_trip(&mut tcp).await {
+            perf.stop();
+            return Err(e);
+        }
+        latencies.push(started.elapsed().as_nanos() as u64);
+    }
+    let after = snapshot(pid)?;
+    perf.stop();
+    Ok(measured(env, before, after, n as u64, latencies))
 }
 
 /// Scenario D: one download of `bytes` from the blob server (plain TCP), direct or through a
@@ -2141,6 +2244,7 @@ fn verdict(
             ]),
         ),
         Scenario::E => ("≤ 12 KiB/tunnel".into(), judge(vec![("RSS", cost <= 12.0)])),
+        Scenario::L1 => ("none: the floor under A1".into(), "—".into()),
     };
     let ratio_target = matches!(
         scenario,
@@ -2158,6 +2262,7 @@ fn cost_text(scenario: Scenario, cost: f64) -> String {
         Scenario::C => format!("{cost:.0} µs/conn"),
         Scenario::D => format!("{cost:.0} ms/GiB"),
         Scenario::E => format!("{cost:.1} KiB/tunnel"),
+        Scenario::L1 => format!("{cost:.1} µs/round trip"),
         _ => format!("{cost:.1} µs/req"),
     }
 }
@@ -2212,7 +2317,7 @@ impl Report {
         let _ = writeln!(
             w,
             "{} CPUs ({cpu_model}); proxy `{}` pinned to CPU {}; load client + fake Salesforce on CPU {}; loopback. \
-             Sizes per round: A1 {} req, A32 {} req, B32 {} req, C {} conns, D {} MiB, E {} tunnels. Run took {:.0} s.\n",
+             Sizes per round: A1 {} req, A32 {} req, B32 {} req, C {} conns, D {} MiB, E {} tunnels, L1 {} round trips. Run took {:.0} s.\n",
             env.cpus,
             built.display(),
             self.proxy_cpus,
@@ -2223,6 +2328,7 @@ impl Report {
             sizes.c,
             sizes.d_bytes >> 20,
             sizes.e_tunnels,
+            sizes.l1,
             elapsed.as_secs_f64(),
         );
         let _ = writeln!(
