@@ -266,6 +266,8 @@ impl Proxy {
                 shared.tasks.wait().await;
             }
         }
+        // Every login's event is on disk before the process exits.
+        shared.events.sync().await;
         Ok(())
     }
 }

@@ -9,7 +9,8 @@
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 use tokio::sync::broadcast;
 
 /// What grantshift did with a token request.
@@ -147,12 +148,32 @@ impl ResponseFacts {
 enum Message {
     Event(Box<Event>),
     Reopen(String),
+    /// Answered once everything queued before it is written and published.
+    Sync(tokio::sync::oneshot::Sender<()>),
 }
+
+/// The queue between request tasks and the writer thread. Request tasks only push; they wake
+/// the writer only when it is parked on an empty queue. After each batch the writer naps for
+/// [`COALESCE`], so under load events gather into batches without one futex wake-up and
+/// context switch per login.
+struct Inbox {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Queue {
+    items: Vec<Message>,
+    parked: bool,
+}
+
+/// How long the writer lets events gather after a batch.
+const COALESCE: Duration = Duration::from_millis(1);
 
 /// Where events go: the events file (or stdout, or nowhere) and in-process subscribers.
 #[derive(Clone)]
 pub struct EventSink {
-    tx: mpsc::Sender<Message>,
+    inbox: Arc<Inbox>,
     published: broadcast::Sender<Arc<Event>>,
 }
 
@@ -164,67 +185,108 @@ impl EventSink {
         path: &str,
         mut on_event: impl FnMut(&Event) + Send + 'static,
     ) -> std::io::Result<EventSink> {
-        let (tx, rx) = mpsc::channel::<Message>();
+        let inbox = Arc::new(Inbox {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+        });
         let (published, _) = broadcast::channel(4096);
         let mut out = open(path)?;
         let mut path = path.to_string();
         let publish = published.clone();
+        // The thread ends once every EventSink is gone (it holds only a weak reference).
+        let weak = Arc::downgrade(&inbox);
         std::thread::Builder::new()
             .name("grantshift-events".into())
-            .spawn(move || {
-                // Under load, events are written in batches: everything queued is appended,
-                // flushed once, then published (a subscriber's event is always on disk).
-                let mut written: Vec<Box<Event>> = Vec::new();
-                while let Ok(first) = rx.recv() {
-                    let mut next = Some(first);
-                    while let Some(message) = next.take() {
-                        match message {
-                            Message::Reopen(new_path) => {
-                                flush(&mut out, &path);
-                                match open(&new_path) {
-                                    Ok(new) => {
-                                        out = new;
-                                        path = new_path;
-                                    }
-                                    Err(e) => tracing::error!(path = %new_path, error = %e, "cannot open the new events file; keeping the old one"),
-                                }
-                            }
-                            Message::Event(mut event) => {
-                                // Stamped here, in write order: the file is in time order.
-                                event.ts = now_rfc3339();
-                                if let Some(file) = out.as_mut() {
-                                    let mut line = serde_json::to_vec(&event).expect("events serialize");
-                                    line.push(b'\n');
-                                    if let Err(e) = file.write_all(&line) {
-                                        tracing::error!(%path, error = %e, "cannot write a telemetry event");
-                                    }
-                                }
-                                written.push(event);
-                            }
-                        }
-                        if written.len() < 1024 {
-                            next = rx.try_recv().ok();
-                        }
-                    }
+            .spawn(move || loop {
+                let Some(inbox) = weak.upgrade() else {
                     flush(&mut out, &path);
-                    for event in written.drain(..) {
-                        on_event(&event);
-                        let _ = publish.send(Arc::new(*event));
+                    return;
+                };
+                let batch = {
+                    let mut queue = inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    if queue.items.is_empty() {
+                        queue.parked = true;
+                        queue = inbox
+                            .wake
+                            .wait_timeout(queue, Duration::from_millis(250))
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                        queue.parked = false;
+                    }
+                    std::mem::take(&mut queue.items)
+                };
+                drop(inbox);
+                if batch.is_empty() {
+                    continue;
+                }
+                let mut written: Vec<Box<Event>> = Vec::with_capacity(batch.len());
+                let mut synced = Vec::new();
+                for message in batch {
+                    match message {
+                        Message::Reopen(new_path) => {
+                            flush(&mut out, &path);
+                            match open(&new_path) {
+                                Ok(new) => {
+                                    out = new;
+                                    path = new_path;
+                                }
+                                Err(e) => tracing::error!(path = %new_path, error = %e, "cannot open the new events file; keeping the old one"),
+                            }
+                        }
+                        Message::Event(mut event) => {
+                            // Stamped here, in write order: the file is in time order.
+                            event.ts = now_rfc3339();
+                            if let Some(file) = out.as_mut() {
+                                let mut line = serde_json::to_vec(&event).expect("events serialize");
+                                line.push(b'\n');
+                                if let Err(e) = file.write_all(&line) {
+                                    tracing::error!(%path, error = %e, "cannot write a telemetry event");
+                                }
+                            }
+                            written.push(event);
+                        }
+                        Message::Sync(done) => synced.push(done),
                     }
                 }
+                // Flushed once per batch, then published: a subscriber's event is on disk.
                 flush(&mut out, &path);
+                for event in written {
+                    on_event(&event);
+                    let _ = publish.send(Arc::new(*event));
+                }
+                for done in synced {
+                    let _ = done.send(());
+                }
+                std::thread::sleep(COALESCE);
             })?;
-        Ok(EventSink { tx, published })
+        Ok(EventSink { inbox, published })
+    }
+
+    fn push(&self, message: Message) {
+        let mut queue = self.inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
+        queue.items.push(message);
+        if queue.parked {
+            queue.parked = false;
+            drop(queue);
+            self.inbox.wake.notify_one();
+        }
     }
 
     /// Record one event (stamped when written).
     pub fn record(&self, event: Event) {
-        let _ = self.tx.send(Message::Event(Box::new(event)));
+        self.push(Message::Event(Box::new(event)));
     }
 
     /// Switch to another events file (config reload).
     pub fn reopen(&self, path: &str) {
-        let _ = self.tx.send(Message::Reopen(path.to_string()));
+        self.push(Message::Reopen(path.to_string()));
+    }
+
+    /// Wait until every event recorded so far is written and published (shutdown).
+    pub async fn sync(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.push(Message::Sync(done));
+        let _ = wait.await;
     }
 
     /// Events as they are written.
