@@ -33,14 +33,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
             let svc = hyper::service::service_fn(move |req| route(req, svc_shared.clone()));
             let conn =
                 hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                () = conn_shared.draining() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
+            let ended = conn_shared
+                .serve_until_drained(conn, |conn| conn.graceful_shutdown())
+                .await;
             if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "admin connection ended with an error");
             }

@@ -67,14 +67,9 @@ pub async fn serve_front<IO>(
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     drop(config);
-    tokio::pin!(conn);
-    let ended = tokio::select! {
-        ended = conn.as_mut() => ended,
-        () = shared.draining() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    let ended = shared
+        .serve_until_drained(conn, |conn| conn.graceful_shutdown())
+        .await;
     if let Err(e) = ended {
         tracing::debug!(%client, error = %e, "proxy connection ended with an error");
     }

@@ -12,6 +12,7 @@ use crate::telemetry::report::{Report, ReportBuilder};
 use crate::upstream::Upstream;
 use arc_swap::ArcSwap;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -62,6 +63,23 @@ impl Shared {
                 () = closing.cancelled() => {}
             }
         });
+    }
+
+    /// Drive a served connection to its end; once shutdown begins, ask it to finish its
+    /// in-flight requests (HTTP/2: GOAWAY) and close. `graceful` is the connection type's
+    /// `graceful_shutdown` (hyper's connection types share no trait for it).
+    pub async fn serve_until_drained<C, T>(&self, conn: C, graceful: fn(Pin<&mut C>)) -> T
+    where
+        C: Future<Output = T>,
+    {
+        tokio::pin!(conn);
+        tokio::select! {
+            ended = conn.as_mut() => ended,
+            () = self.draining() => {
+                graceful(conn.as_mut());
+                conn.await
+            }
+        }
     }
 
     /// Resolves once shutdown has begun: served connections then finish their in-flight

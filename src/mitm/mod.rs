@@ -101,15 +101,9 @@ pub async fn serve_intercepted<IO>(
         .max_header_list_size(config.proxy.max_header_bytes as u32);
     drop(config);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-    tokio::pin!(conn);
-    let ended = tokio::select! {
-        ended = conn.as_mut() => ended,
-        () = shared.draining() => {
-            // Finish in-flight requests (HTTP/2: GOAWAY), then close.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    let ended = shared
+        .serve_until_drained(conn, |conn| conn.graceful_shutdown())
+        .await;
     if let Err(e) = ended {
         tracing::debug!(%client, error = %e, "intercepted connection ended with an error");
     }
