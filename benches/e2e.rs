@@ -60,6 +60,9 @@
 //! counts what it answered: a wrong answer stops the run. There are no timed assertions: the
 //! "met?" column is a report, never a failure.
 
+#[path = "support/fake_ca.rs"]
+mod fake_ca;
+
 use bytes::Bytes;
 use clap::Parser;
 use http::header::{CONNECTION, CONTENT_TYPE, HOST};
@@ -68,7 +71,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -1827,7 +1830,10 @@ impl FakeStats {
 
 impl FakeSalesforce {
     async fn start(dir: &Path) -> Result<FakeSalesforce, String> {
-        let (ca_pem, leaves) = fake_ca(&[LOGIN_HOST, MY_DOMAIN, CONN_HOST])?;
+        let (ca_pem, leaves) = fake_ca::fake_ca(
+            "grantshift bench fake Salesforce CA",
+            &[LOGIN_HOST, MY_DOMAIN, CONN_HOST],
+        )?;
         let ca_path = dir.join("fake-salesforce-ca.pem");
         std::fs::write(&ca_path, &ca_pem).map_err(|e| format!("writing the fake CA: {e}"))?;
         let mut resolver = rustls::server::ResolvesServerCertUsingSni::new();
@@ -1989,48 +1995,6 @@ fn json(body: Bytes) -> Response<Full<Bytes>> {
         http::HeaderValue::from_static("application/json;charset=UTF-8"),
     );
     resp
-}
-
-/// A self-signed CA (rcgen) and leaf certificates for the fake's host names.
-fn fake_ca(hosts: &[&str]) -> Result<(String, Vec<(String, rustls::sign::CertifiedKey)>), String> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let e = |e: rcgen::Error| format!("generating the fake's certificates: {e}");
-    let ca_key = KeyPair::generate().map_err(e)?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "grantshift bench fake Salesforce CA");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = params.self_signed(&ca_key).map_err(e)?;
-    let ca_pem = ca_cert.pem();
-    let issuer = Issuer::new(params, ca_key);
-    let mut leaves = Vec::new();
-    for host in hosts {
-        let key = KeyPair::generate().map_err(e)?;
-        let mut params = CertificateParams::new(vec![host.to_string()]).map_err(e)?;
-        params.distinguished_name.push(DnType::CommonName, *host);
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &issuer).map_err(e)?;
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let signer = rustls::crypto::ring::sign::any_supported_type(&der)
-            .map_err(|e| format!("leaf key: {e}"))?;
-        leaves.push((
-            host.to_string(),
-            rustls::sign::CertifiedKey::new(vec![cert.der().clone()], signer),
-        ));
-    }
-    Ok((ca_pem, leaves))
 }
 
 /// 127.0.0.1, port 0, with a listen backlog deep enough that no SYN is dropped.

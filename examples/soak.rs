@@ -35,6 +35,9 @@
 //! are sampled throughout. Any error, mismatch, leak or the global deadline exits non-zero with
 //! the reason; a summary is printed either way. Only 127.0.0.1 is ever dialled or bound.
 
+#[path = "../benches/support/fake_ca.rs"]
+mod fake_ca;
+
 use bytes::Bytes;
 use clap::Parser;
 use http::header::{CONTENT_TYPE, HOST};
@@ -43,7 +46,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -1555,48 +1558,6 @@ fn check_metrics(text: &str, args: &Args, login_conns: usize) -> Result<(), Stri
 // ---------------------------------------------------------------------------------------------
 // Fake upstreams
 
-/// A self-signed CA (rcgen) and leaf certificates for the fake Salesforce's host names.
-fn fake_ca(hosts: &[&str]) -> Result<(String, Vec<(String, rustls::sign::CertifiedKey)>), String> {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let e = |e: rcgen::Error| format!("generating the fake's certificates: {e}");
-    let ca_key = KeyPair::generate().map_err(e)?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(e)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "grantshift soak fake Salesforce CA");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_cert = params.self_signed(&ca_key).map_err(e)?;
-    let ca_pem = ca_cert.pem();
-    let issuer = Issuer::new(params, ca_key);
-    let mut leaves = Vec::new();
-    for host in hosts {
-        let key = KeyPair::generate().map_err(e)?;
-        let mut params = CertificateParams::new(vec![host.to_string()]).map_err(e)?;
-        params.distinguished_name.push(DnType::CommonName, *host);
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &issuer).map_err(e)?;
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let signer = rustls::crypto::ring::sign::any_supported_type(&der)
-            .map_err(|e| format!("leaf key: {e}"))?;
-        leaves.push((
-            host.to_string(),
-            rustls::sign::CertifiedKey::new(vec![cert.der().clone()], signer),
-        ));
-    }
-    Ok((ca_pem, leaves))
-}
-
 struct FakeState {
     cc_ok: AtomicU64,
     rejected: AtomicU64,
@@ -1614,7 +1575,10 @@ struct FakeSalesforce {
 
 impl FakeSalesforce {
     async fn start(dir: &Path) -> Result<FakeSalesforce, String> {
-        let (ca_pem, leaves) = fake_ca(&[LOGIN_HOST, MY_DOMAIN])?;
+        let (ca_pem, leaves) = fake_ca::fake_ca(
+            "grantshift soak fake Salesforce CA",
+            &[LOGIN_HOST, MY_DOMAIN],
+        )?;
         let ca_pem_path = dir.join("fake-salesforce-ca.pem");
         std::fs::write(&ca_pem_path, ca_pem).map_err(|e| format!("writing the fake CA: {e}"))?;
         let mut resolver = rustls::server::ResolvesServerCertUsingSni::new();
