@@ -77,6 +77,29 @@ async fn assert_skipped_untouched(
 
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 
+/// The common case: `body` sent as a form over HTTP/1.1 to login.salesforce.com at
+/// `path_and_query` is forwarded untouched (query string included) and recorded `skipped`
+/// with `reason`. Returns the client's reply for further checks.
+async fn form_is_skipped(
+    proxy: &TestProxy,
+    path_and_query: &str,
+    body: &str,
+    reason: &str,
+) -> Reply {
+    let reply = send_token_request(
+        proxy,
+        Http::H1,
+        LOGIN_HOST,
+        path_and_query,
+        &[FORM],
+        full(body.to_owned()),
+    )
+    .await;
+    let query = path_and_query.split_once('?').map(|(_, q)| q);
+    assert_skipped_untouched(proxy, &reply, LOGIN_HOST, query, body.as_bytes(), reason).await;
+    reply
+}
+
 async fn mapped_proxy_with_limit(max_token_body: usize) -> TestProxy {
     TestProxy::builder()
         .max_token_body(max_token_body)
@@ -90,30 +113,13 @@ async fn body_over_max_token_body_with_content_length_is_forwarded_untouched() {
     let proxy = mapped_proxy_with_limit(64).await;
     let body = acme_password_form();
     assert!(body.len() > 64);
-    let reply = send_token_request(
-        &proxy,
-        Http::H1,
-        LOGIN_HOST,
-        TOKEN_PATH,
-        &[FORM],
-        full(body.clone()),
-    )
-    .await;
+    let reply = form_is_skipped(&proxy, TOKEN_PATH, &body, "body_too_large").await;
     assert_eq!(
         reply.status,
         200,
         "the password login still works: {}",
         reply.text()
     );
-    assert_skipped_untouched(
-        &proxy,
-        &reply,
-        LOGIN_HOST,
-        None,
-        body.as_bytes(),
-        "body_too_large",
-    )
-    .await;
 }
 
 async fn streamed_body_over_max_token_body_is_forwarded_untouched(http: Http) {
@@ -201,45 +207,17 @@ async fn json_body_is_forwarded_untouched() {
 async fn bad_percent_encoding_in_the_body_is_forwarded_untouched() {
     let proxy = mapped_proxy_with_limit(65536).await;
     let body = format!("{}&x=%zz", acme_password_form());
-    let reply = send_token_request(
-        &proxy,
-        Http::H1,
-        LOGIN_HOST,
-        TOKEN_PATH,
-        &[FORM],
-        full(body.clone()),
-    )
-    .await;
-    assert_skipped_untouched(
-        &proxy,
-        &reply,
-        LOGIN_HOST,
-        None,
-        body.as_bytes(),
-        "bad_encoding",
-    )
-    .await;
+    form_is_skipped(&proxy, TOKEN_PATH, &body, "bad_encoding").await;
 }
 
 #[tokio::test]
 async fn bad_percent_encoding_in_the_query_string_is_forwarded_untouched() {
     let proxy = mapped_proxy_with_limit(65536).await;
     let body = acme_password_form();
-    let reply = send_token_request(
+    form_is_skipped(
         &proxy,
-        Http::H1,
-        LOGIN_HOST,
         &format!("{TOKEN_PATH}?state=%zz"),
-        &[FORM],
-        full(body.clone()),
-    )
-    .await;
-    assert_skipped_untouched(
-        &proxy,
-        &reply,
-        LOGIN_HOST,
-        Some("state=%zz"),
-        body.as_bytes(),
+        &body,
         "bad_encoding",
     )
     .await;
@@ -249,69 +227,24 @@ async fn bad_percent_encoding_in_the_query_string_is_forwarded_untouched() {
 async fn percent_encoded_bytes_that_are_not_utf8_are_forwarded_untouched() {
     let proxy = mapped_proxy_with_limit(65536).await;
     let body = format!("{}&x=%ff%fe", acme_password_form());
-    let reply = send_token_request(
-        &proxy,
-        Http::H1,
-        LOGIN_HOST,
-        TOKEN_PATH,
-        &[FORM],
-        full(body.clone()),
-    )
-    .await;
-    assert_skipped_untouched(
-        &proxy,
-        &reply,
-        LOGIN_HOST,
-        None,
-        body.as_bytes(),
-        "bad_encoding",
-    )
-    .await;
+    form_is_skipped(&proxy, TOKEN_PATH, &body, "bad_encoding").await;
 }
 
 #[tokio::test]
 async fn duplicate_grant_type_is_forwarded_untouched() {
     let proxy = mapped_proxy_with_limit(65536).await;
     let body = format!("grant_type=password&{}", acme_password_form());
-    let reply = send_token_request(
-        &proxy,
-        Http::H1,
-        LOGIN_HOST,
-        TOKEN_PATH,
-        &[FORM],
-        full(body.clone()),
-    )
-    .await;
-    assert_skipped_untouched(
-        &proxy,
-        &reply,
-        LOGIN_HOST,
-        None,
-        body.as_bytes(),
-        "duplicate_grant_type",
-    )
-    .await;
+    form_is_skipped(&proxy, TOKEN_PATH, &body, "duplicate_grant_type").await;
 }
 
 #[tokio::test]
 async fn duplicate_grant_type_across_query_and_body_is_forwarded_untouched() {
     let proxy = mapped_proxy_with_limit(65536).await;
     let body = acme_password_form();
-    let reply = send_token_request(
+    form_is_skipped(
         &proxy,
-        Http::H1,
-        LOGIN_HOST,
         &format!("{TOKEN_PATH}?grant_type=client_credentials"),
-        &[FORM],
-        full(body.clone()),
-    )
-    .await;
-    assert_skipped_untouched(
-        &proxy,
-        &reply,
-        LOGIN_HOST,
-        Some("grant_type=client_credentials"),
-        body.as_bytes(),
+        &body,
         "duplicate_grant_type",
     )
     .await;
@@ -321,24 +254,7 @@ async fn duplicate_grant_type_across_query_and_body_is_forwarded_untouched() {
 async fn duplicate_username_is_forwarded_untouched() {
     let proxy = mapped_proxy_with_limit(65536).await;
     let body = format!("{}&username=reports%40acme.com", acme_password_form());
-    let reply = send_token_request(
-        &proxy,
-        Http::H1,
-        LOGIN_HOST,
-        TOKEN_PATH,
-        &[FORM],
-        full(body.clone()),
-    )
-    .await;
-    assert_skipped_untouched(
-        &proxy,
-        &reply,
-        LOGIN_HOST,
-        None,
-        body.as_bytes(),
-        "duplicate_parameter",
-    )
-    .await;
+    form_is_skipped(&proxy, TOKEN_PATH, &body, "duplicate_parameter").await;
 }
 
 #[tokio::test]
@@ -350,24 +266,7 @@ async fn password_grant_without_client_secret_or_basic_auth_is_forwarded_untouch
         ("username", acme::USERNAME),
         ("password", acme::PASSWORD),
     ]);
-    let reply = send_token_request(
-        &proxy,
-        Http::H1,
-        LOGIN_HOST,
-        TOKEN_PATH,
-        &[FORM],
-        full(body.clone()),
-    )
-    .await;
-    assert_skipped_untouched(
-        &proxy,
-        &reply,
-        LOGIN_HOST,
-        None,
-        body.as_bytes(),
-        "no_client_secret",
-    )
-    .await;
+    form_is_skipped(&proxy, TOKEN_PATH, &body, "no_client_secret").await;
 }
 
 #[tokio::test]
@@ -384,24 +283,7 @@ async fn jwt_upgrade_without_client_id_is_forwarded_untouched() {
         ("username", acme::USERNAME),
         ("password", acme::PASSWORD),
     ]);
-    let reply = send_token_request(
-        &proxy,
-        Http::H1,
-        LOGIN_HOST,
-        TOKEN_PATH,
-        &[FORM],
-        full(body.clone()),
-    )
-    .await;
-    assert_skipped_untouched(
-        &proxy,
-        &reply,
-        LOGIN_HOST,
-        None,
-        body.as_bytes(),
-        "missing_client_id",
-    )
-    .await;
+    form_is_skipped(&proxy, TOKEN_PATH, &body, "missing_client_id").await;
 }
 
 #[tokio::test]
