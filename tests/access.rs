@@ -12,6 +12,7 @@ mod common;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use common::admin::{admin_get, admin_request};
+use common::clients::curl_without_environment;
 use common::faults::*;
 use common::*;
 use grantshift::config::Config;
@@ -19,7 +20,6 @@ use grantshift::server::Proxy;
 use http::Method;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -155,29 +155,6 @@ async fn connect_with_the_right_proxy_credentials_opens_a_working_tunnel() {
     echo_round_trip(&mut tunnel, b"through an authenticated tunnel").await;
 }
 
-/// curl with no config file and no proxy environment.
-fn curl(cwd: &Path) -> Command {
-    let mut cmd = Command::new("curl");
-    cmd.current_dir(cwd);
-    for var in [
-        "NO_PROXY",
-        "no_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "CURL_CA_BUNDLE",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd.args(["-q", "-sS", "--max-time", "20"]);
-    cmd
-}
-
 #[tokio::test]
 async fn curl_with_credentials_in_the_proxy_url_reaches_login_and_without_them_sees_407() {
     const VAR: &str = "GRANTSHIFT_TEST_ACCESS_PW_CURL";
@@ -186,7 +163,7 @@ async fn curl_with_credentials_in_the_proxy_url_reaches_login_and_without_them_s
     let proxy = HardenedBuilder::new().proxy(&auth_line(VAR)).start().await;
     let dir = tempfile::tempdir().unwrap();
 
-    let mut cmd = curl(dir.path());
+    let mut cmd = curl_without_environment(dir.path());
     cmd.arg("-x")
         .arg(format!("http://ops:{PASS}@{}", proxy.addr()))
         .arg("--cacert")
@@ -207,7 +184,7 @@ async fn curl_with_credentials_in_the_proxy_url_reaches_login_and_without_them_s
     );
     assert_not_carried(seen, PASS, "the proxy password");
 
-    let mut cmd = curl(dir.path());
+    let mut cmd = curl_without_environment(dir.path());
     cmd.arg("-x")
         .arg(format!("http://{}", proxy.addr()))
         .arg("--cacert")
@@ -236,7 +213,7 @@ async fn proxy_credentials_of_a_plain_http_request_are_not_forwarded_upstream() 
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = curl(dir.path());
+    let mut cmd = curl_without_environment(dir.path());
     cmd.arg("-x")
         .arg(format!("http://ops:{PASS}@{}", proxy.addr()))
         .args(["-w", "\n%{http_code}"])

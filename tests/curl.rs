@@ -5,43 +5,16 @@
 
 mod common;
 
+use common::clients::{curl_command, run_curl};
 use common::*;
 use std::path::Path;
 use std::process::Command;
 
-/// curl with no config file and no proxy environment, through `proxy`.
+/// curl with no config file and no proxy or CA environment, through `proxy` (`-x`).
 fn curl(proxy: std::net::SocketAddr, cwd: &Path) -> Command {
-    let mut cmd = Command::new("curl");
-    cmd.current_dir(cwd);
-    for var in [
-        "NO_PROXY",
-        "no_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "HTTPS_PROXY",
-        "https_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "CURL_CA_BUNDLE",
-        "SSL_CERT_FILE",
-        "SSL_CERT_DIR",
-    ] {
-        cmd.env_remove(var);
-    }
-    // -q (first) ignores ~/.curlrc; -w prints status and version after the body.
-    cmd.args(["-q", "-sS", "--max-time", "20", "-x"])
-        .arg(format!("http://{proxy}"))
-        .args(["-w", "\n%{http_code} %{http_version}"]);
+    let mut cmd = curl_command(cwd);
+    cmd.arg("-x").arg(format!("http://{proxy}"));
     cmd
-}
-
-/// (body, status, http version) from curl's output.
-async fn run_curl(cmd: Command) -> (String, String, String) {
-    let out = run_to_end(cmd).await;
-    assert!(out.status.success(), "curl failed: {out:?}");
-    let (body, tail) = out.stdout.rsplit_once('\n').expect("curl -w line");
-    let (code, version) = tail.split_once(' ').expect("code and version");
-    (body.to_string(), code.to_string(), version.to_string())
 }
 
 async fn curl_reaches_login_through_interception(flag: &str, version: &str) {
@@ -57,10 +30,11 @@ async fn curl_reaches_login_through_interception(flag: &str, version: &str) {
         .arg(proxy.ca_pem_path())
         .args(["-H", "X-Curl-Test: yes", "--data-binary", "@body.bin"])
         .arg("https://login.salesforce.com/echo?via=curl");
-    let (out, code, got_version) = run_curl(cmd).await;
-    assert_eq!(code, "200", "{out}");
+    let reply = run_curl(cmd).await;
+    let out = reply.body;
+    assert_eq!(reply.status, 200, "{out}");
     assert_eq!(
-        got_version, version,
+        reply.version, version,
         "curl spoke HTTP/{version} to the proxy"
     );
     let echo: serde_json::Value = serde_json::from_str(&out).expect("echo JSON");
@@ -90,8 +64,9 @@ async fn curl_trusting_only_tunnel_ca_reaches_it_through_blind_tunnel() {
     cmd.arg("--cacert")
         .arg(proxy.tunnel.ca_pem_path())
         .arg("https://tunnel.example/through-tunnel");
-    let (out, code, _) = run_curl(cmd).await;
-    assert_eq!(code, "200", "{out}");
+    let reply = run_curl(cmd).await;
+    let out = reply.body;
+    assert_eq!(reply.status, 200, "{out}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(json["server"], "tunnel");
     assert_eq!(json["path"], "/through-tunnel");
@@ -107,8 +82,9 @@ async fn curl_plain_http_through_proxy_reaches_connect_to_target() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = curl(proxy.addr(), dir.path());
     cmd.arg("http://plain.test/echo?via=curl");
-    let (out, code, _) = run_curl(cmd).await;
-    assert_eq!(code, "200", "{out}");
+    let reply = run_curl(cmd).await;
+    let out = reply.body;
+    assert_eq!(reply.status, 200, "{out}");
     let echo: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(echo["host"], "plain.test");
     assert_eq!(plain.requests()[0].query.as_deref(), Some("via=curl"));

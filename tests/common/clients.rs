@@ -258,18 +258,18 @@ pub async fn java_client(proxy: &ClientProxy, login_url: &str, build: &Path) -> 
     cmd
 }
 
-/// curl with no config file and no proxy or CA environment (`-q` first ignores ~/.curlrc);
-/// `-w` appends a line `<status> <http version>` to the body.
-pub fn curl_command(cwd: &Path) -> Command {
+/// curl with no config file and no proxy or CA environment (`-q` first ignores ~/.curlrc).
+pub fn curl_without_environment(cwd: &Path) -> Command {
     let mut cmd = client_command(require_program("curl"), cwd);
-    cmd.args([
-        "-q",
-        "-sS",
-        "--max-time",
-        "20",
-        "-w",
-        "\n%{http_code} %{http_version}",
-    ]);
+    cmd.args(["-q", "-sS", "--max-time", "20"]);
+    cmd
+}
+
+/// [`curl_without_environment`] whose `-w` appends a line `<status> <http version>` to the
+/// body, for [`run_curl`].
+pub fn curl_command(cwd: &Path) -> Command {
+    let mut cmd = curl_without_environment(cwd);
+    cmd.args(["-w", "\n%{http_code} %{http_version}"]);
     cmd
 }
 
