@@ -24,7 +24,7 @@ const CHUNK: usize = 128 * 1024;
 
 thread_local! {
     /// The copy buffer, one per runtime thread and shared by all its tunnels: zeroed once, not
-    /// per read (a 64 KiB memset per read cost ~8% of a bulk transfer's CPU).
+    /// per read (zeroing a 64 KiB stack buffer per read took bench D from 450 to 630 ms/GiB).
     static CHUNK_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; CHUNK].into_boxed_slice());
 }
 
