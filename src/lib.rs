@@ -10,11 +10,13 @@
 //! - [`tunnel`]: the blind byte copy for hosts that are not intercepted.
 //! - [`mitm`]: TLS termination for intercepted hosts: the CA, leaf certificates minted per host.
 //! - [`service`]: the per-request path on intercepted connections.
-//! - [`hop_by_hop`]: RFC 9110 §7.6.1 connection-specific header handling (pure).
+//! - [`hop_by_hop`]: RFC 9110 §7.6.1 connection-specific header handling, and the request head
+//!   fitted to the upstream hop's protocol (RFC 9113 §8.3.1, §8.2.3) (pure).
 //! - [`upgrade`]: the token path: buffer, decide, rewrite, send, fall back, record.
 //! - [`policy`]: rollout rules → observe / upgrade (flow, target) / unmapped (pure).
 //! - [`oauth`]: token-request parsing and the grant rewrites, JWT signing (pure).
-//! - [`upstream`]: one shared pooled client: verified TLS, `connect_to`, typed connect errors.
+//! - [`upstream`]: the dialer (verified TLS, `connect_to`, typed connect errors) and the
+//!   connection pool that fits each request to the protocol of the connection it picked.
 //! - [`telemetry`]: events (JSON lines), metrics, the migration report.
 //! - [`admin`]: `/healthz`, `/metrics`, `/report`, `/`.
 #![forbid(unsafe_code)]

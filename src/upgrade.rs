@@ -248,7 +248,7 @@ async fn send_upgraded(
         HeaderValue::from_static("application/x-www-form-urlencoded"),
     );
     if headers.contains_key(HOST) {
-        // set_host only fills a missing Host; the old one would name the old host.
+        // The old Host would name the old host (over HTTP/2 the pool moves it to :authority).
         if let Ok(host) = HeaderValue::from_str(&to.authority()) {
             headers.insert(HOST, host);
         }
@@ -459,6 +459,13 @@ where
     fn size_hint(&self) -> SizeHint {
         let buffered = self.data.as_ref().map_or(0, |d| d.len() as u64);
         match &self.rest {
+            // An exact size makes hyper send Content-Length, and an HTTP/1.1 body with a
+            // length has no room for trailers: with trailers, the size stays open (chunked).
+            None if self.trailers.is_some() => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(buffered);
+                hint
+            }
             None => SizeHint::with_exact(buffered),
             Some(rest) => {
                 let mut hint = rest.size_hint();

@@ -129,7 +129,10 @@ async fn slowloris_half_request_head_inside_interception_is_disconnected() {
         proxy.sf.requests_to("/echo").len() == 1,
         "only the normal client's request reached upstream"
     );
-    assert_eq!(ok.get("login.salesforce.com", "/echo").await.status, 200);
+    // A new connection: `ok` itself has been idle about as long as header_read_timeout.
+    drop(ok);
+    let mut again = proxy.intercepted("login.salesforce.com", Http::H1).await;
+    assert_eq!(again.get("login.salesforce.com", "/echo").await.status, 200);
 }
 
 /// Send `request` on a fresh connection; the response head (`None`: closed without one).

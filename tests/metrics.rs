@@ -257,6 +257,20 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         .value("grantshift_upstream_duration_seconds_sum", &[])
         .expect("_sum");
     assert!(sum > 0.0, "durations add up to more than nothing: {sum}");
+    // Pooled connections are reused: fewer opened than requests sent, and only known protocols.
+    let opened = m.series("grantshift_upstream_connections_total");
+    assert_eq!(
+        opened.keys().cloned().collect::<Vec<_>>(),
+        vec![
+            label_set(&[("protocol", "h2")]),
+            label_set(&[("protocol", "http/1.1")])
+        ]
+    );
+    let total: f64 = opened.values().sum();
+    assert!(
+        total >= 1.0 && total < sent_upstream as f64,
+        "{total} upstream connections for {sent_upstream} requests"
+    );
 
     // The families and their types, exactly.
     let families: BTreeSet<(String, String)> = m
@@ -270,6 +284,7 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         ("grantshift_connections", "counter"),
         ("grantshift_connections_active", "gauge"),
         ("grantshift_upstream_duration_seconds", "histogram"),
+        ("grantshift_upstream_connections", "counter"),
         ("grantshift_config_reloads", "counter"),
     ]
     .iter()

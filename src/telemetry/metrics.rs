@@ -31,6 +31,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    protocol: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -66,6 +71,7 @@ pub struct Metrics {
     connections_total: Family<KindLabels, Counter>,
     connections_active: Family<KindLabels, Gauge>,
     upstream_duration: Histogram,
+    upstream_connections: Family<ProtocolLabels, Counter>,
     config_reloads: Family<ResultLabels, Counter>,
 }
 
@@ -109,6 +115,12 @@ impl Metrics {
             "Time from sending a request upstream to its response head",
             upstream_duration.clone(),
         );
+        let upstream_connections = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "grantshift_upstream_connections",
+            "Pooled upstream connections opened, by protocol (http/1.1, h2); each is reused until idle",
+            upstream_connections.clone(),
+        );
         let config_reloads = Family::<ResultLabels, Counter>::default();
         registry.register(
             "grantshift_config_reloads",
@@ -119,6 +131,11 @@ impl Metrics {
         for kind in [Kind::Tunnel, Kind::Intercept, Kind::Http] {
             let _ = connections_total.get_or_create(&kind.label());
             let _ = connections_active.get_or_create(&kind.label());
+        }
+        for protocol in ["http/1.1", "h2"] {
+            let _ = upstream_connections.get_or_create(&ProtocolLabels {
+                protocol: protocol.into(),
+            });
         }
         for result in ["ok", "error"] {
             let _ = config_reloads.get_or_create(&ResultLabels {
@@ -132,6 +149,7 @@ impl Metrics {
             connections_total,
             connections_active,
             upstream_duration,
+            upstream_connections,
             config_reloads,
         }
     }
@@ -168,6 +186,15 @@ impl Metrics {
 
     pub fn upstream_duration(&self, took: Duration) {
         self.upstream_duration.observe(took.as_secs_f64());
+    }
+
+    /// Count one upstream connection the pool opened (`protocol`: `http/1.1` or `h2`).
+    pub fn upstream_connection(&self, protocol: &str) {
+        self.upstream_connections
+            .get_or_create(&ProtocolLabels {
+                protocol: protocol.into(),
+            })
+            .inc();
     }
 
     pub fn config_reload(&self, ok: bool) {

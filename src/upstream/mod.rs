@@ -1,19 +1,17 @@
-//! The upstream side: one shared pooled client (HTTP/1.1 and HTTP/2 by ALPN) over verified TLS,
-//! dialling through `[upstream.connect_to]`, with connect errors typed so the client gets the
-//! right status (502 or 504) and a line naming the host and the cause.
+//! The upstream side: one shared connection pool (HTTP/1.1 and HTTP/2 by ALPN, [`pool`]) over
+//! verified TLS, dialling through `[upstream.connect_to]`, with connect errors typed so the
+//! client gets the right status (502 or 504) and a line naming the host and the cause.
+
+mod pool;
 
 use crate::config::Config;
 use crate::Body;
 use arc_swap::ArcSwap;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::ClientConfig;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -61,62 +59,7 @@ impl UpstreamError {
     pub fn to_response(&self) -> Response<Body> {
         crate::text_response(self.status(), &format!("grantshift: {self}"))
     }
-
-    /// Recover our typed error from the pooled client's opaque one.
-    fn from_client(host: &str, err: hyper_util::client::legacy::Error) -> UpstreamError {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-        while let Some(e) = source {
-            if let Some(ours) = e.downcast_ref::<ConnectFailure>() {
-                return ours.0.clone_for_client();
-            }
-            source = e.source();
-        }
-        let mut cause = err.to_string();
-        if let Some(inner) = std::error::Error::source(&err) {
-            cause = format!("{cause}: {inner}");
-        }
-        UpstreamError::Request {
-            host: host.to_string(),
-            cause,
-        }
-    }
-
-    fn clone_for_client(&self) -> UpstreamError {
-        let copy_io = |e: &io::Error| io::Error::new(e.kind(), e.to_string());
-        match self {
-            UpstreamError::Resolve { host, source } => UpstreamError::Resolve {
-                host: host.clone(),
-                source: copy_io(source),
-            },
-            UpstreamError::Connect { host, addr, source } => UpstreamError::Connect {
-                host: host.clone(),
-                addr: addr.clone(),
-                source: copy_io(source),
-            },
-            UpstreamError::Tls { host, source } => UpstreamError::Tls {
-                host: host.clone(),
-                source: copy_io(source),
-            },
-            UpstreamError::ConnectTimeout { host, after } => UpstreamError::ConnectTimeout {
-                host: host.clone(),
-                after: *after,
-            },
-            UpstreamError::ResponseTimeout { host, after } => UpstreamError::ResponseTimeout {
-                host: host.clone(),
-                after: *after,
-            },
-            UpstreamError::Request { host, cause } => UpstreamError::Request {
-                host: host.clone(),
-                cause: cause.clone(),
-            },
-        }
-    }
 }
-
-/// Our connect error as it travels through the pooled client's error chain.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConnectFailure(pub UpstreamError);
 
 /// Which ALPN protocols to offer upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,18 +314,6 @@ pub enum UpstreamStream {
     Tls(Box<TlsStream<TcpStream>>),
 }
 
-impl Connection for UpstreamStream {
-    fn connected(&self) -> Connected {
-        match self {
-            UpstreamStream::Plain(_) => Connected::new(),
-            UpstreamStream::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                Connected::new().negotiated_h2()
-            }
-            UpstreamStream::Tls(_) => Connected::new(),
-        }
-    }
-}
-
 impl AsyncRead for UpstreamStream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -437,43 +368,11 @@ impl AsyncWrite for UpstreamStream {
     }
 }
 
-/// The pooled client's connector: `https` URIs get TLS, `http` URIs plain TCP. The pool key
-/// is the URI's scheme and authority, so `connect_to` never changes which pool a host uses.
-impl tower_service::Service<Uri> for Dialer {
-    type Response = TokioIo<UpstreamStream>;
-    type Error = ConnectFailure;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let dialer = self.clone();
-        Box::pin(async move {
-            let host = uri.host().unwrap_or_default().to_string();
-            let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-            let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-            let stream = if tls {
-                UpstreamStream::Tls(Box::new(
-                    dialer
-                        .tls(&host, port, Alpn::Any)
-                        .await
-                        .map_err(ConnectFailure)?,
-                ))
-            } else {
-                UpstreamStream::Plain(dialer.tcp(&host, port).await.map_err(ConnectFailure)?)
-            };
-            Ok(TokioIo::new(stream))
-        })
-    }
-}
-
-/// One shared pooled client for every forwarded request, plus the dialer it uses (tunnels
+/// One shared connection pool for every forwarded request, plus the dialer it uses (tunnels
 /// and upgrades dial directly).
 pub struct Upstream {
     pub dialer: Dialer,
-    client: Client<Dialer, Body>,
+    pool: pool::Pool,
     config: Arc<ArcSwap<Config>>,
     metrics: Arc<crate::telemetry::metrics::Metrics>,
 }
@@ -485,38 +384,30 @@ impl Upstream {
         metrics: Arc<crate::telemetry::metrics::Metrics>,
     ) -> crate::Result<Upstream> {
         let dialer = Dialer::new(config.clone(), provider)?;
-        let pool_idle = config.load().upstream.pool_idle_timeout;
-        let client = Client::builder(TokioExecutor::new())
-            // Without a timer, idle pooled connections are never evicted.
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(pool_idle)
-            .build(dialer.clone());
+        let pool = pool::Pool::new(dialer.clone(), metrics.clone());
         Ok(Upstream {
             dialer,
-            client,
+            pool,
             config,
             metrics,
         })
     }
 
-    /// Send `req` (absolute URI) and wait for the response head within `request_timeout`.
+    /// Send `req` (absolute URI: it names the origin) and wait for the response head within
+    /// `request_timeout`; the head is fitted to the protocol of the connection it goes on.
     /// `host` names the upstream in errors.
     pub async fn send(
         &self,
-        mut req: Request<Body>,
+        req: Request<Body>,
         host: &str,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        // The pooled client refuses an HTTP/2-versioned request on an HTTP/1 connection; the
-        // version of the client's hop says nothing about ours.
-        *req.version_mut() = http::Version::HTTP_11;
         let after = self.config.load().upstream.request_timeout;
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(after, self.client.request(req)).await;
+        let result = tokio::time::timeout(after, self.pool.send(req)).await;
         self.metrics.upstream_duration(started.elapsed());
         match result {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(UpstreamError::from_client(host, e)),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(UpstreamError::ResponseTimeout {
                 host: host.to_string(),
                 after,
