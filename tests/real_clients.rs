@@ -2,14 +2,16 @@
 //! Python `requests` (`HTTPS_PROXY` + `REQUESTS_CA_BUNDLE`), simple-salesforce on its OAuth
 //! password-grant path, jsforce 3 (`oauth2` + `conn.login`, `HTTPS_PROXY` +
 //! `NODE_EXTRA_CA_CERTS`), Java 17's `HttpClient` (a `ProxySelector` and a keytool-built PKCS12
-//! truststore) and curl over HTTP/1.1 and HTTP/2.
+//! truststore), Java's `HttpURLConnection` (`-Dhttps.proxyHost/Port` and the same truststore),
+//! Go's `net/http` (`HTTPS_PROXY` + `SSL_CERT_FILE`) and curl over HTTP/1.1 and HTTP/2.
 //!
 //! Each logs in as the acme integration user at login.salesforce.com with the password grant,
 //! gets a token that grantshift obtained by client credentials at acme's My Domain, and makes
 //! one REST call with it at the `instance_url` it got (through the proxy too). No client
 //! resolves a Salesforce name: they only talk to the proxy, which reaches the fake Salesforce
 //! through `connect_to`. `scripts/test` installs the pinned clients (tests/clients/); a missing
-//! one fails its test with a message saying to run it.
+//! one fails its test with a message saying to run it. With `GS_EXTRA=1` a client also POSTs
+//! 1 MiB to `/echo` and GETs `/bytes` through grantshift (see tests/common/clients.rs).
 
 mod common;
 
@@ -123,6 +125,78 @@ async fn java_httpclient_with_proxy_selector_and_keytool_truststore_logs_in_over
     );
     assert_eq!(out["data_http_version"], "HTTP_2");
     assert_upgraded_login_then_rest_call("java HttpClient", &out, &proxy.sf);
+    assert_upgraded_event(&proxy.next_event().await, LOGIN_HOST);
+}
+
+/// A fresh build directory under `target/clients/<kind>` (kept out of the system temp dir).
+fn build_dir(kind: &str) -> tempfile::TempDir {
+    let root = clients_dir().join(kind);
+    std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("create {}: {e}", root.display()));
+    tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(&root)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn java_httpurlconnection_with_https_proxy_properties_logs_in_over_http11_and_calls_rest() {
+    let (proxy, client) = mapped_proxy().await;
+    let build = build_dir("java");
+    let cmd = url_connection_client(&client, &format!("https://{LOGIN_HOST}"), build.path()).await;
+    let out = run_client("java HttpURLConnection", cmd).await;
+    assert!(
+        out["client"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("java-httpurlconnection/17")),
+        "Java 17 ran: {out:#}"
+    );
+    assert_eq!(
+        out["token_http_version"], "HTTP/1.1",
+        "HttpURLConnection speaks HTTP/1.1 only: {out:#}"
+    );
+    assert_eq!(out["data_http_version"], "HTTP/1.1", "{out:#}");
+    assert_upgraded_login_then_rest_call("java HttpURLConnection", &out, &proxy.sf);
+    assert_upgraded_event(&proxy.next_event().await, LOGIN_HOST);
+}
+
+#[tokio::test]
+async fn go_net_http_with_https_proxy_and_ssl_cert_file_logs_in_over_h2_and_calls_rest() {
+    let (proxy, client) = mapped_proxy().await;
+    let build = build_dir("go");
+    let cmd = go_client(&client, &format!("https://{LOGIN_HOST}"), build.path()).await;
+    let out = run_client("go net/http", cmd).await;
+    assert!(
+        out["client"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("go-net-http/go")),
+        "Go's net/http ran: {out:#}"
+    );
+    assert_eq!(
+        out["token_http_version"], "HTTP/2.0",
+        "net/http negotiated h2 with grantshift's interception: {out:#}"
+    );
+    assert_eq!(out["data_http_version"], "HTTP/2.0", "{out:#}");
+    assert_upgraded_login_then_rest_call("go net/http", &out, &proxy.sf);
+    assert_upgraded_event(&proxy.next_event().await, LOGIN_HOST);
+}
+
+#[tokio::test]
+async fn python_requests_extra_steps_post_1mib_and_get_bytes_intact_through_interception() {
+    let (proxy, client) = mapped_proxy().await;
+    let work = tempfile::tempdir().unwrap();
+    let mut cmd = python_client(
+        "requests_login.py",
+        &[&format!("https://{LOGIN_HOST}"), API_PATH],
+        &client,
+        work.path(),
+    );
+    with_extra_steps(&mut cmd);
+    let out = run_client("python requests (extra steps)", cmd).await;
+    assert_upgraded_login_then_rest_call("python requests (extra steps)", &out, &proxy.sf);
+    let echo = assert_extra_steps("python requests", &out);
+    assert_eq!(out["echo_http_version"], "HTTP/1.1", "{out:#}");
+    assert_eq!(out["get_http_version"], "HTTP/1.1", "{out:#}");
+    assert_eq!(echo["host"], LOGIN_HOST, "{echo:#}");
     assert_upgraded_event(&proxy.next_event().await, LOGIN_HOST);
 }
 

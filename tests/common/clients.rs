@@ -1,12 +1,26 @@
 //! Where users run grantshift: real clients (Python `requests`, simple-salesforce, jsforce,
-//! Java's `HttpClient`, curl) pointed at it, and grantshift instances a test configures in full
-//! (an upstream corporate proxy, a second grantshift behind it, the transparent TLS listener).
+//! Java's `HttpClient` and `HttpURLConnection`, Go's `net/http`, curl) pointed at it, and
+//! grantshift instances a test configures in full (an upstream corporate proxy, a second
+//! grantshift behind it, the transparent TLS listener).
 //!
 //! # The real clients
 //! `scripts/test` installs them, pinned, under `target/clients` (a Python venv and an npm
-//! `node_modules`); the pins live in `tests/clients/` and the client programs next to them. A
-//! test whose runtime or package is missing fails with a message saying to run
-//! `./scripts/test`; none is ever skipped. Every client program prints one JSON line:
+//! `node_modules`); the pins live in `tests/clients/` and the client programs next to them. The
+//! Java programs are compiled with the JDK's `javac` and the Go one built with Debian's `go`
+//! (standard library only, offline) by their runners. A test whose runtime or package is
+//! missing fails with a message saying to run `./scripts/test`; none is ever skipped.
+//!
+//! | runner | program | library, proxy and CA settings |
+//! |---|---|---|
+//! | [`python_client`] | `python/requests_login.py LOGIN_URL API_PATH` | `requests`; `HTTPS_PROXY`, `REQUESTS_CA_BUNDLE` |
+//! | [`python_client`] | `python/simple_salesforce_login.py API_VERSION [LOGIN_URL]` | simple-salesforce (its `requests.Session`); same |
+//! | [`node_client`] | `node/jsforce_login.js LOGIN_URL API_VERSION` | jsforce 3 (node-fetch + https-proxy-agent); `HTTPS_PROXY`, `NODE_EXTRA_CA_CERTS` |
+//! | [`java_client`] | `java/GrantshiftClient.java` | `java.net.http.HttpClient` (h2); a `ProxySelector`, a keytool PKCS12 truststore |
+//! | [`url_connection_client`] | `java/UrlConnectionClient.java` | `HttpURLConnection` (HTTP/1.1); `-Dhttps.proxyHost/Port`, the same truststore |
+//! | [`go_client`] | `go/main.go` | `net/http` (h2 by ALPN); `HTTPS_PROXY`, `SSL_CERT_FILE` |
+//!
+//! Every client program logs in with the password grant (credentials from `GS_*`), makes one
+//! REST call with the token at the `instance_url`, and prints one JSON line:
 //!
 //! | field | what |
 //! |---|---|
@@ -14,9 +28,24 @@
 //! | `token_status`, `token_body` | the token response (absent where the library hides it) |
 //! | `access_token`, `instance_url` | what the client took from the token response |
 //! | `data_status`, `data_body` | the REST call it then made at `instance_url` with that token |
+//! | `token_http_version`, `data_http_version` | the HTTP version of those responses, where the library exposes it, in its own spelling: `HTTP/1.1` (requests, HttpURLConnection), `HTTP_2` (HttpClient), `HTTP/2.0` (Go's `resp.Proto`) |
 //!
-//! [`assert_upgraded_login_then_rest_call`] checks that line against what the fake Salesforce
-//! recorded.
+//! With [`EXTRA_STEPS_ENV`]` = 1` in its environment ([`with_extra_steps`], or
+//! `cmd.env("GS_EXTRA", "1")` on any runner's command) a program then also makes two more
+//! requests through its own HTTP machinery at `LOGIN_URL`, which need no token and run even
+//! when the login fails (a login that throws is then recorded as `login_error` and the program
+//! still prints its line and exits 0):
+//!
+//! | field | what |
+//! |---|---|
+//! | `echo_sent_sha256` | hex sha256 of the [`ECHO_LEN`] random bytes the client POSTed to `/echo` (`Content-Type: application/octet-stream`) |
+//! | `echo_status`, `echo_body` | the `/echo` response: JSON with `body_len`, `body_sha256`, `version`, `host`, `headers`… (see [`super::routes`]) |
+//! | `get_status`, `get_sha256`, `get_x_sha256` | `GET /bytes?n=`[`GET_LEN`]: status, hex sha256 of the body the client got, its `x-sha256` header |
+//! | `echo_http_version`, `get_http_version` | as `token_http_version` (not jsforce, whose transport does not expose it) |
+//! | `login_error`, `echo_error`, `get_error` | what a step threw instead of completing |
+//!
+//! [`assert_upgraded_login_then_rest_call`] checks the line against what the fake Salesforce
+//! recorded, [`assert_extra_steps`] the extra fields.
 
 use super::admin::parse_openmetrics;
 use super::bin::run_to_end;
@@ -150,6 +179,8 @@ pub fn client_command(program: impl AsRef<std::ffi::OsStr>, cwd: &Path) -> Comma
         "JDK_JAVA_OPTIONS",
         "_JAVA_OPTIONS",
         "CLASSPATH",
+        "GODEBUG",
+        "GS_EXTRA",
     ] {
         cmd.env_remove(var);
     }
@@ -195,28 +226,41 @@ pub fn node_client(script: &str, args: &[&str], proxy: &ClientProxy, cwd: &Path)
     cmd
 }
 
-/// Compile `tests/clients/java/GrantshiftClient.java` into `build` (under `target/clients`)
-/// and build a PKCS12 truststore holding grantshift's CA with keytool; the `java` command that
-/// runs the client through `proxy` (a `ProxySelector`) with that truststore.
-pub async fn java_client(proxy: &ClientProxy, login_url: &str, build: &Path) -> Command {
+/// Compile `tests/clients/java/<source>` into `build` (under `target/clients`) and build a
+/// PKCS12 truststore there holding grantshift's CA with keytool; the `java` command (in
+/// `build`, with [`client_command`]'s environment) with that truststore and `-cp build`, to
+/// which the caller adds its own JVM options and then the main class and its arguments.
+async fn java_program(proxy: &ClientProxy, source: &str, build: &Path) -> Command {
     let javac = require_program("javac");
     let java = require_program("java");
     let keytool = require_program("keytool");
 
-    let mut compile = Command::new(javac);
-    compile
-        .arg("-d")
-        .arg(build)
-        .arg(client_file("java/GrantshiftClient.java"));
-    let out = run_to_end(compile).await;
-    assert!(
-        out.status.success(),
-        "javac failed: {}\n{}",
-        out.stdout,
-        out.stderr
-    );
+    // A `build` reused for several runs (the interop matrix) compiles once.
+    let class = build.join(source.replace(".java", ".class"));
+    if !class.exists() {
+        let mut compile = Command::new(javac);
+        compile
+            .arg("-d")
+            .arg(build)
+            .arg(client_file(&format!("java/{source}")));
+        let out = run_to_end(compile).await;
+        assert!(
+            out.status.success(),
+            "javac {source} failed: {}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
 
+    // Always from this proxy's CA: a reused `build` may hold another proxy's (the CA it was
+    // made from is kept beside it, so the same CA is not imported twice).
     let truststore = build.join("truststore.p12");
+    let made_from = build.join("truststore-ca.pem");
+    let ca = std::fs::read(&proxy.ca_pem_path).expect("read grantshift's CA PEM");
+    if truststore.exists() && std::fs::read(&made_from).ok().as_deref() == Some(&ca[..]) {
+        return java_command(java, build, &truststore);
+    }
+    let _ = std::fs::remove_file(&truststore);
     let mut import = Command::new(keytool);
     import
         .args([
@@ -240,7 +284,12 @@ pub async fn java_client(proxy: &ClientProxy, login_url: &str, build: &Path) -> 
         out.stdout,
         out.stderr
     );
+    std::fs::write(&made_from, &ca).expect("keep the truststore's CA");
+    java_command(java, build, &truststore)
+}
 
+/// `java` in `build` with the `truststore` and `-cp build`.
+fn java_command(java: PathBuf, build: &Path, truststore: &Path) -> Command {
     let mut cmd = client_command(java, build);
     cmd.arg(format!(
         "-Djavax.net.ssl.trustStore={}",
@@ -249,12 +298,80 @@ pub async fn java_client(proxy: &ClientProxy, login_url: &str, build: &Path) -> 
     .arg("-Djavax.net.ssl.trustStorePassword=changeit")
     .arg("-Djavax.net.ssl.trustStoreType=PKCS12")
     .arg("-cp")
-    .arg(build)
-    .arg("GrantshiftClient")
-    .arg(proxy.addr.ip().to_string())
-    .arg(proxy.addr.port().to_string())
-    .arg(login_url)
-    .arg(API_PATH);
+    .arg(build);
+    cmd
+}
+
+/// Compile `tests/clients/java/GrantshiftClient.java` into `build` (under `target/clients`)
+/// and build a PKCS12 truststore holding grantshift's CA with keytool; the `java` command that
+/// runs the client (Java's `HttpClient`, h2) through `proxy` (a `ProxySelector`) with that
+/// truststore, logging in at `login_url`.
+pub async fn java_client(proxy: &ClientProxy, login_url: &str, build: &Path) -> Command {
+    let mut cmd = java_program(proxy, "GrantshiftClient.java", build).await;
+    cmd.arg("GrantshiftClient")
+        .arg(proxy.addr.ip().to_string())
+        .arg(proxy.addr.port().to_string())
+        .arg(login_url)
+        .arg(API_PATH);
+    cmd
+}
+
+/// Like [`java_client`] for `tests/clients/java/UrlConnectionClient.java`: Java's
+/// `HttpURLConnection` (HTTP/1.1, what Salesforce WSC and Data Loader use), with the proxy in
+/// the `https.proxyHost` / `https.proxyPort` system properties as operators configure those.
+pub async fn url_connection_client(proxy: &ClientProxy, login_url: &str, build: &Path) -> Command {
+    let mut cmd = java_program(proxy, "UrlConnectionClient.java", build).await;
+    cmd.arg(format!("-Dhttps.proxyHost={}", proxy.addr.ip()))
+        .arg(format!("-Dhttps.proxyPort={}", proxy.addr.port()))
+        .arg("UrlConnectionClient")
+        .arg(login_url)
+        .arg(API_PATH);
+    cmd
+}
+
+/// Build `tests/clients/go` (Go's `net/http`, standard library only) with Debian's `go` into
+/// `build/gsclient`, offline (`GOPROXY=off`, `GOTOOLCHAIN=local`, no cgo; the build cache in
+/// `target/clients/go`); the command that runs it with `HTTPS_PROXY` and `SSL_CERT_FILE` set
+/// as an operator would, logging in at `login_url`.
+pub async fn go_client(proxy: &ClientProxy, login_url: &str, build: &Path) -> Command {
+    let go = require_program("go");
+    let go_home = clients_dir().join("go");
+    let binary = build.join("gsclient");
+    if binary.exists() {
+        // Built already for an earlier run in the same `build`.
+        return go_command(&binary, proxy, login_url, build);
+    }
+    let mut compile = Command::new(go);
+    compile
+        .current_dir(client_file("go"))
+        .args(["build", "-trimpath", "-o"])
+        .arg(&binary)
+        .arg(".")
+        .env("GOCACHE", go_home.join("cache"))
+        .env("GOPATH", go_home.join("path"))
+        .env("GOENV", "off")
+        .env("GOFLAGS", "")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOTELEMETRY", "off")
+        .env("GO111MODULE", "on")
+        .env("CGO_ENABLED", "0");
+    let out = run_to_end(compile).await;
+    assert!(
+        out.status.success(),
+        "go build tests/clients/go failed: {}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    go_command(&binary, proxy, login_url, build)
+}
+
+fn go_command(binary: &Path, proxy: &ClientProxy, login_url: &str, build: &Path) -> Command {
+    let mut cmd = client_command(binary, build);
+    cmd.arg(login_url)
+        .arg(API_PATH)
+        .env("HTTPS_PROXY", proxy.url())
+        .env("SSL_CERT_FILE", &proxy.ca_pem_path);
     cmd
 }
 
@@ -407,6 +524,133 @@ pub async fn curl_login_then_rest_call(
     out["data_http_version"] = data.version.into();
     out["data_body"] = data.body.into();
     out
+}
+
+/// The extra steps ([`EXTRA_STEPS_ENV`]) with curl (`flag`: `--http1.1` or `--http2`) by
+/// `route`: a 1 MiB `application/octet-stream` POST to `https://login.salesforce.com/echo`
+/// from a file, then `GET /bytes?n=65536` into a file; the same JSON fields as the client
+/// programs print, added to `out`.
+pub async fn curl_extra_steps(
+    route: &CurlRoute,
+    flag: &str,
+    cwd: &Path,
+    out: &mut serde_json::Value,
+) {
+    use super::salesforce::LOGIN_HOST;
+    let upload = cwd.join("echo-upload.bin");
+    let payload = super::pseudo_random_bytes(ECHO_LEN, 0x5eed);
+    std::fs::write(&upload, &payload).expect("write the upload file");
+    let (mut echo, url) = route.curl(flag, LOGIN_HOST, "/echo", cwd);
+    echo.args([
+        "-H",
+        "Content-Type: application/octet-stream",
+        "--data-binary",
+    ])
+    .arg(format!("@{}", upload.display()))
+    .arg(url);
+    let reply = run_curl(echo).await;
+    out["echo_sent_sha256"] = super::sha256_hex(&payload).into();
+    out["echo_status"] = reply.status.into();
+    out["echo_http_version"] = reply.version.into();
+    out["echo_body"] = reply.body.into();
+
+    let download = cwd.join("bytes.bin");
+    let (mut get, url) = route.curl(flag, LOGIN_HOST, &format!("/bytes?n={GET_LEN}"), cwd);
+    get.arg("-o")
+        .arg(&download)
+        // Replaces curl_command's -w: the header on its own line, then status and version.
+        .args(["-w", "%header{x-sha256}\n%{http_code} %{http_version}"])
+        .arg(url);
+    let reply = run_curl(get).await;
+    let body = std::fs::read(&download).expect("read the downloaded file");
+    out["get_status"] = reply.status.into();
+    out["get_http_version"] = reply.version.into();
+    out["get_sha256"] = super::sha256_hex(&body).into();
+    out["get_x_sha256"] = reply.body.trim().into();
+}
+
+/// The environment variable that makes a client program run the extra steps (value `1`).
+pub const EXTRA_STEPS_ENV: &str = "GS_EXTRA";
+/// The size of the body a client POSTs to `/echo` in the extra steps.
+pub const ECHO_LEN: usize = 1024 * 1024;
+/// The `n` of the `/bytes?n=N` a client GETs in the extra steps.
+pub const GET_LEN: usize = 65536;
+
+/// `cmd` (any runner's command) set to run the extra steps too: `GS_EXTRA=1`.
+pub fn with_extra_steps(cmd: &mut Command) -> &mut Command {
+    cmd.env(EXTRA_STEPS_ENV, "1")
+}
+
+/// The extra steps of a client line ([`EXTRA_STEPS_ENV`]) went through intact: the 1 MiB POST
+/// to `/echo` was answered 200 with `Content-Type: application/octet-stream` and every byte the
+/// client sent (the fake's `body_len` and `body_sha256` against the client's
+/// `echo_sent_sha256`), and `GET /bytes?n=65536` was answered 200 with exactly the fake's
+/// bytes (the client's `get_sha256` = the `x-sha256` header = the sha256 of
+/// [`super::pseudo_random_bytes`]`(65536, BYTES_SEED)`). Says nothing about the login. Returns the
+/// fake's `/echo` JSON (`version`, `host`, `headers`…) for more checks.
+pub fn assert_extra_steps(what: &str, out: &serde_json::Value) -> serde_json::Value {
+    for key in ["echo_error", "get_error"] {
+        assert!(
+            out.get(key).is_none(),
+            "{what}: an extra step failed ({key}): {}\n{out:#}",
+            out[key].as_str().unwrap_or_default()
+        );
+    }
+    assert_eq!(
+        out["echo_status"], 200,
+        "{what}: POST /echo status (did it get {EXTRA_STEPS_ENV}=1?): {out:#}"
+    );
+    let sent = out["echo_sent_sha256"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: no echo_sent_sha256: {out:#}"));
+    assert!(
+        sent.len() == 64 && sent.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{what}: echo_sent_sha256 is not a hex sha256: {sent:?}"
+    );
+    let echo: serde_json::Value = serde_json::from_str(
+        out["echo_body"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no echo_body: {out:#}")),
+    )
+    .unwrap_or_else(|e| panic!("{what}: echo_body is not JSON ({e}): {out:#}"));
+    assert_eq!(
+        echo["body_len"], ECHO_LEN,
+        "{what}: the fake got the whole 1 MiB POST body: {echo:#}"
+    );
+    assert_eq!(
+        echo["body_sha256"].as_str(),
+        Some(&*sent.to_ascii_lowercase()),
+        "{what}: the fake got exactly the bytes the client sent"
+    );
+    let content_types: Vec<&str> = echo["headers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|h| {
+            h[0].as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case("content-type"))
+        })
+        .filter_map(|h| h[1].as_str())
+        .collect();
+    assert_eq!(
+        content_types,
+        vec!["application/octet-stream"],
+        "{what}: the POST to /echo was application/octet-stream: {echo:#}"
+    );
+
+    assert_eq!(out["get_status"], 200, "{what}: GET /bytes status: {out:#}");
+    let expected = super::sha256_hex(&super::pseudo_random_bytes(GET_LEN, super::BYTES_SEED));
+    assert_eq!(
+        out["get_x_sha256"].as_str(),
+        Some(expected.as_str()),
+        "{what}: the x-sha256 header of GET /bytes reached the client: {out:#}"
+    );
+    assert_eq!(
+        out["get_sha256"].as_str(),
+        Some(expected.as_str()),
+        "{what}: the client got exactly the {GET_LEN} bytes the fake served"
+    );
+    echo
 }
 
 /// The requests the fake Salesforce got on its REST API (`/services/data/…`).

@@ -10,6 +10,8 @@
 //! - [`salesforce`]: the fake's orgs, connected apps and users, and its token endpoint,
 //!   `/services/data` and `/id` that behave like Salesforce's.
 //! - [`logins`]: password-grant forms, `[[credentials]]` / `[[rollout]]` TOML, upstream checks.
+//! - [`edges`]: real third-party servers (nginx, Apache httpd, h2o) as the TLS edge in front of
+//!   the fake Salesforce, as Salesforce's own edge would be; their logs tell rejected requests.
 //! - [`proxy`]: grantshift itself, configured against those upstreams, served in-process.
 //! - [`bin`]: the `grantshift` binary: one-shot commands and a running proxy read from its JSON log.
 //! - [`client`]: CONNECT through the proxy, TLS on top, HTTP/1.1 or HTTP/2 requests, raw exchanges.
@@ -22,6 +24,7 @@ pub mod bin;
 pub mod ca;
 pub mod client;
 pub mod clients;
+pub mod edges;
 pub mod faults;
 pub mod logins;
 pub mod proxy;

@@ -158,6 +158,11 @@ impl Shared {
             .forget();
     }
 
+    /// Forget every request received so far.
+    pub fn clear_requests(&self) {
+        self.requests.lock().unwrap().clear();
+    }
+
     /// Every request received so far, in arrival order.
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()

@@ -508,6 +508,12 @@ impl OAuthState {
         self.issued.lock().unwrap().clone()
     }
 
+    /// Back to `world` with no tokens issued.
+    pub fn reset(&self, world: World) {
+        *self.world.lock().unwrap() = world;
+        self.issued.lock().unwrap().clear();
+    }
+
     /// Serve `/services/oauth2/token`.
     pub fn token(&self, call: &Call<'_>) -> SfResponse {
         let kind = classify(call.host);

@@ -171,6 +171,13 @@ impl FakeSalesforce {
     pub async fn wait_token_hold_arrived(&self) {
         self.shared.wait_token_hold_arrived().await
     }
+
+    /// As freshly started: [`World::standard`], no tokens issued, no requests recorded (for a
+    /// test that runs several cases against one long-lived fake, e.g. behind a real edge).
+    pub fn reset(&self) {
+        self.shared.oauth.reset(World::standard());
+        self.shared.clear_requests();
+    }
 }
 
 /// The same routes as [`FakeSalesforce`], over plain HTTP (for absolute-form `http://` forwarding).

@@ -5,6 +5,11 @@
 // PKCS12 truststore built with keytool and named by -Djavax.net.ssl.trustStore. HttpClient
 // offers h2 by ALPN. Compiled and run by tests/real_clients.rs; prints one JSON line (see
 // tests/common/clients.rs). Usage: GrantshiftClient PROXY_HOST PROXY_PORT LOGIN_URL API_PATH
+//
+// With GS_EXTRA=1 it then also POSTs 1 MiB of random bytes (application/octet-stream,
+// BodyPublishers.ofByteArray) to LOGIN_URL/echo and GETs LOGIN_URL/bytes?n=65536 with the same
+// HttpClient; those run even when the login fails (a login that throws is then recorded as
+// login_error instead of ending the program).
 import java.net.InetSocketAddress;
 import java.net.ProxySelector;
 import java.net.URI;
@@ -13,6 +18,8 @@ import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.SecureRandom;
 import java.time.Duration;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -21,11 +28,15 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 public final class GrantshiftClient {
+    private static final int ECHO_LEN = 1024 * 1024;
+    private static final int GET_LEN = 65536;
+
     public static void main(String[] args) throws Exception {
         String proxyHost = args[0];
         int proxyPort = Integer.parseInt(args[1]);
         String loginUrl = args[2];
         String apiPath = args[3];
+        boolean extra = "1".equals(System.getenv("GS_EXTRA"));
 
         HttpClient client = HttpClient.newBuilder()
                 .proxy(ProxySelector.of(new InetSocketAddress(proxyHost, proxyPort)))
@@ -33,6 +44,24 @@ public final class GrantshiftClient {
                 .connectTimeout(Duration.ofSeconds(20))
                 .build();
 
+        StringBuilder out = new StringBuilder("{");
+        out.append("\"client\":").append(quote("java-httpclient/" + System.getProperty("java.version")));
+        if (extra) {
+            try {
+                loginAndRestCall(client, loginUrl, apiPath, out);
+            } catch (Exception e) {
+                out.append(",\"login_error\":").append(quote(e.toString()));
+            }
+            extraSteps(client, loginUrl, out);
+        } else {
+            loginAndRestCall(client, loginUrl, apiPath, out);
+        }
+        out.append("}");
+        System.out.println(out);
+    }
+
+    private static void loginAndRestCall(HttpClient client, String loginUrl, String apiPath, StringBuilder out)
+            throws Exception {
         Map<String, String> form = new LinkedHashMap<>();
         form.put("grant_type", "password");
         form.put("client_id", System.getenv("GS_CLIENT_ID"));
@@ -51,8 +80,6 @@ public final class GrantshiftClient {
                 .build();
         HttpResponse<String> token = client.send(login, HttpResponse.BodyHandlers.ofString());
 
-        StringBuilder out = new StringBuilder("{");
-        out.append("\"client\":").append(quote("java-httpclient/" + System.getProperty("java.version")));
         out.append(",\"token_status\":").append(token.statusCode());
         out.append(",\"token_http_version\":").append(quote(token.version().name()));
         out.append(",\"token_body\":").append(quote(token.body()));
@@ -71,8 +98,47 @@ public final class GrantshiftClient {
             out.append(",\"data_http_version\":").append(quote(data.version().name()));
             out.append(",\"data_body\":").append(quote(data.body()));
         }
-        out.append("}");
-        System.out.println(out);
+    }
+
+    /** The GS_EXTRA steps: a 1 MiB POST to /echo and a GET of /bytes, each recorded or its error. */
+    private static void extraSteps(HttpClient client, String loginUrl, StringBuilder out) throws Exception {
+        byte[] payload = new byte[ECHO_LEN];
+        new SecureRandom().nextBytes(payload);
+        out.append(",\"echo_sent_sha256\":").append(quote(sha256(payload)));
+        try {
+            HttpRequest echo = HttpRequest.newBuilder(URI.create(loginUrl + "/echo"))
+                    .timeout(Duration.ofSeconds(60))
+                    .header("Content-Type", "application/octet-stream")
+                    .POST(HttpRequest.BodyPublishers.ofByteArray(payload))
+                    .build();
+            HttpResponse<String> r = client.send(echo, HttpResponse.BodyHandlers.ofString());
+            out.append(",\"echo_status\":").append(r.statusCode());
+            out.append(",\"echo_http_version\":").append(quote(r.version().name()));
+            out.append(",\"echo_body\":").append(quote(r.body()));
+        } catch (Exception e) {
+            out.append(",\"echo_error\":").append(quote(e.toString()));
+        }
+        try {
+            HttpRequest get = HttpRequest.newBuilder(URI.create(loginUrl + "/bytes?n=" + GET_LEN))
+                    .timeout(Duration.ofSeconds(60))
+                    .GET()
+                    .build();
+            HttpResponse<byte[]> r = client.send(get, HttpResponse.BodyHandlers.ofByteArray());
+            out.append(",\"get_status\":").append(r.statusCode());
+            out.append(",\"get_http_version\":").append(quote(r.version().name()));
+            out.append(",\"get_sha256\":").append(quote(sha256(r.body())));
+            out.append(",\"get_x_sha256\":").append(quote(r.headers().firstValue("x-sha256").orElse(null)));
+        } catch (Exception e) {
+            out.append(",\"get_error\":").append(quote(e.toString()));
+        }
+    }
+
+    private static String sha256(byte[] bytes) throws Exception {
+        StringBuilder hex = new StringBuilder();
+        for (byte b : MessageDigest.getInstance("SHA-256").digest(bytes)) {
+            hex.append(String.format("%02x", b & 0xff));
+        }
+        return hex.toString();
     }
 
     /** A string field of a flat JSON object (the token response), unescaped enough for URLs and tokens. */
@@ -84,7 +150,11 @@ public final class GrantshiftClient {
         return m.group(1).replace("\\/", "/");
     }
 
+    /** A JSON string (or null). */
     private static String quote(String s) {
+        if (s == null) {
+            return "null";
+        }
         StringBuilder b = new StringBuilder("\"");
         for (char c : s.toCharArray()) {
             switch (c) {

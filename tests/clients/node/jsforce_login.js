@@ -4,8 +4,18 @@
 // jsforce 3.10.16 reads the proxy from HTTPS_PROXY itself; Node reads grantshift's CA from
 // NODE_EXTRA_CA_CERTS. Run by tests/real_clients.rs with NODE_PATH pointing at the
 // node_modules scripts/test installed; prints one JSON line (see tests/common/clients.rs).
+// Usage: jsforce_login.js LOGIN_URL API_VERSION
+//
+// With GS_EXTRA=1 it then also POSTs 1 MiB of random bytes (application/octet-stream) to
+// LOGIN_URL/echo and GETs LOGIN_URL/bytes?n=65536. Those go through the connection's own
+// transport, `conn._transport.httpRequest` (node-fetch 2 + https-proxy-agent from HTTPS_PROXY,
+// HTTP/1.1 only), the same call jsforce's OAuth2 login and SOAP logout make: the public
+// `conn.request` would also send them that way but hides the status code and response headers
+// (it resolves to the parsed body) and adds the Bearer token. They run even when the login
+// fails; a login that throws is then recorded as `login_error` instead of ending the program.
 "use strict";
 
+const crypto = require("crypto");
 const fs = require("fs");
 const path = require("path");
 const jsforce = require("jsforce");
@@ -14,6 +24,53 @@ const [loginUrl, apiVersion] = process.argv.slice(2);
 const jsforceVersion = JSON.parse(
   fs.readFileSync(path.join(path.dirname(require.resolve("jsforce")), "package.json"), "utf8"),
 ).version;
+const extra = process.env.GS_EXTRA === "1";
+const ECHO_LEN = 1024 * 1024;
+const GET_LEN = 65536;
+
+const sha256 = (buf) => crypto.createHash("sha256").update(buf).digest("hex");
+const describe = (err) => (err && err.stack ? err.stack : String(err));
+
+async function loginAndRestCall(conn, result) {
+  const user = await conn.login(process.env.GS_USERNAME, process.env.GS_PASSWORD);
+  result.access_token = conn.accessToken;
+  result.instance_url = conn.instanceUrl;
+  result.user_id = user.id;
+  result.organization_id = user.organizationId;
+  const data = await conn.request(`/services/data/v${apiVersion}/sobjects/Account`);
+  result.data_status = 200;
+  result.data_body = JSON.stringify(data);
+}
+
+async function extraSteps(conn, result) {
+  const payload = crypto.randomBytes(ECHO_LEN);
+  result.echo_sent_sha256 = sha256(payload);
+  try {
+    const echo = await conn._transport.httpRequest({
+      method: "POST",
+      url: `${loginUrl}/echo`,
+      body: payload,
+      // What conn.request's beforeSend would set for a body of known size.
+      headers: { "Content-Type": "application/octet-stream", "Content-Length": String(ECHO_LEN) },
+    });
+    result.echo_status = echo.statusCode;
+    result.echo_body = echo.body;
+  } catch (err) {
+    result.echo_error = describe(err);
+  }
+  try {
+    // latin1: jsforce reads the body into a string with this encoding; latin1 maps bytes 1:1.
+    const got = await conn._transport.httpRequest(
+      { method: "GET", url: `${loginUrl}/bytes?n=${GET_LEN}` },
+      { encoding: "latin1" },
+    );
+    result.get_status = got.statusCode;
+    result.get_sha256 = sha256(Buffer.from(got.body, "latin1"));
+    result.get_x_sha256 = got.headers["x-sha256"];
+  } catch (err) {
+    result.get_error = describe(err);
+  }
+}
 
 async function main() {
   const conn = new jsforce.Connection({
@@ -24,22 +81,21 @@ async function main() {
     },
     version: apiVersion,
   });
-  const user = await conn.login(process.env.GS_USERNAME, process.env.GS_PASSWORD);
-  const data = await conn.request(`/services/data/v${apiVersion}/sobjects/Account`);
-  console.log(
-    JSON.stringify({
-      client: `jsforce/${jsforceVersion}`,
-      access_token: conn.accessToken,
-      instance_url: conn.instanceUrl,
-      user_id: user.id,
-      organization_id: user.organizationId,
-      data_status: 200,
-      data_body: JSON.stringify(data),
-    }),
-  );
+  const result = { client: `jsforce/${jsforceVersion}` };
+  if (extra) {
+    try {
+      await loginAndRestCall(conn, result);
+    } catch (err) {
+      result.login_error = describe(err);
+    }
+    await extraSteps(conn, result);
+  } else {
+    await loginAndRestCall(conn, result);
+  }
+  console.log(JSON.stringify(result));
 }
 
 main().catch((err) => {
-  console.error(`jsforce failed: ${err && err.stack ? err.stack : err}`);
+  console.error(`jsforce failed: ${describe(err)}`);
   process.exit(1);
 });

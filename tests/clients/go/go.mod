@@ -1,0 +1,3 @@
+module grantshift-test-clients/gsclient
+
+go 1.19
