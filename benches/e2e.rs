@@ -1,15 +1,41 @@
-//! End-to-end benchmark: the real `grantshift` release binary between a load client and a fake
-//! Salesforce over TLS, measured against a direct connection to the same fake in the same run.
+//! End-to-end benchmark: the real `grantshift` release binary between a load client and the
+//! Salesforce hosts over TLS (by default nginx as their TLS edge in front of a fake Salesforce),
+//! measured against a direct connection to the same upstream in the same run.
 //!
 //! ```sh
 //! cargo bench --bench e2e                     # full size, 3 rounds (a few minutes)
 //! cargo bench --bench e2e -- --quick          # 1/10 of the size, 1 round (or GRANTSHIFT_BENCH_QUICK=1)
 //! cargo bench --bench e2e -- --only A32,B32   # some scenarios (A1 A32 A1ev A32ev B32 C D E L1)
 //! cargo bench --bench e2e -- --rounds 5       # more rounds: medians over more samples
+//! cargo bench --bench e2e -- --upstream nginx-h1   # nginx-h2 (default), nginx-h1 or fake
 //! cargo bench --bench e2e -- --only A32 --perf-dir /tmp/perf   # + perf record / perf stat of the proxy
 //! ```
 //!
-//! The table goes to stdout and to `target/bench-e2e.md`.
+//! The table goes to stdout and to `target/bench-e2e-<upstream>.md` (`bench-e2e-nginx-h2.md`,
+//! ...); its heading names the upstream (e.g. `upstream: nginx 1.22.1 (h2 + http/1.1)`), so
+//! tables of different runs cannot be confused.
+//!
+//! # Upstream (`--upstream`)
+//!
+//! - **`nginx-h2`** (default) and **`nginx-h1`**: Debian's nginx (`--nginx PATH`, default
+//!   `/usr/sbin/nginx`) is the TLS edge of `login.salesforce.com`, `acme.my.salesforce.com` and
+//!   `conn.my.salesforce.com`, as a real server is in production: the bench starts it as its
+//!   child, `nginx -p <work dir>/nginx/ -c nginx.conf`, the config saying `daemon off;
+//!   master_process off; worker_processes 1;` (one process: its CPU is that process's) and
+//!   keeping everything (pid, lock file, `error_log ... warn`, temp paths) in that directory;
+//!   `access_log off`; never the system service or `/etc/nginx`. Its certificate is one leaf
+//!   for the three hosts from the fake's CA (`support/fake_ca.rs`). One server for the login
+//!   host and the My Domain, `listen ... ssl http2` (ALPN h2 + http/1.1; `nginx-h1`: `listen
+//!   ... ssl`, HTTP/1.1 only) with `keepalive_requests 100000000; keepalive_timeout 300s;`; a
+//!   second, `listen ... ssl` (HTTP/1.1) with `keepalive_timeout 0;`, for
+//!   `conn.my.salesforce.com` (closes after every response: scenario C). Both `proxy_pass` with
+//!   `proxy_http_version 1.1`, `Connection ""` and `Host $host` to an `upstream { keepalive 64; }`
+//!   of the fake on a plain HTTP/1.1 listener, which checks the Host (there is no SNI to check)
+//!   and counts requests as over TLS. nginx starts after this process pins itself, so it
+//!   inherits CPU 1; its CPU time counts as the client side's.
+//! - **`fake`**: no nginx; the fake Salesforce terminates TLS itself (below), as before this
+//!   option existed. Its HTTP/2 multiplexing hides real costs (one pooled h2 connection for
+//!   all 32 clients).
 //!
 //! # Set-up
 //!
@@ -17,18 +43,24 @@
 //!   (not the one `cargo bench` builds for benches: that one carries the test-only
 //!   `fault-injection` hooks through the dev-dependency), copied into a temporary directory so
 //!   a concurrent rebuild cannot swap it mid-run, and started as `taskset -c 0 grantshift run`
-//!   with `RUST_LOG=warn`, `admin_listen = ""`, `connect_to_only = true`, `connect_to` for the
-//!   fake hosts, one `[[credentials]]` mapping the bench username to the My Domain, and
-//!   `[telemetry] events = ""` (the `ev` rows: an events file, the default).
+//!   with `RUST_LOG=warn`, `admin_listen` on a 127.0.0.1 port the bench picks (for `/metrics`),
+//!   `connect_to_only = true`, `connect_to` for the Salesforce hosts (nginx's two ports, or
+//!   the fake's) and the plain servers, `extra_root_certs` = the fake's CA (which also signed
+//!   nginx's leaf), one `[[credentials]]` mapping the bench username to the My Domain, and
+//!   `[telemetry] events = ""` (the `ev` rows: an events file, the default). Around each
+//!   measured proxy run of A, B and C the bench reads `grantshift_upstream_connections_total`
+//!   from `/metrics`: the table's "upstream conns opened" (`-` if the counter is missing).
 //! - **This process** (load client, fake Salesforce, plain TCP servers) pins itself to CPU 1
-//!   with `taskset -a -p -c 1 <own pid>` before it starts any thread, and runs everything on one
-//!   current-thread tokio runtime. `taskset` (util-linux) rather than a crate such as
-//!   `core_affinity`: it is the same tool that pins the proxy, needs no new dependency and no
-//!   `unsafe`, and every thread created afterwards inherits the mask.
+//!   with `taskset -a -p -c 1 <own pid>` before it starts any thread (or child: nginx inherits
+//!   the mask), and runs everything on one current-thread tokio runtime. `taskset`
+//!   (util-linux) rather than a crate such as `core_affinity`: it is the same tool that pins
+//!   the proxy, needs no new dependency and no `unsafe`, and every thread created afterwards
+//!   inherits the mask.
 //! - **The fake Salesforce**: its own rcgen CA; leaves for `login.salesforce.com` and
 //!   `acme.my.salesforce.com` chosen by SNI, ALPN `h2` + `http/1.1` (the proxy's pooled client
 //!   picks h2, as with the real Salesforce); a second listener for `conn.my.salesforce.com`
-//!   speaks HTTP/1.1 only and closes every connection after one response (scenario C). Plus a
+//!   speaks HTTP/1.1 only and closes every connection after one response (scenario C); with
+//!   nginx, a third, plain HTTP/1.1 keep-alive listener that nginx forwards to. Plus a
 //!   plain TCP "blob" server (`files.bench.test`: send an 8-byte length, get that many bytes)
 //!   and a TCP echo server (`idle.bench.test`), both blind-tunnelled.
 //!
@@ -42,8 +74,9 @@
 //!   32 keep-alive connections. [The same GET, direct.]
 //! - **C**: a new connection per request, 8 at a time: CONNECT + client TLS handshake with the
 //!   proxy + the proxy's own TCP + TLS handshake upstream (the fake closes after each
-//!   response). The client offers no session resumption; the proxy's upstream client may
-//!   resume (rustls default, as against the real Salesforce). [TCP + TLS per request, direct.]
+//!   response, as does nginx's second server). The client offers no session resumption; the
+//!   proxy's upstream client may resume (rustls default, as against the real Salesforce; nginx
+//!   issues session tickets by default). [TCP + TLS per request, direct.]
 //! - **D**: one 1 GiB download through a blind tunnel to `files.bench.test`. [Plain TCP,
 //!   direct.]
 //! - **E**: 5,000 idle tunnels held open to `idle.bench.test` (each checked by one echo) on a
@@ -57,7 +90,7 @@
 //! is `utime + stime` from `/proc/<pid>/stat` (all its threads) around the measured part; the
 //! same for this process and the `/proc/stat` per-CPU busy time give how loaded each core
 //! was, and by what else. Every response is checked (status and body size) and the fake
-//! counts what it answered: a wrong answer stops the run. There are no timed assertions: the
+//! counts what it answered (behind nginx too): a wrong answer stops the run. There are no timed assertions: the
 //! "met?" column is a report, never a failure.
 
 #[path = "support/fake_ca.rs"]
@@ -72,7 +105,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -164,12 +197,45 @@ struct Args {
         default_value = "task-clock,context-switches,cpu-migrations,page-faults"
     )]
     perf_stat_events: String,
-    /// Keep the temporary directory (configs, CAs, proxy logs, events files).
+    /// What answers for the Salesforce hosts: `nginx-h2` = Debian's nginx as their TLS edge
+    /// (ALPN h2 and http/1.1) in front of the fake over plain HTTP/1.1; `nginx-h1` = the same
+    /// with HTTP/1.1 only; `fake` = the in-process fake speaking TLS itself (h2, http/1.1).
+    #[arg(long, value_enum, default_value = "nginx-h2")]
+    upstream: Upstream,
+    /// The nginx binary for `--upstream nginx-*`.
+    #[arg(long, value_name = "PATH", default_value = "/usr/sbin/nginx")]
+    nginx: PathBuf,
+    /// Keep the temporary directory (configs, CAs, proxy logs, events files, nginx's files).
     #[arg(long)]
     keep_dir: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+}
+
+/// What answers for the Salesforce hosts (`--upstream`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Upstream {
+    /// The in-process fake terminates TLS itself.
+    Fake,
+    /// nginx terminates TLS (`listen ... ssl http2`: ALPN h2 + http/1.1) in front of the fake.
+    NginxH2,
+    /// nginx terminates TLS (`listen ... ssl`: HTTP/1.1 only) in front of the fake.
+    NginxH1,
+}
+
+impl Upstream {
+    fn key(self) -> &'static str {
+        match self {
+            Upstream::Fake => "fake",
+            Upstream::NginxH2 => "nginx-h2",
+            Upstream::NginxH1 => "nginx-h1",
+        }
+    }
+
+    fn is_nginx(self) -> bool {
+        self != Upstream::Fake
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -357,6 +423,9 @@ fn bench(args: &Args) -> Result<(), String> {
         perf_stat_events: args.perf_stat_events.clone(),
         clk_tck: clock_ticks_per_second(),
         cpus,
+        upstream: args.upstream,
+        nginx_bin: args.nginx.clone(),
+        nginx_pid: std::sync::OnceLock::new(),
     };
     let started = Instant::now();
     let result = runtime.block_on(run_all(&env, &scenarios, rounds, sizes));
@@ -371,7 +440,7 @@ fn bench(args: &Args) -> Result<(), String> {
     let text = report.render(&env, rounds, sizes, args.quick, started.elapsed(), &built);
     println!("\n{text}");
     println!("work dir: {where_}");
-    let md = target_dir().join("bench-e2e.md");
+    let md = target_dir().join(format!("bench-e2e-{}.md", args.upstream.key()));
     std::fs::write(&md, &text).map_err(|e| format!("writing {}: {e}", md.display()))?;
     println!("table written to {}", md.display());
     Ok(())
@@ -393,6 +462,10 @@ struct Env {
     clk_tck: u64,
     /// CPUs of the machine (counted before pinning).
     cpus: usize,
+    upstream: Upstream,
+    nginx_bin: PathBuf,
+    /// nginx's (single) process, once started: its CPU counts as the client side's.
+    nginx_pid: std::sync::OnceLock<u32>,
 }
 
 /// `<target>/`: this bench runs from `<target>/release/deps/e2e-<hash>`.
@@ -521,6 +594,12 @@ struct Report {
     warn_lines: Vec<String>,
     events_checked: Option<(usize, usize)>,
     fake_upstream_conns: u64,
+    /// What answered for the Salesforce hosts, for the heading.
+    upstream: String,
+    /// nginx's Cpus_allowed_list (`--upstream nginx-*`).
+    nginx_cpus: Option<String>,
+    /// nginx's error.log lines (all at `warn` or above), when it ran.
+    nginx_log: Option<Vec<String>>,
 }
 
 async fn run_all(
@@ -529,15 +608,40 @@ async fn run_all(
     rounds: usize,
     sizes: Sizes,
 ) -> Result<Report, String> {
-    let fake = FakeSalesforce::start(&env.dir).await?;
+    let fake = FakeSalesforce::start(&env.dir, env.upstream.is_nginx()).await?;
     let blob = start_blob_server().await?;
     let echo = start_echo_server().await?;
+    // Started after pin_self: nginx inherits this process's CPU.
+    let nginx = if env.upstream.is_nginx() {
+        let nginx = Nginx::start(env, &fake).await?;
+        let _ = env.nginx_pid.set(nginx.pid);
+        Some(nginx)
+    } else {
+        None
+    };
+    let (fake_main, fake_close) = match &nginx {
+        Some(nginx) => (nginx.main, nginx.close),
+        None => (fake.main, fake.close),
+    };
     let servers = Servers {
-        fake_main: fake.main,
-        fake_close: fake.close,
+        fake_main,
+        fake_close,
         blob,
         echo,
     };
+    let upstream = match &nginx {
+        Some(nginx) => format!(
+            "nginx {} ({})",
+            nginx.version,
+            if env.upstream == Upstream::NginxH2 {
+                "h2 + http/1.1"
+            } else {
+                "http/1.1"
+            }
+        ),
+        None => "in-process fake (h2 + http/1.1)".into(),
+    };
+    let nginx_cpus = nginx.as_ref().map(|n| cpus_allowed(&n.pid.to_string()));
     let direct = Route::Direct {
         servers,
         tls: TlsConnector::from(client_tls(&fake.ca_pem, true)?),
@@ -676,12 +780,19 @@ async fn run_all(
         }
         warn_lines.extend(proxy.stop().await?);
     }
+    let nginx_log = match nginx {
+        Some(nginx) => Some(nginx.stop().await?),
+        None => None,
+    };
     Ok(Report {
         samples,
         proxy_cpus,
         warn_lines,
         events_checked,
         fake_upstream_conns: fake.stats.connections.load(Ordering::SeqCst),
+        upstream,
+        nginx_cpus,
+        nginx_log,
     })
 }
 
@@ -724,6 +835,19 @@ struct Measured {
     bench_cpu: f64,
     /// Busy seconds of CPU 0 and CPU 1 from /proc/stat (everything, ours included).
     cpu_busy: [f64; 2],
+    /// Upstream connections the proxy opened (proxy runs of A, B and C; `None` also when its
+    /// `/metrics` has no such counter).
+    upstream_conns: Option<UpstreamConns>,
+}
+
+/// The proxy's upstream connections by protocol (`h2`, `http/1.1`), from
+/// `grantshift_upstream_connections_total`.
+#[derive(Clone, Debug)]
+struct UpstreamConns {
+    /// Opened during the measured run.
+    opened: BTreeMap<String, u64>,
+    /// Opened since the proxy started, at the end of the run.
+    in_all: BTreeMap<String, u64>,
 }
 
 impl Measured {
@@ -748,14 +872,19 @@ struct Snapshot {
     cpu_busy: [u64; 2],
 }
 
-fn snapshot(proxy: Option<u32>) -> Result<Snapshot, String> {
+/// `self_ticks` is this process plus nginx (when it runs): both are the load side, on CPU 1.
+fn snapshot(env: &Env, proxy: Option<u32>) -> Result<Snapshot, String> {
     Ok(Snapshot {
         at: Instant::now(),
         proxy_ticks: match proxy {
             Some(pid) => process_ticks(&pid.to_string())?,
             None => 0,
         },
-        self_ticks: process_ticks("self")?,
+        self_ticks: process_ticks("self")?
+            + match env.nginx_pid.get() {
+                Some(pid) => process_ticks(&pid.to_string())?,
+                None => 0,
+            },
         cpu_busy: cpu_busy_ticks(),
     })
 }
@@ -779,6 +908,7 @@ fn measured(
             after.cpu_busy[0].saturating_sub(before.cpu_busy[0]) as f64 / tck,
             after.cpu_busy[1].saturating_sub(before.cpu_busy[1]) as f64 / tck,
         ],
+        upstream_conns: None,
     }
 }
 
@@ -1177,10 +1307,12 @@ async fn keep_alive(
     // Warm-up: leaf minted, upstream pool filled, allocator and caches warm.
     keep_alive_run(route, req, conns, warm.max(conns), None).await?;
     let before_fake = fake.stats.counts();
+    let before_upstream = upstream_connections(proxy).await;
     let perf = Perf::start(env, proxy, tag).await?;
     let m = keep_alive_run(route, req, conns, n, Some((env, proxy.map(|p| p.pid)))).await;
     perf.stop();
-    let m = m?;
+    let mut m = m?;
+    m.upstream_conns = opened(before_upstream, upstream_connections(proxy).await);
     let after_fake = fake.stats.counts();
     let answered = match req {
         Req::Token | Req::TokenDirect => after_fake.tokens - before_fake.tokens,
@@ -1234,7 +1366,7 @@ async fn keep_alive_run(
     }
     ready.wait().await;
     let before = match measure {
-        Some((_, pid)) => Some(snapshot(pid)?),
+        Some((env, pid)) => Some(snapshot(env, pid)?),
         None => None,
     };
     let _ = go_tx.send(true);
@@ -1252,7 +1384,7 @@ async fn keep_alive_run(
         }
     }
     let after = match measure {
-        Some((_, pid)) => Some(snapshot(pid)?),
+        Some((env, pid)) => Some(snapshot(env, pid)?),
         None => None,
     };
     if let Some(e) = first_error {
@@ -1286,13 +1418,15 @@ async fn per_connection(
 ) -> Result<Measured, String> {
     per_connection_run(route, conc, (n / 10).clamp(conc, 200)).await?;
     let before_fake = fake.stats.counts();
+    let before_upstream = upstream_connections(proxy).await;
     let perf = Perf::start(env, proxy, tag).await?;
     let pid = proxy.map(|p| p.pid);
-    let before = snapshot(pid)?;
+    let before = snapshot(env, pid)?;
     let latencies = per_connection_run(route, conc, n).await;
-    let after = snapshot(pid)?;
+    let after = snapshot(env, pid)?;
     perf.stop();
     let latencies = latencies?;
+    let upstream_conns = opened(before_upstream, upstream_connections(proxy).await);
     let after_fake = fake.stats.counts();
     if after_fake.data - before_fake.data != n as u64 || after_fake.rejected != before_fake.rejected
     {
@@ -1301,7 +1435,10 @@ async fn per_connection(
             after_fake.data - before_fake.data
         ));
     }
-    Ok(measured(env, before, after, n as u64, latencies))
+    Ok(Measured {
+        upstream_conns,
+        ..measured(env, before, after, n as u64, latencies)
+    })
 }
 
 async fn per_connection_run(route: &Route, conc: usize, n: usize) -> Result<Vec<u64>, String> {
@@ -1366,7 +1503,7 @@ async fn echo_ping_pong(
     let perf = Perf::start(env, proxy, tag).await?;
     let pid = proxy.map(|p| p.pid);
     let mut latencies = Vec::with_capacity(n);
-    let before = snapshot(pid)?;
+    let before = snapshot(env, pid)?;
     for _ in 0..n {
         let started = Instant::now();
         if let Err(e) = round_trip(&mut tcp).await {
@@ -1375,7 +1512,7 @@ async fn echo_ping_pong(
         }
         latencies.push(started.elapsed().as_nanos() as u64);
     }
-    let after = snapshot(pid)?;
+    let after = snapshot(env, pid)?;
     perf.stop();
     Ok(measured(env, before, after, n as u64, latencies))
 }
@@ -1392,9 +1529,9 @@ async fn download(
     download_once(route, (bytes / 8).min(64 << 20)).await?;
     let perf = Perf::start(env, proxy, tag).await?;
     let pid = proxy.map(|p| p.pid);
-    let before = snapshot(pid)?;
+    let before = snapshot(env, pid)?;
     let took = download_once(route, bytes).await;
-    let after = snapshot(pid)?;
+    let after = snapshot(env, pid)?;
     perf.stop();
     let took = took?;
     Ok(measured(env, before, after, bytes, vec![took]))
@@ -1458,9 +1595,9 @@ async fn idle_tunnels(
     drop(warm);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (baseline_kib, baseline_fds) = rss_kib(proxy.pid)?;
-    let before = snapshot(Some(proxy.pid))?;
+    let before = snapshot(env, Some(proxy.pid))?;
     let tunnels = open_tunnels(&route, n).await?;
-    let after = snapshot(Some(proxy.pid))?;
+    let after = snapshot(env, Some(proxy.pid))?;
     // Let the proxy finish whatever follows the last echo.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (with_tunnels_kib, with_tunnels_fds) = rss_kib(proxy.pid)?;
@@ -1524,6 +1661,8 @@ struct ProxyProcess {
     child: Mutex<Child>,
     pid: u32,
     addr: SocketAddr,
+    /// Its admin server (`/metrics`).
+    admin: SocketAddr,
     dir: PathBuf,
     events: bool,
     tls: TlsConnector,
@@ -1547,18 +1686,15 @@ impl ProxyProcess {
     ) -> Result<ProxyProcess, String> {
         let dir = env.dir.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        // The proxy's port: picked here (the proxy logs it only at INFO, and runs at WARN).
-        let port = std::net::TcpListener::bind((LOOPBACK, 0))
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("picking a port: {e}"))?
-            .port();
-        let addr = SocketAddr::new(LOOPBACK, port);
+        // The proxy's ports: picked here (the proxy logs them only at INFO, and runs at WARN).
+        // The admin server: only its /metrics, scraped around measured runs.
+        let [addr, admin] = pick_ports()?;
         let q = |s: &str| format!("{s:?}");
         let config = format!(
             r#"# Generated by benches/e2e.rs
 [proxy]
 listen = "{addr}"
-admin_listen = ""
+admin_listen = "{admin}"
 max_connections = 20000
 shutdown_grace = "2s"
 
@@ -1679,6 +1815,7 @@ events = {events}
             child: Mutex::new(child),
             pid,
             addr,
+            admin,
             dir,
             events,
             tls: TlsConnector::from(client_tls(&ca_pem, true)?),
@@ -1693,6 +1830,36 @@ events = {events}
             tls: self.tls.clone(),
             tls_fresh: self.tls_fresh.clone(),
         }
+    }
+
+    /// `grantshift_upstream_connections_total` by protocol, from the admin server's
+    /// `/metrics`; `None` if it cannot be read or has no such counter.
+    async fn upstream_connections(&self) -> Option<BTreeMap<String, u64>> {
+        let scrape = async {
+            let mut tcp = TcpStream::connect(self.admin).await.ok()?;
+            tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut text = String::new();
+            tcp.read_to_string(&mut text).await.ok()?;
+            Some(text)
+        };
+        let text = tokio::time::timeout(STEP_TIMEOUT, scrape).await.ok()??;
+        let mut by_protocol = BTreeMap::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("grantshift_upstream_connections_total{") else {
+                continue;
+            };
+            let Some((labels, value)) = rest.split_once("} ") else {
+                continue;
+            };
+            let protocol = labels
+                .split(',')
+                .find_map(|l| l.strip_prefix("protocol=\"")?.strip_suffix('"'))?;
+            let value: f64 = value.split_whitespace().next()?.parse().ok()?;
+            by_protocol.insert(protocol.to_string(), value as u64);
+        }
+        (!by_protocol.is_empty()).then_some(by_protocol)
     }
 
     /// Wait (bounded) until the events file has `expected` lines; all must be `upgraded`.
@@ -1753,6 +1920,44 @@ impl Drop for ProxyProcess {
     }
 }
 
+/// `N` distinct free ports on 127.0.0.1 (for a child process to bind).
+fn pick_ports<const N: usize>() -> Result<[SocketAddr; N], String> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind((LOOPBACK, 0)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| format!("picking a port: {e}"))?;
+    let addrs = listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| format!("picking a port: {e}"))?;
+    Ok(addrs.try_into().expect("N addresses"))
+}
+
+/// The proxy's upstream connection counters (see [`ProxyProcess::upstream_connections`]);
+/// `None` for a direct run.
+async fn upstream_connections(proxy: Option<&ProxyProcess>) -> Option<BTreeMap<String, u64>> {
+    proxy?.upstream_connections().await
+}
+
+/// Connections opened between two readings of the counters, by protocol.
+fn opened(
+    before: Option<BTreeMap<String, u64>>,
+    after: Option<BTreeMap<String, u64>>,
+) -> Option<UpstreamConns> {
+    let (before, after) = (before?, after?);
+    Some(UpstreamConns {
+        opened: after
+            .iter()
+            .map(|(protocol, n)| {
+                let was = before.get(protocol).copied().unwrap_or(0);
+                (protocol.clone(), n.saturating_sub(was))
+            })
+            .collect(),
+        in_all: after,
+    })
+}
+
 async fn probe(addr: SocketAddr) -> Result<(), String> {
     let mut tcp = TcpStream::connect(addr)
         .await
@@ -1792,11 +1997,212 @@ fn drain_stderr(stderr: std::process::ChildStderr, file: std::fs::File, log: Arc
 }
 
 // ---------------------------------------------------------------------------------------------
+// nginx: the TLS edge of the Salesforce hosts (`--upstream nginx-h2|nginx-h1`)
+
+/// Debian's nginx in front of the fake, as one process (`master_process off`): its CPU is
+/// that process's, and it inherits this process's CPU mask. Config, pid, lock, logs and temp
+/// paths all live in `<work dir>/nginx/`.
+struct Nginx {
+    child: Child,
+    pid: u32,
+    /// LOGIN_HOST and MY_DOMAIN: keep-alive (as good as unlimited); h2 + http/1.1 or
+    /// http/1.1 only.
+    main: SocketAddr,
+    /// CONN_HOST: HTTP/1.1, closes after every response (scenario C).
+    close: SocketAddr,
+    dir: PathBuf,
+    /// `1.22.1`, from `nginx -v`.
+    version: String,
+}
+
+impl Nginx {
+    async fn start(env: &Env, fake: &FakeSalesforce) -> Result<Nginx, String> {
+        let bin = &env.nginx_bin;
+        let out = Command::new(bin)
+            .arg("-v")
+            .output()
+            .map_err(|e| format!("running {} -v: {e} (--nginx PATH)", bin.display()))?;
+        // `nginx version: nginx/1.22.1`, on stderr.
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        let version = said
+            .split_once("nginx/")
+            .map(|(_, v)| v.split_whitespace().next().unwrap_or_default().to_string())
+            .ok_or_else(|| format!("{} -v said {said:?}", bin.display()))?;
+        let (Some(plain), Some((cert_pem, key_pem))) = (fake.plain, &fake.nginx_leaf) else {
+            return Err("the fake was started without its nginx listener".into());
+        };
+        let dir = env.dir.join("nginx");
+        std::fs::create_dir_all(dir.join("temp")).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let write = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text)
+                .map_err(|e| format!("writing {}: {e}", path.display()))
+                .map(|()| path.display().to_string())
+        };
+        let cert = write("leaf.pem", cert_pem)?;
+        let key = write("leaf.key", key_pem)?;
+        let [main, close] = pick_ports()?;
+        let d = dir.display();
+        let http2 = if env.upstream == Upstream::NginxH2 {
+            " http2"
+        } else {
+            ""
+        };
+        let location = "location / {
+            proxy_pass http://fake_salesforce;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host $host;
+        }";
+        let config = format!(
+            r#"# Generated by benches/e2e.rs: nginx as the TLS edge of the fake Salesforce.
+daemon off;
+master_process off;
+worker_processes 1;
+pid "{d}/nginx.pid";
+lock_file "{d}/nginx.lock";
+error_log "{d}/error.log" warn;
+
+events {{
+    worker_connections 4096;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path "{d}/temp/client_body";
+    proxy_temp_path "{d}/temp/proxy";
+    fastcgi_temp_path "{d}/temp/fastcgi";
+    uwsgi_temp_path "{d}/temp/uwsgi";
+    scgi_temp_path "{d}/temp/scgi";
+
+    ssl_certificate "{cert}";
+    ssl_certificate_key "{key}";
+    ssl_protocols TLSv1.2 TLSv1.3;
+
+    upstream fake_salesforce {{
+        server {plain};
+        keepalive 64;
+    }}
+
+    # The login host and the My Domain: keep-alive, effectively unlimited.
+    server {{
+        listen {main} ssl{http2};
+        server_name {LOGIN_HOST} {MY_DOMAIN};
+        keepalive_requests 100000000;
+        keepalive_timeout 300s;
+        {location}
+    }}
+
+    # Closes after every response: a new connection per request (scenario C).
+    server {{
+        listen {close} ssl;
+        server_name {CONN_HOST};
+        keepalive_timeout 0;
+        {location}
+    }}
+}}
+"#
+        );
+        let conf = write("nginx.conf", &config)?;
+        let stderr = std::fs::File::create(dir.join("stderr.log"))
+            .map_err(|e| format!("creating nginx's stderr.log: {e}"))?;
+        let mut child = Command::new(bin)
+            .arg("-p")
+            .arg(format!("{d}/"))
+            .args(["-c", &conf])
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        let pid = child.id();
+        let logs = |dir: &Path| {
+            ["stderr.log", "error.log"]
+                .iter()
+                .map(|f| std::fs::read_to_string(dir.join(f)).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("")
+        };
+        // Ready when both ports accept.
+        let waited = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "nginx exited with {status} before serving; its logs:\n{}",
+                    logs(&dir)
+                ));
+            }
+            if TcpStream::connect(main).await.is_ok() && TcpStream::connect(close).await.is_ok() {
+                break;
+            }
+            if waited.elapsed() > STEP_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "nginx did not listen on {main} and {close} within {}s; its logs:\n{}",
+                    STEP_TIMEOUT.as_secs(),
+                    logs(&dir)
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Nginx {
+            child,
+            pid,
+            main,
+            close,
+            dir,
+            version,
+        })
+    }
+
+    /// SIGTERM and wait for the exit; returns the lines of its error.log.
+    async fn stop(mut self) -> Result<Vec<String>, String> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status();
+        let waited = Instant::now();
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if waited.elapsed() > Duration::from_secs(10) => {
+                    return Err("nginx did not exit within 10 s of SIGTERM".into());
+                }
+                Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) => return Err(format!("waiting for nginx: {e}")),
+            }
+        }
+        Ok(std::fs::read_to_string(self.dir.join("error.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Fake upstreams
 
 struct FakeSalesforce {
     main: SocketAddr,
     close: SocketAddr,
+    /// Plain HTTP/1.1 (and h2 with prior knowledge), keep-alive, for nginx to proxy to
+    /// (`--upstream nginx-*` only).
+    plain: Option<SocketAddr>,
+    /// A leaf for LOGIN_HOST, MY_DOMAIN and CONN_HOST signed by the fake's CA, as PEM
+    /// (certificate, key): nginx's (`--upstream nginx-*` only).
+    nginx_leaf: Option<fake_ca::PemLeaf>,
     ca_pem: String,
     ca_path: PathBuf,
     stats: Arc<FakeStats>,
@@ -1829,10 +2235,13 @@ impl FakeStats {
 }
 
 impl FakeSalesforce {
-    async fn start(dir: &Path) -> Result<FakeSalesforce, String> {
-        let (ca_pem, leaves) = fake_ca::fake_ca(
+    /// `behind_nginx`: also a plain listener and a PEM leaf for nginx.
+    async fn start(dir: &Path, behind_nginx: bool) -> Result<FakeSalesforce, String> {
+        let hosts = [LOGIN_HOST, MY_DOMAIN, CONN_HOST];
+        let (ca_pem, leaves, nginx_leaf) = fake_ca::fake_ca_with_pem_leaf(
             "grantshift bench fake Salesforce CA",
-            &[LOGIN_HOST, MY_DOMAIN, CONN_HOST],
+            &hosts,
+            if behind_nginx { &hosts } else { &[] },
         )?;
         let ca_path = dir.join("fake-salesforce-ca.pem");
         std::fs::write(&ca_path, &ca_pem).map_err(|e| format!("writing the fake CA: {e}"))?;
@@ -1858,7 +2267,7 @@ impl FakeSalesforce {
         let data = data_response();
         // Main: h2 and HTTP/1.1, keep-alive, like the real one.
         let main = serve_fake(
-            TlsAcceptor::from(server_config(&[b"h2", b"http/1.1"])?),
+            Some(TlsAcceptor::from(server_config(&[b"h2", b"http/1.1"])?)),
             stats.clone(),
             data.clone(),
             false,
@@ -1866,14 +2275,22 @@ impl FakeSalesforce {
         // One response per connection, HTTP/1.1: every request costs the proxy a new
         // upstream connection (scenario C).
         let close = serve_fake(
-            TlsAcceptor::from(server_config(&[b"http/1.1"])?),
+            Some(TlsAcceptor::from(server_config(&[b"http/1.1"])?)),
             stats.clone(),
-            data,
+            data.clone(),
             true,
         )?;
+        // Behind nginx, which terminates TLS and closes CONN_HOST's connections itself.
+        let plain = if behind_nginx {
+            Some(serve_fake(None, stats.clone(), data, false)?)
+        } else {
+            None
+        };
         Ok(FakeSalesforce {
             main,
             close,
+            plain,
+            nginx_leaf,
             ca_pem,
             ca_path,
             stats,
@@ -1881,8 +2298,9 @@ impl FakeSalesforce {
     }
 }
 
+/// `acceptor`: TLS, the Host checked against the SNI; `None`: plain HTTP behind nginx.
 fn serve_fake(
-    acceptor: TlsAcceptor,
+    acceptor: Option<TlsAcceptor>,
     stats: Arc<FakeStats>,
     data: Bytes,
     one_response: bool,
@@ -1895,37 +2313,58 @@ fn serve_fake(
             stats.connections.fetch_add(1, Ordering::Relaxed);
             let (acceptor, stats, data) = (acceptor.clone(), stats.clone(), data.clone());
             tokio::spawn(async move {
+                let Some(acceptor) = acceptor else {
+                    serve_fake_connection(tcp, Sni::Plain, stats, data, one_response).await;
+                    return;
+                };
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let sni: Option<Arc<str>> = tls.get_ref().1.server_name().map(Arc::from);
-                let service = hyper::service::service_fn(move |req| {
-                    let (stats, data, sni) = (stats.clone(), data.clone(), sni.clone());
-                    async move {
-                        Ok::<_, std::convert::Infallible>(
-                            fake_endpoint(req, sni.as_deref(), &stats, data).await,
-                        )
-                    }
-                });
-                if one_response {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .keep_alive(false)
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                } else {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                }
+                let sni = Sni::Tls(tls.get_ref().1.server_name().map(Arc::from));
+                serve_fake_connection(tls, sni, stats, data, one_response).await;
             });
         }
     });
     Ok(addr)
 }
 
+/// What the fake checks the Host header against.
+#[derive(Clone)]
+enum Sni {
+    /// The server name the client sent in its TLS hello (`None`: it sent none).
+    Tls(Option<Arc<str>>),
+    /// Plain HTTP from nginx, which terminated TLS: no server name to check.
+    Plain,
+}
+
+async fn serve_fake_connection<S>(
+    io: S,
+    sni: Sni,
+    stats: Arc<FakeStats>,
+    data: Bytes,
+    one_response: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let (stats, data, sni) = (stats.clone(), data.clone(), sni.clone());
+        async move { Ok::<_, std::convert::Infallible>(fake_endpoint(req, &sni, &stats, data).await) }
+    });
+    if one_response {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .keep_alive(false)
+            .serve_connection(TokioIo::new(io), service)
+            .await;
+    } else {
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(io), service)
+            .await;
+    }
+}
+
 async fn fake_endpoint(
     req: Request<Incoming>,
-    sni: Option<&str>,
+    sni: &Sni,
     stats: &FakeStats,
     data: Bytes,
 ) -> Response<Full<Bytes>> {
@@ -1955,8 +2394,10 @@ async fn fake_endpoint(
     let Ok(body) = body else {
         return reject("body error".into());
     };
-    if sni != Some(host.as_str()) {
-        return reject(format!("SNI {sni:?} but host {host}"));
+    if let Sni::Tls(sni) = sni {
+        if sni.as_deref() != Some(host.as_str()) {
+            return reject(format!("SNI {sni:?} but host {host}"));
+        }
     }
     match (method, path.as_str()) {
         (Method::POST, TOKEN_PATH) => {
@@ -2231,6 +2672,49 @@ fn cost_text(scenario: Scenario, cost: f64) -> String {
     }
 }
 
+/// The proxy's upstream connections opened per measured run, and in all since it started:
+/// `0 (in all: 1 h2)`, one per round when they differ; `-` where the proxy's `/metrics` had
+/// no counter.
+fn upstream_conns_text(scenario: Scenario, samples: &[Sample]) -> String {
+    if matches!(scenario, Scenario::D | Scenario::E | Scenario::L1) {
+        return "—".into();
+    }
+    // `0`, `32 http/1.1`, `1 h2 + 300 http/1.1`.
+    let text = |by_protocol: &BTreeMap<String, u64>| {
+        let parts: Vec<String> = by_protocol
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(protocol, n)| format!("{n} {protocol}"))
+            .collect();
+        if parts.is_empty() {
+            "0".to_string()
+        } else {
+            parts.join(" + ")
+        }
+    };
+    let per_round: Option<Vec<String>> = samples
+        .iter()
+        .map(|s| {
+            let conns = s.proxy.upstream_conns.as_ref()?;
+            Some(format!(
+                "{} (in all: {})",
+                text(&conns.opened),
+                text(&conns.in_all)
+            ))
+        })
+        .collect();
+    match per_round {
+        None => "-".into(),
+        Some(mut v) => {
+            let first = v.first().cloned().unwrap_or_default();
+            if v.iter().all(|x| *x == first) {
+                v.truncate(1);
+            }
+            v.join(", ")
+        }
+    }
+}
+
 fn rate_text(scenario: Scenario, rate: f64) -> String {
     match scenario {
         Scenario::D => format!("{rate:.0} MB/s"),
@@ -2274,18 +2758,26 @@ impl Report {
             .unwrap_or_default();
         let _ = writeln!(
             w,
-            "## grantshift end-to-end benchmark ({}, {rounds} round{}, medians)\n",
+            "## grantshift end-to-end benchmark, upstream: {} ({}, {rounds} round{}, medians)\n",
+            self.upstream,
             if quick { "quick" } else { "full size" },
             if rounds == 1 { "" } else { "s" }
         );
         let _ = writeln!(
             w,
-            "{} CPUs ({cpu_model}); proxy `{}` pinned to CPU {}; load client + fake Salesforce on CPU {}; loopback. \
+            "{} CPUs ({cpu_model}); proxy `{}` pinned to CPU {}; load client + fake Salesforce on CPU {}{}; loopback. \
              Sizes per round: A1 {} req, A32 {} req, B32 {} req, C {} conns, D {} MiB, E {} tunnels, L1 {} round trips. Run took {:.0} s.\n",
             env.cpus,
             built.display(),
             self.proxy_cpus,
             if env.pinning == Pinning::Pinned { "1" } else { "any (unpinned)" },
+            match &self.nginx_cpus {
+                Some(cpus) => format!(
+                    "; Salesforce hosts: nginx (one process, Cpus_allowed_list {cpus}) terminating TLS \
+                     in front of the fake over plain HTTP/1.1 (`keepalive 64`)"
+                ),
+                None => "; Salesforce hosts: the fake itself (rustls)".into(),
+            },
             sizes.a1,
             sizes.a32,
             sizes.b32,
@@ -2297,9 +2789,9 @@ impl Report {
         );
         let _ = writeln!(
             w,
-            "| scenario | direct req/s | proxy req/s | ratio | direct p50 / p99 (ms) | proxy p50 / p99 (ms) | added p50 | proxy CPU | target | met? |"
+            "| scenario | direct req/s | proxy req/s | ratio | direct p50 / p99 (ms) | proxy p50 / p99 (ms) | added p50 | proxy CPU | upstream conns opened | target | met? |"
         );
-        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
+        let _ = writeln!(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
         let mut details = Vec::new();
         for (scenario, samples) in &self.samples {
             let scenario = *scenario;
@@ -2352,7 +2844,7 @@ impl Report {
             };
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 scenario.label(),
                 direct_rate
                     .map(|r| rate_text(scenario, r))
@@ -2365,6 +2857,7 @@ impl Report {
                 proxy_lat,
                 added_text,
                 cost_text(scenario, cost),
+                upstream_conns_text(scenario, samples),
                 target,
                 met,
             );
@@ -2375,8 +2868,11 @@ impl Report {
             w,
             "\nProxy CPU = grantshift's user+sys time (`/proc/<pid>/stat`, all threads) over the measured part, per request \
              (A, B), per new connection (C), per GiB (D); E = VmRSS growth per idle tunnel. Direct = the same client load \
-             straight to the fake (A: the client-credentials body to the My Domain; C: TLS per request; D: plain TCP). \
-             ratio = proxy / direct throughput; the ratio target applies where the client core, not the proxy, is the limit.\n"
+             straight to the upstream (A: the client-credentials body to the My Domain; C: TLS per request; D: plain TCP). \
+             ratio = proxy / direct throughput; the ratio target applies where the client core, not the proxy, is the limit. \
+             upstream conns opened = connections the proxy's pool opened during its measured run (after the warm-up), by \
+             protocol, from its `grantshift_upstream_connections_total` on `/metrics`; in all = since that proxy started, \
+             at the end of the run (per round if rounds differ; `-`: no such counter).\n"
         );
         let _ = writeln!(
             w,
@@ -2386,8 +2882,8 @@ impl Report {
             w,
             "CPU per op: per request (A, B), per connection (C), per MiB (D), per tunnel opened (E); the client side is this \
              process (load client + fake Salesforce, CPU 1) during the proxy run. Both have one core, so the side that needs \
-             more CPU per op bounds throughput. `others` = busy time of that core not spent by grantshift (CPU 0) or by this \
-             process (CPU 1): other jobs on the machine, i.e. noise. spread = ± half the range of proxy CPU over rounds, \
+             more CPU per op bounds throughput. With nginx, the client side includes nginx (it runs on CPU 1 too). `others` = \
+             busy time of that core not spent by grantshift (CPU 0) or by the client side (CPU 1): other jobs on the machine, i.e. noise. spread = ± half the range of proxy CPU over rounds, \
              relative to the median.\n"
         );
         let _ = writeln!(
@@ -2461,16 +2957,28 @@ impl Report {
         let _ = writeln!(
             w,
             "\nChecks: every response was the fake's 200 of the expected size; the fake counted every request{}; \
-             the fake accepted {} TLS connections in all; proxy WARN/ERROR log lines: {}.",
+             the fake accepted {} {} in all; proxy WARN/ERROR log lines: {}{}.",
             match self.events_checked {
                 Some((lines, _)) => format!(", and the events file holds exactly {lines} `upgraded` lines (one per login)"),
                 None => String::new(),
             },
             self.fake_upstream_conns,
-            self.warn_lines.len()
+            if self.nginx_log.is_some() {
+                "plain HTTP connections from nginx"
+            } else {
+                "TLS connections"
+            },
+            self.warn_lines.len(),
+            match &self.nginx_log {
+                Some(lines) => format!("; nginx error.log lines (warn and above): {}", lines.len()),
+                None => String::new(),
+            },
         );
         for line in self.warn_lines.iter().take(5) {
             let _ = writeln!(w, "    {line}");
+        }
+        for line in self.nginx_log.iter().flatten().take(5) {
+            let _ = writeln!(w, "    nginx: {line}");
         }
         out
     }
