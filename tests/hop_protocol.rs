@@ -262,3 +262,22 @@ async fn concurrent_http1_requests_open_one_upstream_connection_each_at_most_and
         "4 concurrent clients × 5 rounds used {opened} upstream connections (at most 4)"
     );
 }
+
+#[tokio::test]
+async fn concurrent_first_requests_to_an_http2_origin_share_one_connection() {
+    let proxy = TestProxy::start("").await;
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(proxy.intercepted(HOST, Http::H1).await);
+    }
+    let sends = clients
+        .iter_mut()
+        .map(|c| async move { c.get(HOST, "/bytes?n=100").await.status });
+    let statuses = futures_util::future::join_all(sends).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        upstream_connections(&proxy, "h2").await,
+        1.0,
+        "8 concurrent first requests wait for one HTTP/2 connection and share it"
+    );
+}

@@ -8,7 +8,9 @@
 //! connection per concurrent request at most and reuses them.
 //!
 //! - Checkout: the live HTTP/2 connection, else the most recently idled HTTP/1.1 one that
-//!   is still open, else a new connection (ALPN decides which).
+//!   is still open, else a new connection (ALPN decides which). While one request dials an
+//!   origin that speaks (or may speak) HTTP/2, concurrent requests wait for that connection
+//!   instead of each opening one; an origin known to speak HTTP/1.1 gets parallel dials.
 //! - A request that a reused connection refused before writing it (the server had closed
 //!   it) is retried once on a new connection; nothing written is ever sent twice.
 //! - An HTTP/1.1 connection goes back to the pool when its response body has been read to
@@ -28,6 +30,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
+use tokio::sync::watch;
 
 /// Where a pooled connection goes. Host names are compared case-insensitively.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -92,11 +95,57 @@ struct SharedH2 {
 struct Entry {
     h2: Option<SharedH2>,
     h1: Vec<IdleH1>,
+    /// A dial in flight that requests may wait for (its id, and a receiver that ends when
+    /// that dial has finished either way).
+    dialling: Option<(u64, watch::Receiver<()>)>,
+    /// The last dial here negotiated HTTP/1.1: concurrent requests need a connection each.
+    speaks_http1: bool,
 }
 
 impl Entry {
     fn is_empty(&self) -> bool {
-        self.h2.is_none() && self.h1.is_empty()
+        self.h2.is_none() && self.h1.is_empty() && self.dialling.is_none()
+    }
+}
+
+/// What a request gets from the pool.
+enum Checkout {
+    Conn(Conn),
+    /// Another request is dialling an origin that speaks, or may speak, HTTP/2: its
+    /// connection will be shared, so wait for that dial instead of opening another.
+    Wait(watch::Receiver<()>),
+    /// Dial a new connection (the guard ends the wait of requests that queued behind it).
+    Dial(DialGuard),
+}
+
+/// Held while a request dials; dropping it (the dial finished or was abandoned) lets the
+/// requests waiting for it check out again.
+struct DialGuard {
+    pool: Weak<Inner>,
+    origin: Origin,
+    id: u64,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for DialGuard {
+    fn drop(&mut self) {
+        let Some(inner) = self.pool.upgrade() else {
+            return;
+        };
+        let mut state = inner.state.lock().expect("pool lock");
+        if let Some(entry) = state.entries.get_mut(&self.origin) {
+            if entry
+                .dialling
+                .as_ref()
+                .is_some_and(|(id, _)| *id == self.id)
+            {
+                entry.dialling = None;
+            }
+            // A failed dial leaves nothing to keep (origins that never answer add up).
+            if entry.is_empty() {
+                state.entries.remove(&self.origin);
+            }
+        }
     }
 }
 
@@ -104,6 +153,7 @@ impl Entry {
 struct State {
     entries: HashMap<Origin, Entry>,
     sweeping: bool,
+    next_dial: u64,
 }
 
 struct Inner {
@@ -145,8 +195,17 @@ impl Pool {
         let mut retried = false;
         loop {
             let (conn, reused) = match self.checkout(&origin) {
-                Some(conn) => (conn, true),
-                None => (self.connect(&origin).await?, false),
+                Checkout::Conn(conn) => (conn, true),
+                Checkout::Wait(mut dial) => {
+                    // Ends (with an error: the sender is gone) when that dial is done.
+                    let _ = dial.changed().await;
+                    continue;
+                }
+                Checkout::Dial(guard) => {
+                    let conn = self.connect(&origin).await;
+                    drop(guard);
+                    (conn?, false)
+                }
             };
             let failed = match conn {
                 Conn::H2(mut sender) => {
@@ -200,23 +259,38 @@ impl Pool {
         }
     }
 
-    /// A live pooled connection for `origin`, if any.
-    fn checkout(&self, origin: &Origin) -> Option<Conn> {
+    /// A live pooled connection for `origin`; else a dial to wait for (an origin not known
+    /// to speak only HTTP/1.1, being dialled by another request); else a dial of our own.
+    fn checkout(&self, origin: &Origin) -> Checkout {
         let mut state = self.inner.state.lock().expect("pool lock");
-        let entry = state.entries.get_mut(origin)?;
+        let id = state.next_dial;
+        let entry = state.entries.entry(origin.clone()).or_default();
         if let Some(h2) = &mut entry.h2 {
             if h2.sender.is_ready() {
                 h2.last_used = Instant::now();
-                return Some(Conn::H2(h2.sender.clone()));
+                return Checkout::Conn(Conn::H2(h2.sender.clone()));
             }
             entry.h2 = None;
         }
         while let Some(idle) = entry.h1.pop() {
             if idle.sender.is_ready() {
-                return Some(Conn::H1(idle.sender));
+                return Checkout::Conn(Conn::H1(idle.sender));
             }
         }
-        None
+        if !entry.speaks_http1 {
+            if let Some((_, dial)) = &entry.dialling {
+                return Checkout::Wait(dial.clone());
+            }
+        }
+        let (done, waiting) = watch::channel(());
+        entry.dialling = Some((id, waiting));
+        state.next_dial += 1;
+        Checkout::Dial(DialGuard {
+            pool: Arc::downgrade(&self.inner),
+            origin: origin.clone(),
+            id,
+            _done: done,
+        })
     }
 
     /// Dial `origin` and handshake the protocol ALPN chose; an HTTP/2 connection is shared
@@ -252,7 +326,9 @@ impl Pool {
             self.inner.metrics.upstream_connection("h2");
             let mut state = self.inner.state.lock().expect("pool lock");
             let entry = state.entries.entry(origin.clone()).or_default();
-            // Concurrent first requests may each have dialled: keep one to share.
+            entry.speaks_http1 = false;
+            // Requests that did not wait (one dial was abandoned) may have dialled too:
+            // keep one connection to share.
             if entry.h2.as_ref().is_none_or(|h2| !h2.sender.is_ready()) {
                 entry.h2 = Some(SharedH2 {
                     sender: sender.clone(),
@@ -274,6 +350,12 @@ impl Pool {
                 }
             });
             self.inner.metrics.upstream_connection("http/1.1");
+            let mut state = self.inner.state.lock().expect("pool lock");
+            state
+                .entries
+                .entry(origin.clone())
+                .or_default()
+                .speaks_http1 = true;
             Ok(Conn::H1(sender))
         }
     }
