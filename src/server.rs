@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::mitm::ca::CertificateAuthority;
-use crate::telemetry::events::{read_event_files, EventSink};
+use crate::telemetry::events::{for_each_event, EventSink};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::report::{Report, ReportBuilder};
 use crate::upstream::Upstream;
@@ -377,10 +377,14 @@ fn seed_report(events_path: &str) -> ReportBuilder {
     if matches!(events_path, "" | "-") || !std::path::Path::new(events_path).exists() {
         return builder;
     }
-    match read_event_files(&[events_path.into()]) {
-        Ok((events, bad)) => {
-            events.iter().for_each(|e| builder.add(e));
-            tracing::info!(events = events.len(), unreadable_lines = bad, path = %events_path, "report seeded from the events file");
+    // Line by line: the file holds every login since the proxy first ran.
+    let mut seen = 0usize;
+    match for_each_event(std::path::Path::new(events_path), |e| {
+        seen += 1;
+        builder.add(&e)
+    }) {
+        Ok(bad) => {
+            tracing::info!(events = seen, unreadable_lines = bad, path = %events_path, "report seeded from the events file");
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the events file; the report starts empty")

@@ -514,3 +514,50 @@ async fn suggested_config_passes_check_and_upgrades_the_learned_sets() {
         ]
     );
 }
+
+/// The peak resident memory of process `pid` in KiB (`VmHWM` in `/proc/<pid>/status`).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+#[tokio::test]
+async fn a_large_events_file_seeds_the_report_without_being_held_in_memory() {
+    // 64 MiB of events, as a busy proxy writes in days: seeding reads it line by line.
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("big-events.jsonl");
+    let line = |i: usize| {
+        format!(
+            "{{\"ts\":\"2026-11-30T10:00:00.{i:06}Z\",\"client\":\"127.0.0.1:5000\",\"host\":\"login.salesforce.com\",\"grant\":\"password\",\"client_id\":\"3MVG9app{}\",\"username\":\"user{}@acme.com\",\"action\":\"observed\",\"reason\":\"no_rule\",\"status\":200,\"latency_ms\":3.1,\"org_id\":\"00D000000000001AAA\",\"instance_url\":\"https://acme.my.salesforce.com\",\"padding\":\"{}\"}}\n",
+            i % 7,
+            i % 50,
+            "x".repeat(200)
+        )
+    };
+    let mut text = String::with_capacity(70 << 20);
+    let mut n = 0;
+    while text.len() < 64 << 20 {
+        text.push_str(&line(n));
+        n += 1;
+    }
+    std::fs::write(&events, &text).unwrap();
+    drop(text);
+
+    let up = Upstreams::start().await;
+    let builder = TestProxy::builder().events(events.to_str().unwrap());
+    let bin = BinaryProxy::start(&up, &builder, "json", None).await;
+    let seeded = bin
+        .bin
+        .wait_for_json_logs("report seeded from the events file", 1)
+        .await;
+    assert_eq!(seeded[0]["fields"]["events"], n, "every line was read");
+    let peak = peak_rss_kib(bin.bin.pid());
+    assert!(
+        peak < 32 * 1024,
+        "seeding a 64 MiB events file peaked at {peak} KiB resident: the file was held in memory"
+    );
+}

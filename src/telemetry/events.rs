@@ -333,18 +333,39 @@ fn now_rfc3339() -> String {
 
 /// Read events from JSON-lines files (several replicas' files merge), in time order. Lines
 /// that are not events are counted, not fatal: a file being appended to may end mid-line.
+/// Feed every event of the file at `path` to `each`, in file order, one line at a time (an
+/// events file grows without bound: it is never held in memory whole). Returns the number of
+/// lines that were not events.
+pub fn for_each_event(
+    path: &std::path::Path,
+    mut each: impl FnMut(Event),
+) -> std::io::Result<usize> {
+    use std::io::BufRead;
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(named)?);
+    let mut line = Vec::new();
+    let mut bad = 0;
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(named)? == 0 {
+            return Ok(bad);
+        }
+        if line.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        match serde_json::from_slice::<Event>(&line) {
+            Ok(event) => each(event),
+            Err(_) => bad += 1,
+        }
+    }
+}
+
 pub fn read_event_files(paths: &[std::path::PathBuf]) -> std::io::Result<(Vec<Event>, usize)> {
     let mut events = Vec::new();
     let mut bad = 0;
     for path in paths {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
-        for line in text.lines().filter(|l| !l.trim().is_empty()) {
-            match serde_json::from_str::<Event>(line) {
-                Ok(event) => events.push(event),
-                Err(_) => bad += 1,
-            }
-        }
+        bad += for_each_event(path, |event| events.push(event))?;
     }
     // Fixed-width UTC timestamps sort chronologically as strings; the sort is stable, so
     // events of one file with equal stamps keep their order.
