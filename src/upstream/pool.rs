@@ -12,7 +12,7 @@
 //!   origin that speaks (or may speak) HTTP/2, concurrent requests wait for that connection
 //!   instead of each opening one; an origin known to speak HTTP/1.1 gets parallel dials.
 //! - A request that a reused connection refused before writing it (the server had closed
-//!   it) is retried once on a new connection; nothing written is ever sent twice.
+//!   it) is retried once, on a connection dialled for it; nothing written is ever sent twice.
 //! - An HTTP/1.1 connection goes back to the pool when its response body has been read to
 //!   the end; one whose body was abandoned is closed.
 //! - Connections idle longer than `pool_idle_timeout` are closed by a sweeper task that
@@ -194,7 +194,7 @@ impl Pool {
         let mut body = Some(body);
         let mut retried = false;
         loop {
-            let (conn, reused) = match self.checkout(&origin) {
+            let (conn, reused) = match self.checkout(&origin, retried) {
                 Checkout::Conn(conn) => (conn, true),
                 Checkout::Wait(mut dial) => {
                     // Ends (with an error: the sender is gone) when that dial is done.
@@ -261,9 +261,20 @@ impl Pool {
 
     /// A live pooled connection for `origin`; else a dial to wait for (an origin not known
     /// to speak only HTTP/1.1, being dialled by another request); else a dial of our own.
-    fn checkout(&self, origin: &Origin) -> Checkout {
+    /// `fresh`: only a dial of our own (the retry after a reused connection failed).
+    fn checkout(&self, origin: &Origin, fresh: bool) -> Checkout {
         let mut state = self.inner.state.lock().expect("pool lock");
         let id = state.next_dial;
+        if fresh {
+            // Not recorded as the dial others wait for: theirs may still be in flight.
+            let (done, _) = watch::channel(());
+            return Checkout::Dial(DialGuard {
+                pool: Weak::new(),
+                origin: origin.clone(),
+                id,
+                _done: done,
+            });
+        }
         let entry = state.entries.entry(origin.clone()).or_default();
         if let Some(h2) = &mut entry.h2 {
             if h2.sender.is_ready() {
