@@ -119,20 +119,32 @@ pub struct ResponseFacts {
 }
 
 impl ResponseFacts {
-    /// Read only the non-secret fields; the parsed value (with the access token) is dropped
-    /// right here.
+    /// Read only the non-secret fields. The access token, signature and every other field are
+    /// skipped by the parser, never copied out of the body.
     pub fn from_json(body: &[u8]) -> ResponseFacts {
-        let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(body) else {
+        /// The fields read; strings borrow from the body unless they hold escapes.
+        #[derive(serde::Deserialize)]
+        struct Fields<'a> {
+            #[serde(borrow, default)]
+            id: Option<std::borrow::Cow<'a, str>>,
+            #[serde(borrow, default)]
+            instance_url: Option<std::borrow::Cow<'a, str>>,
+            #[serde(borrow, default)]
+            error: Option<std::borrow::Cow<'a, str>>,
+            #[serde(borrow, default)]
+            error_description: Option<std::borrow::Cow<'a, str>>,
+        }
+        let Ok(fields) = serde_json::from_slice::<Fields<'_>>(body) else {
             return ResponseFacts::default();
         };
-        let text = |key: &str| map.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        let owned = |v: Option<std::borrow::Cow<'_, str>>| v.map(|s| s.into_owned());
         let mut facts = ResponseFacts {
-            instance_url: text("instance_url"),
-            error: text("error"),
-            error_description: text("error_description"),
+            instance_url: owned(fields.instance_url),
+            error: owned(fields.error),
+            error_description: owned(fields.error_description),
             ..ResponseFacts::default()
         };
-        if let Some(id) = map.get("id").and_then(|v| v.as_str()) {
+        if let Some(id) = fields.id.as_deref() {
             let mut segments = id.trim_end_matches('/').rsplit('/');
             let user = segments.next();
             let org = segments.next();
@@ -388,6 +400,18 @@ mod tests {
             Some("https://acme.my.salesforce.com")
         );
         assert!(!format!("{facts:?}").contains("secret"));
+    }
+
+    #[test]
+    fn facts_skip_other_fields_of_any_shape_and_unescape_their_own() {
+        let body = br#"{"access_token":"00Dx!AR8\u0041secret","issued_at":1700000000000,"scope":["api","id"],"nested":{"a":[1,{"b":null}]},"instance_url":"https:\/\/acme.my.salesforce.com","id":"https://login.salesforce.com/id/00Dx0000000BV7zEAG/005x00000012Q9PAAU"}"#;
+        let facts = ResponseFacts::from_json(body);
+        assert_eq!(
+            facts.instance_url.as_deref(),
+            Some("https://acme.my.salesforce.com")
+        );
+        assert_eq!(facts.user_id.as_deref(), Some("005x00000012Q9PAAU"));
+        assert_eq!(ResponseFacts::from_json(b"not json"), ResponseFacts::default());
     }
 
     #[test]
