@@ -411,7 +411,10 @@ mod tests {
             Some("https://acme.my.salesforce.com")
         );
         assert_eq!(facts.user_id.as_deref(), Some("005x00000012Q9PAAU"));
-        assert_eq!(ResponseFacts::from_json(b"not json"), ResponseFacts::default());
+        assert_eq!(
+            ResponseFacts::from_json(b"not json"),
+            ResponseFacts::default()
+        );
     }
 
     #[test]
