@@ -64,7 +64,7 @@ impl UpstreamError {
 /// Which ALPN protocols to offer upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Alpn {
-    /// `h2` and `http/1.1`: the pooled client speaks whichever the server picks.
+    /// `h2` and `http/1.1`: the pool speaks whichever the server picks.
     Any,
     /// `http/1.1` only: for `Upgrade` requests, which HTTP/2 cannot carry.
     Http1Only,
