@@ -66,14 +66,18 @@ async fn splice(
 ) -> io::Result<(u64, u64)> {
     let (client_read, mut client_write) = client.into_split();
     let (upstream_read, mut upstream_write) = upstream.into_split();
+    let early_len = early.len() as u64;
     if !early.is_empty() {
         upstream_write.write_all(&early).await?;
     }
+    // `early`, even empty, is a view of hyper's whole read buffer for the CONNECT (8 KiB):
+    // an idle tunnel that kept it would hold that buffer for as long as it stays open.
+    drop(early);
     tokio::try_join!(
         pump(client_read, &mut upstream_write, activity),
         pump(upstream_read, &mut client_write, activity),
     )
-    .map(|(up, down)| (up + early.len() as u64, down))
+    .map(|(up, down)| (up + early_len, down))
 }
 
 /// One direction: wait until `src` is readable, move what is there, repeat; on EOF shut down
