@@ -1,6 +1,6 @@
 //! `grantshift.toml` → [`Config`].
 //!
-//! Every key is optional (SPEC §3); unknown keys and bad values are errors that name the file,
+//! Every key is optional (README "Configuration"); unknown keys and bad values are errors that name the file,
 //! the key and the problem. Relative paths resolve against the file's own directory (with no
 //! file: the working directory), so a config works wherever the proxy is started from.
 
@@ -36,7 +36,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub intercept: InterceptConfig,
     /// First rule whose host pattern matches a password grant's request host wins. With no
-    /// rules: upgrade every set, with fallback (SPEC §3).
+    /// rules: upgrade every set, with fallback (README "Configuration").
     pub rollout: Vec<RolloutRule>,
     /// One entry per username the clients log in with.
     pub credentials: Vec<Credential>,

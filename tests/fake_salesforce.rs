@@ -1,4 +1,4 @@
-//! The fake Salesforce answers token requests the way Salesforce does (salesforce-oauth.md),
+//! The fake Salesforce answers token requests the way Salesforce does,
 //! reached directly, without the proxy: when an upgrade test fails, these passing shows the
 //! fault is not in the fake.
 

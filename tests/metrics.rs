@@ -1,4 +1,4 @@
-//! SPEC §5 metrics on the admin server's `/metrics`: after a known sequence of requests every
+//! README "Seeing the migration" metrics on the admin server's `/metrics`: after a known sequence of requests every
 //! counter has exactly the expected value and label set, the gauges return to zero once the
 //! client connections are closed, the histogram counts every upstream request, config reloads
 //! are counted by result, and the whole exposition parses as strict OpenMetrics text.
@@ -397,7 +397,7 @@ async fn sighup_with_an_invalid_file_counts_an_error_reload() {
             .await
             .series("grantshift_config_reloads_total"),
         reloads(0.0, 1.0),
-        "SPEC §3: each reload counts grantshift_config_reloads_total{{result=\"ok\"|\"error\"}}"
+        "each reload counts grantshift_config_reloads_total{{result=\"ok\"|\"error\"}}"
     );
 }
 

@@ -1,4 +1,4 @@
-//! SPEC §5: "Never a password, client secret, access token, assertion, signature or private
+//! The rule: "Never a password, client secret, access token, assertion, signature or private
 //! key." Every path (upgraded with client credentials and with JWT, fallback after a
 //! Salesforce refusal and after a refused connection, failed, observed, unmapped, skipped,
 //! passed refresh / client-credentials / JWT grants; HTTP/1.1 and HTTP/2; parameters in the

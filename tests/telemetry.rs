@@ -1,4 +1,4 @@
-//! SPEC §5 "Telemetry": one JSON object per line per token request in `[telemetry].events`,
+//! README "Events": one JSON object per line per token request in `[telemetry].events`,
 //! written when the response has gone back, with `ts` (RFC 3339), `client`, `host`, `grant`,
 //! `client_id`, `username`, `action`, `flow`, `target_host`, `status`, `upstream_error`,
 //! `org_id`, `user_id`, `instance_url`, `latency_ms`, `reason`, and never a secret.
@@ -10,8 +10,8 @@ use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The field names SPEC §5 defines.
-const SPEC_FIELDS: &[&str] = &[
+/// The event field names (README "Events").
+const EVENT_FIELDS: &[&str] = &[
     "ts",
     "client",
     "host",
@@ -108,13 +108,13 @@ fn rfc3339_reader_agrees_with_known_instants() {
     assert_eq!(rfc3339_unix("1771590600"), None);
 }
 
-/// Check what every event has: only SPEC §5 field names, an RFC 3339 `ts` within the test's
+/// Check what every event has: only the README's event field names, an RFC 3339 `ts` within the test's
 /// window, the client's address, a numeric non-negative `latency_ms`, and no secret.
 fn assert_common_fields(event: &Value, client: SocketAddr, window: (f64, f64)) {
     let object = event.as_object().expect("an event is a JSON object");
     for key in object.keys() {
         assert!(
-            SPEC_FIELDS.contains(&key.as_str()),
+            EVENT_FIELDS.contains(&key.as_str()),
             "unexpected field {key}: {event}"
         );
     }

@@ -1,4 +1,4 @@
-//! Migration telemetry events (SPEC §5): one JSON object per token request, appended to
+//! Migration telemetry events (README "Seeing the migration"): one JSON object per token request, appended to
 //! `[telemetry].events` once the response has gone back to the client.
 //!
 //! The request path never touches the file: events go over a channel to one writer thread,
@@ -108,7 +108,7 @@ impl Event {
 }
 
 /// What a token response tells about the org and user, from its JSON: `id` is
-/// `https://<host>/id/<org18>/<user18>` (salesforce-oauth.md §2).
+/// `https://<host>/id/<org18>/<user18>`, Salesforce's identity URL.
 #[derive(Debug, Default, PartialEq)]
 pub struct ResponseFacts {
     pub org_id: Option<String>,

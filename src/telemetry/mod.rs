@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// A response body that records its event when it is dropped: hyper drops a body once it has
-/// written it to the client (or the client went away), which is when SPEC §5 writes events.
+/// written it to the client (or the client went away), which is when README "Seeing the migration" writes events.
 pub struct RecordOnEnd {
     inner: Body,
     pending: Option<(Event, EventSink, Instant)>,

@@ -1,6 +1,5 @@
 //! The fake Salesforce's OAuth side: the orgs, connected apps and users a test configures, and
-//! the endpoints that behave like the real ones (salesforce-oauth.md, "What a faithful fake
-//! Salesforce token server must do", and its error table):
+//! the endpoints that behave like the real ones, with Salesforce's error answers:
 //!
 //! - `POST /services/oauth2/token`: `password`, `client_credentials`, JWT bearer (RS256
 //!   verified against the app's public key) and `refresh_token` grants, with Salesforce's
@@ -579,7 +578,7 @@ impl OAuthState {
         resp.headers.push(("cache-control", "no-store".into()));
         // Like the REST API, Salesforce normally compresses when the client accepts gzip
         // (python-requests sends `Accept-Encoding: gzip, deflate` by default); token responses
-        // are seen gzip-encoded too (salesforce-oauth.md's clients must cope).
+        // are seen gzip-encoded too (real clients must cope).
         if accept_encoding_gzip(call.header("accept-encoding")) {
             resp.body = gzip(&resp.body);
             resp.headers.push(("content-encoding", "gzip".into()));
