@@ -226,7 +226,8 @@ pub fn node_client(script: &str, args: &[&str], proxy: &ClientProxy, cwd: &Path)
     cmd
 }
 
-/// Compile `tests/clients/java/<source>` into `build` (under `target/clients`) and build a
+/// Compile `tests/clients/java/<source>` (with the `ClientSupport.java` the client programs
+/// share) into `build` (under `target/clients`) and build a
 /// PKCS12 truststore there holding grantshift's CA with keytool; the `java` command (in
 /// `build`, with [`client_command`]'s environment) with that truststore and `-cp build`, to
 /// which the caller adds its own JVM options and then the main class and its arguments.
@@ -242,7 +243,8 @@ async fn java_program(proxy: &ClientProxy, source: &str, build: &Path) -> Comman
         compile
             .arg("-d")
             .arg(build)
-            .arg(client_file(&format!("java/{source}")));
+            .arg(client_file(&format!("java/{source}")))
+            .arg(client_file("java/ClientSupport.java"));
         let out = run_to_end(compile).await;
         assert!(
             out.status.success(),

@@ -19,19 +19,9 @@ import java.io.InputStream;
 import java.io.OutputStream;
 import java.net.HttpURLConnection;
 import java.net.URL;
-import java.net.URLEncoder;
 import java.nio.charset.StandardCharsets;
-import java.security.MessageDigest;
-import java.security.SecureRandom;
-import java.util.LinkedHashMap;
-import java.util.Map;
-import java.util.StringJoiner;
-import java.util.regex.Matcher;
-import java.util.regex.Pattern;
 
 public final class UrlConnectionClient {
-    private static final int ECHO_LEN = 1024 * 1024;
-    private static final int GET_LEN = 65536;
     private static final int TIMEOUT_MS = 60_000;
 
     /** What one exchange gave: status, the status line's HTTP version, headers, body. */
@@ -52,12 +42,12 @@ public final class UrlConnectionClient {
         boolean extra = "1".equals(System.getenv("GS_EXTRA"));
 
         StringBuilder out = new StringBuilder("{");
-        out.append("\"client\":").append(quote("java-httpurlconnection/" + System.getProperty("java.version")));
+        out.append("\"client\":").append(ClientSupport.quote("java-httpurlconnection/" + System.getProperty("java.version")));
         if (extra) {
             try {
                 loginAndRestCall(loginUrl, apiPath, out);
             } catch (Exception e) {
-                out.append(",\"login_error\":").append(quote(e.toString()));
+                out.append(",\"login_error\":").append(ClientSupport.quote(e.toString()));
             }
             extraSteps(loginUrl, out);
         } else {
@@ -68,56 +58,45 @@ public final class UrlConnectionClient {
     }
 
     private static void loginAndRestCall(String loginUrl, String apiPath, StringBuilder out) throws Exception {
-        Map<String, String> form = new LinkedHashMap<>();
-        form.put("grant_type", "password");
-        form.put("client_id", System.getenv("GS_CLIENT_ID"));
-        form.put("client_secret", System.getenv("GS_CLIENT_SECRET"));
-        form.put("username", System.getenv("GS_USERNAME"));
-        form.put("password", System.getenv("GS_PASSWORD"));
-        StringJoiner body = new StringJoiner("&");
-        for (Map.Entry<String, String> e : form.entrySet()) {
-            body.add(URLEncoder.encode(e.getKey(), StandardCharsets.UTF_8) + "="
-                    + URLEncoder.encode(e.getValue(), StandardCharsets.UTF_8));
-        }
+        String body = ClientSupport.passwordForm();
         Reply token = exchange("POST", loginUrl + "/services/oauth2/token",
-                "application/x-www-form-urlencoded", null, body.toString().getBytes(StandardCharsets.UTF_8));
+                "application/x-www-form-urlencoded", null, body.getBytes(StandardCharsets.UTF_8));
 
         out.append(",\"token_status\":").append(token.status);
-        out.append(",\"token_http_version\":").append(quote(token.version));
-        out.append(",\"token_body\":").append(quote(token.text()));
+        out.append(",\"token_http_version\":").append(ClientSupport.quote(token.version));
+        out.append(",\"token_body\":").append(ClientSupport.quote(token.text()));
         if (token.status == 200) {
-            String accessToken = field(token.text(), "access_token");
-            String instanceUrl = field(token.text(), "instance_url");
-            out.append(",\"access_token\":").append(quote(accessToken));
-            out.append(",\"instance_url\":").append(quote(instanceUrl));
+            String accessToken = ClientSupport.field(token.text(), "access_token");
+            String instanceUrl = ClientSupport.field(token.text(), "instance_url");
+            out.append(",\"access_token\":").append(ClientSupport.quote(accessToken));
+            out.append(",\"instance_url\":").append(ClientSupport.quote(instanceUrl));
             Reply data = exchange("GET", instanceUrl + apiPath, null, "Bearer " + accessToken, null);
             out.append(",\"data_status\":").append(data.status);
-            out.append(",\"data_http_version\":").append(quote(data.version));
-            out.append(",\"data_body\":").append(quote(data.text()));
+            out.append(",\"data_http_version\":").append(ClientSupport.quote(data.version));
+            out.append(",\"data_body\":").append(ClientSupport.quote(data.text()));
         }
     }
 
     /** The GS_EXTRA steps: a 1 MiB POST to /echo and a GET of /bytes, each recorded or its error. */
     private static void extraSteps(String loginUrl, StringBuilder out) throws Exception {
-        byte[] payload = new byte[ECHO_LEN];
-        new SecureRandom().nextBytes(payload);
-        out.append(",\"echo_sent_sha256\":").append(quote(sha256(payload)));
+        byte[] payload = ClientSupport.echoPayload();
+        out.append(",\"echo_sent_sha256\":").append(ClientSupport.quote(ClientSupport.sha256(payload)));
         try {
             Reply echo = exchange("POST", loginUrl + "/echo", "application/octet-stream", null, payload);
             out.append(",\"echo_status\":").append(echo.status);
-            out.append(",\"echo_http_version\":").append(quote(echo.version));
-            out.append(",\"echo_body\":").append(quote(echo.text()));
+            out.append(",\"echo_http_version\":").append(ClientSupport.quote(echo.version));
+            out.append(",\"echo_body\":").append(ClientSupport.quote(echo.text()));
         } catch (Exception e) {
-            out.append(",\"echo_error\":").append(quote(e.toString()));
+            out.append(",\"echo_error\":").append(ClientSupport.quote(e.toString()));
         }
         try {
-            Reply get = exchange("GET", loginUrl + "/bytes?n=" + GET_LEN, null, null, null);
+            Reply get = exchange("GET", loginUrl + "/bytes?n=" + ClientSupport.GET_LEN, null, null, null);
             out.append(",\"get_status\":").append(get.status);
-            out.append(",\"get_http_version\":").append(quote(get.version));
-            out.append(",\"get_sha256\":").append(quote(sha256(get.body)));
-            out.append(",\"get_x_sha256\":").append(quote(get.conn.getHeaderField("x-sha256")));
+            out.append(",\"get_http_version\":").append(ClientSupport.quote(get.version));
+            out.append(",\"get_sha256\":").append(ClientSupport.quote(ClientSupport.sha256(get.body)));
+            out.append(",\"get_x_sha256\":").append(ClientSupport.quote(get.conn.getHeaderField("x-sha256")));
         } catch (Exception e) {
-            out.append(",\"get_error\":").append(quote(e.toString()));
+            out.append(",\"get_error\":").append(ClientSupport.quote(e.toString()));
         }
     }
 
@@ -156,46 +135,5 @@ public final class UrlConnectionClient {
             }
         }
         return reply;
-    }
-
-    private static String sha256(byte[] bytes) throws Exception {
-        StringBuilder hex = new StringBuilder();
-        for (byte b : MessageDigest.getInstance("SHA-256").digest(bytes)) {
-            hex.append(String.format("%02x", b & 0xff));
-        }
-        return hex.toString();
-    }
-
-    /** A string field of a flat JSON object (the token response), unescaped enough for URLs and tokens. */
-    private static String field(String json, String name) {
-        Matcher m = Pattern.compile("\"" + Pattern.quote(name) + "\"\\s*:\\s*\"((?:[^\"\\\\]|\\\\.)*)\"").matcher(json);
-        if (!m.find()) {
-            throw new IllegalStateException("no " + name + " in the token response: " + json);
-        }
-        return m.group(1).replace("\\/", "/");
-    }
-
-    /** A JSON string (or null). */
-    private static String quote(String s) {
-        if (s == null) {
-            return "null";
-        }
-        StringBuilder b = new StringBuilder("\"");
-        for (char c : s.toCharArray()) {
-            switch (c) {
-                case '"': b.append("\\\""); break;
-                case '\\': b.append("\\\\"); break;
-                case '\n': b.append("\\n"); break;
-                case '\r': b.append("\\r"); break;
-                case '\t': b.append("\\t"); break;
-                default:
-                    if (c < 0x20) {
-                        b.append(String.format("\\u%04x", (int) c));
-                    } else {
-                        b.append(c);
-                    }
-            }
-        }
-        return b.append('"').toString();
     }
 }
