@@ -480,29 +480,28 @@ fn nginx_rejection(line: &str) -> bool {
             && BLAME.iter().any(|b| line.contains(b)))
 }
 
+/// The value of `name=value` in an access-log line of ours (`""` if absent).
+fn access_field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(name)?.strip_prefix('='))
+        .unwrap_or("")
+}
+
+/// The 4xx/5xx status of an access-log line, if it has one.
+fn access_error_status(line: &str) -> Option<u16> {
+    let status: u16 = access_field(line, "status").parse().ok()?;
+    (400..600).contains(&status).then_some(status)
+}
+
 /// The access log format of the nginx edge ends in `status=S upstream=U`.
 fn nginx_access_rejection(line: &str) -> bool {
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or("")
-            .to_string()
-    };
-    let status: u16 = field("status=").parse().unwrap_or(0);
-    (400..600).contains(&status) && status != 499 && field("upstream=") == "-"
+    access_error_status(line).is_some_and(|s| s != 499) && access_field(line, "upstream") == "-"
 }
 
 /// The access log format of the Apache edge ends in `handler=H status=S`: a 4xx/5xx answered
 /// before any handler ran (`-`, e.g. a malformed request) is Apache's own refusal.
 fn apache_access_rejection(line: &str) -> bool {
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or("")
-            .to_string()
-    };
-    let status: u16 = field("status=").parse().unwrap_or(0);
-    (400..600).contains(&status) && field("handler=") == "-"
+    access_error_status(line).is_some() && access_field(line, "handler") == "-"
 }
 
 fn apache_rejection(line: &str) -> bool {
