@@ -81,6 +81,15 @@ enum Conn {
     H2(http2::SendRequest<Body>),
 }
 
+impl Conn {
+    fn hop(&self) -> Hop {
+        match self {
+            Conn::H1(_) => Hop::Http1,
+            Conn::H2(_) => Hop::Http2,
+        }
+    }
+}
+
 struct IdleH1 {
     sender: http1::SendRequest<Body>,
     since: Instant,
@@ -207,38 +216,26 @@ impl Pool {
                     (conn?, false)
                 }
             };
-            let failed = match conn {
-                Conn::H2(mut sender) => {
-                    hop_by_hop::fit_to_hop(
-                        &mut parts,
-                        Hop::Http2,
-                        &origin.scheme(),
-                        &origin.authority(),
-                    );
-                    let req = Request::from_parts(parts, body.take().expect("body present"));
-                    match sender.try_send_request(req).await {
-                        Ok(resp) => return Ok(resp),
-                        Err(e) => e,
+            hop_by_hop::fit_to_hop(
+                &mut parts,
+                conn.hop(),
+                &origin.scheme(),
+                &origin.authority(),
+            );
+            let req = Request::from_parts(parts, body.take().expect("body present"));
+            let mut failed = match conn {
+                Conn::H2(mut sender) => match sender.try_send_request(req).await {
+                    Ok(resp) => return Ok(resp),
+                    Err(e) => e,
+                },
+                Conn::H1(mut sender) => match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        self.idle_when_done(origin, sender);
+                        return Ok(resp);
                     }
-                }
-                Conn::H1(mut sender) => {
-                    hop_by_hop::fit_to_hop(
-                        &mut parts,
-                        Hop::Http1,
-                        &origin.scheme(),
-                        &origin.authority(),
-                    );
-                    let req = Request::from_parts(parts, body.take().expect("body present"));
-                    match sender.try_send_request(req).await {
-                        Ok(resp) => {
-                            self.idle_when_done(origin, sender);
-                            return Ok(resp);
-                        }
-                        Err(e) => e,
-                    }
-                }
+                    Err(e) => e,
+                },
             };
-            let mut failed = failed;
             match failed.take_message() {
                 // Never written: a reused connection the server had closed meanwhile.
                 Some(unsent) if reused && !retried => {
