@@ -38,6 +38,9 @@ pub mod tunnel;
 pub mod upgrade;
 pub mod upstream;
 
+pub use config::Config;
+pub use server::{Proxy, ProxyHandle, Reloader};
+
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 

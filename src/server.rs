@@ -32,6 +32,8 @@ pub struct Shared {
     draining: watch::Receiver<bool>,
     /// Cancelled when the grace period is over: whatever is still open is closed.
     closing: CancellationToken,
+    /// Test-only panic points (nothing in a normal build).
+    pub faults: crate::fault::Faults,
 }
 
 impl Shared {
@@ -130,6 +132,7 @@ impl Proxy {
                 tasks: TaskTracker::new(),
                 draining,
                 closing: CancellationToken::new(),
+                faults: Default::default(),
             }),
             start_draining,
         })
@@ -310,6 +313,12 @@ impl ProxyHandle {
     /// The migration report.
     pub fn report(&self) -> Report {
         self.shared.report()
+    }
+
+    /// Make the named fault point panic for requests to `host` on this proxy (test builds).
+    #[cfg(feature = "fault-injection")]
+    pub fn arm_fault(&self, point: &str, host: &str) {
+        self.shared.faults.arm(point, host)
     }
 }
 

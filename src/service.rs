@@ -51,7 +51,7 @@ pub async fn handle(
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, Infallible> {
     let client = conn.addr;
-    crate::fault::inject_for("request", &target.host);
+    shared.faults.inject_for("request", &target.host);
     if let Some(protocol) = hop_by_hop::upgrade_protocol(req.headers()) {
         return Ok(forward_upgrade(req, protocol, &target, &conn, &shared).await);
     }

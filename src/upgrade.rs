@@ -96,7 +96,7 @@ pub async fn handle(
         .is_some_and(|v| v.len() > 6 && v[..6].eq_ignore_ascii_case("basic "));
     // Do no harm: a bug in deciding or rewriting must not cost the client its login.
     let decision = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::fault::inject_for("policy", &target.host);
+        shared.faults.inject_for("policy", &target.host);
         policy::decide(&config, &target.host, &params, has_basic_auth)
     }))
     .unwrap_or(Decision::Skip(SkipReason::Internal));
@@ -123,7 +123,7 @@ pub async fn handle(
     event.flow = Some(upgrade.flow.as_str().into());
     event.target_host = Some(upgrade.target_host.clone());
     let rewritten = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::fault::inject_for("rewrite", &target.host);
+        shared.faults.inject_for("rewrite", &target.host);
         rewritten_body(&upgrade, &params)
     }))
     .unwrap_or_else(|_| Err("the rewrite panicked".into()));

@@ -2,9 +2,8 @@
 //! connection; a panic while deciding or rewriting a token request sends the original request
 //! through untouched, recorded `skipped` with reason `internal`.
 //!
-//! The panics come from `grantshift::fault::arm` (the test build's `fault-injection` hooks).
-//! Arming is process-wide and permanent, so each test arms its own host and no other test of
-//! this file sends the kind of request that would trip it there.
+//! The panics come from `ProxyHandle::arm_fault` (the test build's `fault-injection` hooks),
+//! armed on one test's proxy only: other proxies in the same test binary are untouched.
 
 mod common;
 
@@ -26,13 +25,13 @@ async fn fails_without_response(conn: &mut HttpConn, host: &str, path: &str) {
 }
 
 async fn panic_in_a_request_task_ends_only_that_connection(armed: &str, http: Http) {
-    grantshift::fault::arm("request", armed);
     let up = Upstreams::start().await;
     let fake = up.sf.addr();
     let proxy = HardenedBuilder::new()
         .base(|b| b.connect_to(&format!("{armed}:443"), fake))
         .start_with(up)
         .await;
+    proxy.handle().arm_fault("request", armed);
 
     // A connection to another host, open before the panic.
     let mut healthy = proxy.intercepted(LOGIN_HOST, http).await;
@@ -111,11 +110,11 @@ async fn password_grant_is_forwarded_untouched(proxy: &HardenedProxy, host: &str
 
 #[tokio::test]
 async fn panic_while_rewriting_forwards_the_password_grant_untouched() {
-    grantshift::fault::arm("rewrite", acme::MY_DOMAIN);
     let proxy = HardenedBuilder::new()
         .base(|b| b.extra_toml(&acme_mapping()))
         .start()
         .await;
+    proxy.handle().arm_fault("rewrite", acme::MY_DOMAIN);
     let body = acme_password_form();
     password_grant_is_forwarded_untouched(&proxy, acme::MY_DOMAIN, &body).await;
 
@@ -127,11 +126,11 @@ async fn panic_while_rewriting_forwards_the_password_grant_untouched() {
 
 #[tokio::test]
 async fn panic_while_deciding_forwards_the_password_grant_untouched() {
-    grantshift::fault::arm("policy", acme_qa::MY_DOMAIN);
     let proxy = HardenedBuilder::new()
         .base(|b| b.extra_toml(&credentials_toml(acme_qa::USERNAME, acme_qa::MY_DOMAIN)))
         .start()
         .await;
+    proxy.handle().arm_fault("policy", acme_qa::MY_DOMAIN);
     let body = password_form(
         acme_qa::CLIENT_ID,
         acme_qa::CLIENT_SECRET,
