@@ -14,7 +14,7 @@
 //!   signed, a rustls `ServerConfig` built, the cache's eviction once it is full).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use grantshift::mitm::ca::CertificateAuthority;
+use grantshift::ca::CertificateAuthority;
 use grantshift::oauth::rewrite::client_credentials_body;
 use grantshift::oauth::TokenParams;
 use grantshift::policy::bucket;

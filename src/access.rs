@@ -75,7 +75,7 @@ fn digest(bytes: &[u8]) -> [u8; 32] {
 
 /// `407 Proxy Authentication Required` with the challenge clients answer.
 pub fn challenge() -> Response<crate::Body> {
-    let mut resp = crate::text_response(
+    let mut resp = crate::body::text_response(
         StatusCode::PROXY_AUTHENTICATION_REQUIRED,
         "grantshift: proxy authentication required",
     );

@@ -2,10 +2,11 @@
 //! report and the rollout rules). Read-only and secret-free by construction: it only renders
 //! metrics, the report and the rollout rules.
 
+use crate::body::{full_body, text_response, Body};
 use crate::config::{Config, Mode};
-use crate::server::Shared;
+use crate::server::accept_loop;
+use crate::state::State;
 use crate::telemetry::report::{host_of, Report};
-use crate::{full_body, text_response, Body};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -13,37 +14,47 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+/// Admin connections served at once (their own cap: a proxy at `max_connections` still
+/// answers `/healthz` and `/metrics`).
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Serve the admin endpoints until shutdown starts.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    continue;
+pub async fn serve(listener: TcpListener, state: Arc<State>) {
+    let slots = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
+    accept_loop(
+        listener,
+        "admin",
+        slots,
+        state.tasks.draining(),
+        |tcp, peer, slot| {
+            let conn_state = state.clone();
+            let span = tracing::info_span!("admin", client = %peer);
+            state.tasks.spawn(
+                async move {
+                    let _slot = slot;
+                    let svc_state = conn_state.clone();
+                    let svc = hyper::service::service_fn(move |req| route(req, svc_state.clone()));
+                    let served = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc);
+                    let ended = conn_state
+                        .tasks
+                        .serve_until_drained(served, |c| c.graceful_shutdown())
+                        .await;
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "admin connection ended with an error");
+                    }
                 }
-            },
-            () = shared.draining() => return,
-        };
-        let conn_shared = shared.clone();
-        shared.spawn(async move {
-            let svc_shared = conn_shared.clone();
-            let svc = hyper::service::service_fn(move |req| route(req, svc_shared.clone()));
-            let conn =
-                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc);
-            let ended = conn_shared
-                .serve_until_drained(conn, |conn| conn.graceful_shutdown())
-                .await;
-            if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
-            }
-        });
-    }
+                .instrument(span),
+            );
+        },
+    )
+    .await
 }
 
-async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<Body>, Infallible> {
+async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Body>, Infallible> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = text_response(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only");
         resp.headers_mut()
@@ -53,15 +64,15 @@ async fn route(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Response<B
     Ok(match req.uri().path() {
         "/healthz" => text_response(StatusCode::OK, "ok"),
         "/metrics" => with_type(
-            shared.metrics.encode(),
+            state.metrics.encode(),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/report" => with_type(
-            serde_json::to_string_pretty(&shared.report()).expect("report serializes") + "\n",
+            serde_json::to_string_pretty(&state.report()).expect("report serializes") + "\n",
             "application/json",
         ),
         "/" => with_type(
-            render_page(&shared.report(), &shared.config_snapshot()),
+            render_page(&state.report(), &state.config_snapshot()),
             "text/html; charset=utf-8",
         ),
         _ => text_response(

@@ -1,65 +1,39 @@
 //! The HTTP/1.1 proxy front: `CONNECT host:port` becomes a blind tunnel or an interception;
-//! absolute-form `http://` requests are forwarded through the shared client. Anything else
-//! is a client error.
+//! absolute-form `http://` requests are forwarded unchanged. Anything else is a client error.
 
 use crate::access;
-use crate::idle::{Activity, IdleTimeout};
-use crate::server::Shared;
-use crate::service::{self, Target};
+use crate::body::{empty_body, text_response, Body};
+use crate::conn::{ClientConn, Target};
+use crate::forward::{forward, upstream_failed};
+use crate::hop_by_hop;
+use crate::idle::IdleTimeout;
+use crate::state::State;
 use crate::telemetry::metrics::Kind;
-use crate::{empty_body, hop_by_hop, text_response, Body};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::OwnedSemaphorePermit;
-
-/// What every request and tunnel of one client connection shares: who the client is, the
-/// connection's idle clock, and its slot under `max_connections` (released when the last
-/// holder, possibly a tunnel, is gone).
-pub struct ClientConn {
-    pub addr: SocketAddr,
-    pub activity: Arc<Activity>,
-    _slot: Option<OwnedSemaphorePermit>,
-}
-
-impl ClientConn {
-    pub fn new(
-        addr: SocketAddr,
-        idle: std::time::Duration,
-        slot: Option<OwnedSemaphorePermit>,
-    ) -> Arc<ClientConn> {
-        Arc::new(ClientConn {
-            addr,
-            activity: Activity::new(idle),
-            _slot: slot,
-        })
-    }
-}
+use tracing::Instrument;
 
 /// Serve one client connection to the proxy port until it closes (or shutdown drains it).
-pub async fn serve_front<IO>(
-    tcp: IO,
-    client: SocketAddr,
-    slot: Option<OwnedSemaphorePermit>,
-    shared: Arc<Shared>,
-) where
+/// Runs in the connection's span.
+pub async fn serve_front<IO>(tcp: IO, conn: Arc<ClientConn>, state: Arc<State>)
+where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let config = shared.config_snapshot();
-    let conn = ClientConn::new(client, config.proxy.idle_timeout, slot);
+    let config = state.config_snapshot();
     let io = IdleTimeout::new(tcp, conn.activity.clone());
-    let svc_shared = shared.clone();
-    let svc_conn = conn.clone();
-    let svc =
-        hyper::service::service_fn(move |req| front(req, svc_conn.clone(), svc_shared.clone()));
+    let svc_state = state.clone();
+    let span = conn.span.clone();
+    let svc = hyper::service::service_fn(move |req| {
+        front(req, conn.clone(), svc_state.clone()).instrument(span.clone())
+    });
     // `with_upgrades` is what lets a CONNECT's 200 hand the socket over to
     // `hyper::upgrade::on`; without it the upgrade silently never happens.
-    let conn = hyper::server::conn::http1::Builder::new()
+    let served = hyper::server::conn::http1::Builder::new()
         .preserve_header_case(true)
         .timer(TokioTimer::new())
         .header_read_timeout(config.proxy.header_read_timeout)
@@ -67,24 +41,24 @@ pub async fn serve_front<IO>(
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     drop(config);
-    let ended = shared
-        .serve_until_drained(conn, |conn| conn.graceful_shutdown())
+    let ended = state
+        .tasks
+        .serve_until_drained(served, |c| c.graceful_shutdown())
         .await;
     if let Err(e) = ended {
-        tracing::debug!(%client, error = %e, "proxy connection ended with an error");
+        tracing::debug!(error = %e, "proxy connection ended with an error");
     }
 }
 
 async fn front(
     req: Request<Incoming>,
     conn: Arc<ClientConn>,
-    shared: Arc<Shared>,
+    state: Arc<State>,
 ) -> Result<Response<Body>, Infallible> {
-    let client = conn.addr;
     {
-        let config = shared.config();
-        if !access::client_allowed(&config.proxy.allow_clients, client.ip()) {
-            tracing::info!(%client, "refused: client address not in proxy.allow_clients");
+        let config = state.config();
+        if !access::client_allowed(&config.proxy.allow_clients, conn.addr.ip()) {
+            tracing::info!("refused: client address not in proxy.allow_clients");
             return Ok(text_response(
                 StatusCode::FORBIDDEN,
                 "grantshift: this client address may not use the proxy",
@@ -92,16 +66,16 @@ async fn front(
         }
         if let Some(auth) = &config.proxy.auth_resolved {
             if !auth.accepts(req.headers()) {
-                tracing::info!(%client, "proxy authentication required or failed");
+                tracing::info!("proxy authentication required or failed");
                 return Ok(access::challenge());
             }
         }
     }
     if req.method() == Method::CONNECT {
-        return Ok(connect(req, conn, shared).await);
+        return Ok(connect(req, conn, state).await);
     }
     if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) && req.uri().authority().is_some() {
-        return Ok(forward_plain(req, client, &shared).await);
+        return Ok(forward_plain(req, &conn, &state).await);
     }
     Ok(text_response(
         StatusCode::BAD_REQUEST,
@@ -114,9 +88,8 @@ async fn front(
 async fn connect(
     req: Request<Incoming>,
     conn: Arc<ClientConn>,
-    shared: Arc<Shared>,
+    state: Arc<State>,
 ) -> Response<Body> {
-    let client = conn.addr;
     let Some((host, port)) = req.uri().authority().and_then(|a| {
         Some((
             a.host()
@@ -131,9 +104,9 @@ async fn connect(
             "grantshift: CONNECT needs host:port",
         );
     };
-    let config = shared.config();
+    let config = state.config();
     if !config.proxy.allowed_connect_ports.contains(&port) {
-        tracing::info!(%client, %host, port, "CONNECT refused: port not allowed");
+        tracing::info!(%host, port, "CONNECT refused: port not allowed");
         return text_response(
             StatusCode::FORBIDDEN,
             &format!(
@@ -147,42 +120,41 @@ async fn connect(
 
     let target = Target { host, port };
     if intercept {
-        tracing::debug!(%client, host = %target.host, port, "CONNECT: intercepting");
-        let task_shared = shared.clone();
-        shared.spawn(async move {
+        conn.became("intercept", &target.host);
+        tracing::debug!(port, "CONNECT: intercepting");
+        let task_state = state.clone();
+        state.tasks.spawn(async move {
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => {
                     crate::mitm::serve_intercepted(
                         TokioIo::new(upgraded),
                         Some(target),
                         conn,
-                        task_shared,
+                        task_state,
                     )
                     .await
                 }
-                Err(e) => tracing::debug!(%client, error = %e, "CONNECT upgrade failed"),
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
             }
         });
         return Response::new(empty_body());
     }
 
-    let upstream = match shared.upstream.dialer.tcp(&target.host, port).await {
+    let upstream = match state.upstream.dialer.tcp(&target.host, port).await {
         Ok(tcp) => tcp,
-        Err(e) => return service::upstream_failed(e, client),
+        Err(e) => return upstream_failed(e),
     };
-    tracing::debug!(%client, host = %target.host, port, "CONNECT: tunnelling");
-    let active = shared.metrics.open(Kind::Tunnel);
+    conn.became("tunnel", &target.host);
+    tracing::debug!(port, "CONNECT: tunnelling");
+    let active = state.metrics.open(Kind::Tunnel);
     // A tunnel may sit quiet much longer than a request; bytes either way count as activity.
     conn.activity
-        .set_timeout(shared.config().proxy.tunnel_idle_timeout);
-    shared.spawn(async move {
+        .set_timeout(state.config().proxy.tunnel_idle_timeout);
+    state.tasks.spawn(async move {
         let _active = active;
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                let activity = conn.activity.clone();
-                crate::tunnel::run(upgraded, upstream, activity, client, target.host).await
-            }
-            Err(e) => tracing::debug!(%client, error = %e, "CONNECT upgrade failed"),
+            Ok(upgraded) => crate::tunnel::run(upgraded, upstream, conn.activity.clone()).await,
+            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
     });
     Response::new(empty_body())
@@ -190,18 +162,11 @@ async fn connect(
 
 /// Absolute-form `http://host/path`: forwarded unchanged but for hop-by-hop fields (no
 /// rewriting here: Salesforce is HTTPS-only).
-async fn forward_plain(
-    req: Request<Incoming>,
-    client: SocketAddr,
-    shared: &Shared,
-) -> Response<Body> {
+async fn forward_plain(req: Request<Incoming>, conn: &ClientConn, state: &State) -> Response<Body> {
     let host = req.uri().host().unwrap_or_default().to_string();
-    let _active = shared.metrics.open(Kind::Http);
+    conn.became("http", &host);
+    let _active = state.metrics.open(Kind::Http);
     let (mut parts, body) = req.into_parts();
     hop_by_hop::strip(&mut parts.headers);
-    let req = Request::from_parts(parts, body.boxed());
-    match shared.upstream.send(req, &host).await {
-        Ok(resp) => service::to_client(resp),
-        Err(e) => service::upstream_failed(e, client),
-    }
+    forward(Request::from_parts(parts, body.boxed()), &host, state).await
 }

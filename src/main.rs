@@ -3,9 +3,9 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use grantshift::ca::CertificateAuthority;
 use grantshift::config::Config;
-use grantshift::mitm::ca::CertificateAuthority;
-use grantshift::server::Proxy;
+use grantshift::Proxy;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -124,7 +124,7 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 async fn reload_on_sighup(
     mut hup: tokio::signal::unix::Signal,
     path: Option<PathBuf>,
-    reloader: grantshift::server::Reloader,
+    reloader: grantshift::Reloader,
 ) {
     while hup.recv().await.is_some() {
         match Config::load(path.as_deref()) {

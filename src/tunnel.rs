@@ -11,7 +11,6 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::cell::RefCell;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -31,13 +30,7 @@ thread_local! {
 /// Copy until both directions have ended, forwarding a half-close: when one side finishes
 /// sending, the other side's write half is shut down and the reverse direction keeps flowing.
 /// Both sides share the client connection's idle clock (`tunnel_idle_timeout`).
-pub async fn run(
-    client_io: Upgraded,
-    upstream: TcpStream,
-    activity: Arc<Activity>,
-    client: SocketAddr,
-    host: String,
-) {
+pub async fn run(client_io: Upgraded, upstream: TcpStream, activity: Arc<Activity>) {
     let result = match client_io.downcast::<TokioIo<IdleTimeout<TcpStream>>>() {
         Ok(parts) => {
             let client_tcp = parts.io.into_inner().into_inner();
@@ -51,8 +44,8 @@ pub async fn run(
         }
     };
     match result {
-        Ok((up, down)) => tracing::debug!(%client, %host, up, down, "tunnel closed"),
-        Err(e) => tracing::debug!(%client, %host, error = %e, "tunnel ended with an error"),
+        Ok((up, down)) => tracing::debug!(up, down, "tunnel closed"),
+        Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
     }
 }
 

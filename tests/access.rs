@@ -16,7 +16,7 @@ use common::clients::curl_without_environment;
 use common::faults::*;
 use common::*;
 use grantshift::config::Config;
-use grantshift::server::Proxy;
+use grantshift::Proxy;
 use http::Method;
 use std::net::SocketAddr;
 use std::path::Path;

@@ -7,7 +7,7 @@ mod common;
 use common::admin::{admin_get, admin_request, live_report, scrape};
 use common::*;
 use grantshift::config::Config;
-use grantshift::server::Proxy;
+use grantshift::Proxy;
 use http::Method;
 use serde_json::json;
 

@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use grantshift::config::Config;
-use grantshift::server::Proxy;
+use grantshift::Proxy;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 

@@ -5,7 +5,7 @@
 #![no_main]
 
 use grantshift::config::Config;
-use grantshift::server::Proxy;
+use grantshift::Proxy;
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -4,8 +4,8 @@
 
 mod pool;
 
+use crate::body::Body;
 use crate::config::Config;
-use crate::Body;
 use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -57,7 +57,7 @@ impl UpstreamError {
 
     /// The plain-text response a client gets: one line naming the host and the cause.
     pub fn to_response(&self) -> Response<Body> {
-        crate::text_response(self.status(), &format!("grantshift: {self}"))
+        crate::body::text_response(self.status(), &format!("grantshift: {self}"))
     }
 }
 

@@ -19,9 +19,9 @@
 //!   runs only while the pool holds connections.
 
 use super::{Alpn, Dialer, UpstreamError, UpstreamStream};
+use crate::body::Body;
 use crate::hop_by_hop::{self, Hop};
 use crate::telemetry::metrics::Metrics;
-use crate::Body;
 use http::uri::Scheme;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;

@@ -26,7 +26,7 @@ const LEAF_REFRESH: Duration = Duration::from_secs(24 * 3600);
 /// Leaves are back-dated this much to tolerate client clock skew.
 const LEAF_BACKDATE: Duration = Duration::from_secs(3600);
 /// Default number of hosts whose leaf is cached.
-pub const DEFAULT_LEAF_CACHE: usize = 1024;
+pub use crate::config::DEFAULT_LEAF_CACHE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {

@@ -1,11 +1,9 @@
 //! TLS termination for intercepted hosts: read the ClientHello, present a leaf for its SNI
 //! (falling back to the CONNECT host), then serve the decrypted HTTP/1.1 or HTTP/2 requests.
 
-pub mod ca;
-
-use crate::connect::ClientConn;
-use crate::server::Shared;
-use crate::service::{self, Target};
+use crate::conn::{ClientConn, Target};
+use crate::service;
+use crate::state::State;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::sync::Arc;
@@ -21,21 +19,20 @@ pub async fn serve_intercepted<IO>(
     io: IO,
     target: Option<Target>,
     conn: Arc<ClientConn>,
-    shared: Arc<Shared>,
+    state: Arc<State>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let client = conn.addr;
     let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
         Ok(start) => start,
         Err(e) => {
-            tracing::debug!(%client, host = ?target.as_ref().map(|t| &t.host), error = %e, "no TLS ClientHello");
+            tracing::debug!(error = %e, "no TLS ClientHello");
             return;
         }
     };
     let sni = start.client_hello().server_name().map(str::to_owned);
     // grantshift never mints certificates for names the operator did not list.
-    let intercepted = |name: &str| shared.config().intercept.hosts.matches(name);
+    let intercepted = |name: &str| state.config().intercept.hosts.matches(name);
     let (target, cert_host) = match (target, sni) {
         (Some(target), None) => {
             let host = target.host.clone();
@@ -47,47 +44,50 @@ pub async fn serve_intercepted<IO>(
             (target, sni)
         }
         (Some(target), Some(sni)) => {
-            tracing::warn!(%client, connect_host = %target.host, %sni, "SNI names a host that is not intercepted; closing");
+            tracing::warn!(connect_host = %target.host, %sni, "SNI names a host that is not intercepted; closing");
             return;
         }
-        (None, Some(sni)) if intercepted(&sni) => (
-            Target {
-                host: sni.to_ascii_lowercase(),
-                port: 443,
-            },
-            sni,
-        ),
+        (None, Some(sni)) if intercepted(&sni) => {
+            conn.became("intercept", &sni);
+            (
+                Target {
+                    host: sni.to_ascii_lowercase(),
+                    port: 443,
+                },
+                sni,
+            )
+        }
         (None, sni) => {
             // The transparent listener is no open relay: only listed hosts are served.
-            tracing::warn!(%client, sni = ?sni, "transparent TLS: SNI missing or not an intercepted host; refusing");
+            tracing::warn!(sni = ?sni, "transparent TLS: SNI missing or not an intercepted host; refusing");
             return;
         }
     };
-    let tls_config = match shared.ca.server_config_for(&cert_host) {
+    let tls_config = match state.ca.server_config_for(&cert_host) {
         Ok(config) => config,
         Err(e) => {
-            tracing::error!(%client, host = %cert_host, error = %e, "cannot mint leaf certificate");
+            tracing::error!(host = %cert_host, error = %e, "cannot mint leaf certificate");
             return;
         }
     };
     let tls = match start.into_stream(tls_config).await {
         Ok(tls) => tls,
         Err(e) => {
-            tracing::debug!(%client, host = %cert_host, error = %e, "client TLS handshake failed (does it trust grantshift's CA?)");
+            tracing::debug!(host = %cert_host, error = %e, "client TLS handshake failed (does it trust grantshift's CA?)");
             return;
         }
     };
-    let _active = shared
+    let _active = state
         .metrics
         .open(crate::telemetry::metrics::Kind::Intercept);
-    tracing::debug!(%client, host = %target.host, alpn = ?tls.get_ref().1.alpn_protocol().map(String::from_utf8_lossy), "intercepting");
+    tracing::debug!(alpn = ?tls.get_ref().1.alpn_protocol().map(String::from_utf8_lossy), "intercepting");
 
     let target = Arc::new(target);
-    let svc_shared = shared.clone();
+    let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |req| {
-        service::handle(req, target.clone(), conn.clone(), svc_shared.clone())
+        service::handle(req, target.clone(), conn.clone(), svc_state.clone())
     });
-    let config = shared.config_snapshot();
+    let config = state.config_snapshot();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -100,11 +100,12 @@ pub async fn serve_intercepted<IO>(
         .timer(TokioTimer::new())
         .max_header_list_size(config.proxy.max_header_bytes as u32);
     drop(config);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-    let ended = shared
-        .serve_until_drained(conn, |conn| conn.graceful_shutdown())
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+    let ended = state
+        .tasks
+        .serve_until_drained(served, |c| c.graceful_shutdown())
         .await;
     if let Err(e) = ended {
-        tracing::debug!(%client, error = %e, "intercepted connection ended with an error");
+        tracing::debug!(error = %e, "intercepted connection ended with an error");
     }
 }

@@ -1,0 +1,396 @@
+//! A `grantshift.toml` file (or text) → a validated [`Config`]. The secrets a config names
+//! (proxy passwords in environment variables, JWT key files) come through a [`Secrets`]
+//! lookup, so loading can be tested without touching the process environment.
+
+use super::*;
+use crate::oauth::jwt::JwtKey;
+use std::path::{Path, PathBuf};
+
+/// Where the secrets a config names come from.
+pub trait Secrets {
+    /// The value of the environment variable `name` (a password), if set.
+    fn env(&self, name: &str) -> Option<String>;
+
+    /// The JWT signing key in the PEM file at `path`.
+    fn jwt_key(&self, path: &Path) -> Result<JwtKey, String> {
+        JwtKey::from_pem_file(path)
+    }
+}
+
+/// The process environment and the file system: what the running proxy uses.
+pub struct ProcessSecrets;
+
+impl Secrets for ProcessSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// Environment variables given as pairs (tests, embedding); key files from the file system.
+impl<const N: usize> Secrets for [(&str, &str); N] {
+    fn env(&self, name: &str) -> Option<String> {
+        self.iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
+impl AuthConfig {
+    /// Read the password from the environment; errors name `key`.
+    fn resolve(
+        &self,
+        key: &str,
+        secrets: &dyn Secrets,
+    ) -> Result<crate::access::ProxyAuth, (String, String)> {
+        if self.username.is_empty() || self.username.contains(':') {
+            return Err((
+                format!("{key}.username"),
+                "must be non-empty and without ':'".into(),
+            ));
+        }
+        let password = secrets.env(&self.password_env).unwrap_or_default();
+        if password.is_empty() {
+            return Err((
+                format!("{key}.password_env"),
+                format!(
+                    "environment variable {} is not set or empty",
+                    self.password_env
+                ),
+            ));
+        }
+        Ok(crate::access::ProxyAuth {
+            username: self.username.clone(),
+            password: password.into(),
+        })
+    }
+}
+
+impl Config {
+    /// Load the config named by `path`, else by `$GRANTSHIFT_CONFIG`, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let from_env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        match path.map(Path::to_path_buf).or(from_env) {
+            Some(file) => Config::load_file(&file),
+            None => {
+                let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
+                    file: "(working directory)".into(),
+                    source,
+                })?;
+                Config::parse("(defaults)", "", &cwd, &ProcessSecrets)
+            }
+        }
+    }
+
+    /// Load and validate one file.
+    pub fn load_file(file: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.display().to_string(),
+            source,
+        })?;
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::parse(&file.display().to_string(), &text, &base, &ProcessSecrets)
+    }
+
+    /// Parse grantshift.toml text; relative paths resolve against `base_dir`.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        Config::from_toml_str_with(text, base_dir, &ProcessSecrets)
+    }
+
+    /// [`Config::from_toml_str`] with the secrets it names looked up in `secrets`.
+    pub fn from_toml_str_with(
+        text: &str,
+        base_dir: &Path,
+        secrets: &dyn Secrets,
+    ) -> Result<Config, ConfigError> {
+        Config::parse("(inline config)", text, base_dir, secrets)
+    }
+
+    fn parse(
+        file: &str,
+        text: &str,
+        base_dir: &Path,
+        secrets: &dyn Secrets,
+    ) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let mut config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .span()
+                .map(|span| format!(" (line {})", 1 + text[..span.start].matches('\n').count()))
+                .unwrap_or_default();
+            ConfigError::Invalid {
+                file: file.to_string(),
+                key: if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                problem: format!("{}{line}", inner.message().trim_end()),
+            }
+        })?;
+        config.resolve_paths(base_dir);
+        config
+            .validate(secrets)
+            .map_err(|(key, problem)| ConfigError::Invalid {
+                file: file.to_string(),
+                key,
+                problem,
+            })?;
+        if config.rollout.is_empty() {
+            config.rollout.push(RolloutRule::default_rule());
+        }
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if !matches!(self.telemetry.events.as_str(), "" | "-")
+            && Path::new(&self.telemetry.events).is_relative()
+        {
+            self.telemetry.events = base.join(&self.telemetry.events).display().to_string();
+        }
+        for credential in &mut self.credentials {
+            if let Some(key) = &mut credential.jwt_private_key {
+                resolve(key);
+            }
+        }
+        resolve(&mut self.ca.cert);
+        resolve(&mut self.ca.key);
+        self.upstream.extra_root_certs.iter_mut().for_each(resolve);
+    }
+
+    /// Checks serde cannot express, and loading the JWT keys: which key, and what is wrong.
+    fn validate(&mut self, secrets: &dyn Secrets) -> Result<(), (String, String)> {
+        self.validate_proxy().map_err(|(k, p)| (k.to_string(), p))?;
+        if let Some(auth) = &self.proxy.auth {
+            self.proxy.auth_resolved = Some(auth.resolve("proxy.auth", secrets)?);
+        }
+        if let Some(auth) = &self.upstream.proxy_auth {
+            if self.upstream.proxy.is_none() {
+                return Err(("upstream.proxy_auth".into(), "needs upstream.proxy".into()));
+            }
+            self.upstream.proxy_auth_resolved = Some(auth.resolve("upstream.proxy_auth", secrets)?);
+        }
+        for (i, rule) in self.rollout.iter().enumerate() {
+            let key = |field: &str| format!("rollout[{i}].{field}");
+            if rule.percent > 100 {
+                return Err((key("percent"), "must be between 0 and 100".into()));
+            }
+            let name = rule.host.strip_prefix("*.").unwrap_or(&rule.host);
+            if rule.host != "*" && !hosts::is_valid_dns_name(name) {
+                return Err((
+                    key("host"),
+                    format!("`{}` is not a host, `*.suffix` or `*`", rule.host),
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, credential) in self.credentials.iter_mut().enumerate() {
+            let key = |field: &str| format!("credentials[{i}].{field}");
+            if credential.username.trim().is_empty() {
+                return Err((key("username"), "must not be empty".into()));
+            }
+            if !seen.insert((
+                credential.username.to_lowercase(),
+                credential.client_id.clone(),
+            )) {
+                return Err((
+                    key("username"),
+                    format!(
+                        "`{}` is listed twice for the same client_id",
+                        credential.username
+                    ),
+                ));
+            }
+            if let Some(domain) = &credential.my_domain {
+                if !hosts::is_valid_dns_name(domain) {
+                    return Err((
+                        key("my_domain"),
+                        format!("`{domain}` is not a host name (e.g. acme.my.salesforce.com)"),
+                    ));
+                }
+            }
+            match (credential.flow, &credential.jwt_private_key) {
+                (Flow::JwtBearer, None) => {
+                    return Err((
+                        key("jwt_private_key"),
+                        "flow = \"jwt_bearer\" needs the connected app's RSA private key (PEM)"
+                            .into(),
+                    ))
+                }
+                (Flow::JwtBearer, Some(path)) => {
+                    let loaded = secrets
+                        .jwt_key(path)
+                        .map_err(|e| (key("jwt_private_key"), e))?;
+                    credential.jwt_key = Some(loaded);
+                }
+                (Flow::ClientCredentials, Some(_)) => {
+                    return Err((
+                        key("jwt_private_key"),
+                        "only used with flow = \"jwt_bearer\"".into(),
+                    ))
+                }
+                (Flow::ClientCredentials, None) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_proxy(&self) -> Result<(), (&'static str, String)> {
+        let positive = [
+            ("proxy.max_connections", self.proxy.max_connections as u128),
+            (
+                "proxy.max_header_bytes",
+                self.proxy.max_header_bytes as u128,
+            ),
+            ("proxy.leaf_cache_size", self.proxy.leaf_cache_size as u128),
+            (
+                "proxy.header_read_timeout",
+                self.proxy.header_read_timeout.as_millis(),
+            ),
+            ("proxy.idle_timeout", self.proxy.idle_timeout.as_millis()),
+            (
+                "proxy.tunnel_idle_timeout",
+                self.proxy.tunnel_idle_timeout.as_millis(),
+            ),
+            (
+                "upstream.pool_idle_timeout",
+                self.upstream.pool_idle_timeout.as_millis(),
+            ),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err((key, "must be more than 0".into()));
+        }
+        if self.proxy.max_header_bytes < 8192 {
+            return Err(("proxy.max_header_bytes", "must be at least 8192".into()));
+        }
+        if !self.proxy.tls_listen.is_empty() && self.proxy.tls_listen_addr().is_none() {
+            return Err((
+                "proxy.tls_listen",
+                format!(
+                    "`{}` is not \"ip:port\" (or \"\" to disable)",
+                    self.proxy.tls_listen
+                ),
+            ));
+        }
+        if !self.proxy.admin_listen.is_empty() && self.proxy.admin_addr().is_none() {
+            return Err((
+                "proxy.admin_listen",
+                format!(
+                    "`{}` is not \"ip:port\" (or \"\" to disable)",
+                    self.proxy.admin_listen
+                ),
+            ));
+        }
+        if self.proxy.max_token_body == 0 {
+            return Err(("proxy.max_token_body", "must be more than 0".into()));
+        }
+        if self.proxy.allowed_connect_ports.is_empty() {
+            return Err((
+                "proxy.allowed_connect_ports",
+                "must name at least one port (443 for HTTPS)".into(),
+            ));
+        }
+        if self.proxy.allowed_connect_ports.contains(&0) {
+            return Err(("proxy.allowed_connect_ports", "port 0 is not a port".into()));
+        }
+        if self.upstream.connect_timeout.is_zero() {
+            return Err(("upstream.connect_timeout", "must be more than 0s".into()));
+        }
+        if self.upstream.request_timeout.is_zero() {
+            return Err(("upstream.request_timeout", "must be more than 0s".into()));
+        }
+        if self.ca.cert == self.ca.key {
+            return Err(("ca.key", "must be a different file from ca.cert".into()));
+        }
+        Ok(())
+    }
+
+    /// The effective settings, as TOML (what `grantshift check` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str_with(text, Path::new("/etc/grantshift"), &[])
+    }
+
+    #[test]
+    fn proxy_passwords_come_from_the_injected_lookup() {
+        let text = "[proxy.auth]\nusername = \"ops\"\npassword_env = \"GS_TEST_PROXY_PW\"\n";
+        let secrets = &[("GS_TEST_PROXY_PW", "hunter2-but-longer")];
+        let c = Config::from_toml_str_with(text, Path::new("/"), secrets).unwrap();
+        let auth = c.proxy.auth_resolved.expect("resolved");
+        assert_eq!(auth.username, "ops");
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("proxy.auth.password_env"), "{err}");
+        assert!(err.contains("GS_TEST_PROXY_PW is not set"), "{err}");
+    }
+
+    #[test]
+    fn empty_file_gives_spec_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.proxy.listen.to_string(), "127.0.0.1:3128");
+        assert_eq!(c.proxy.allowed_connect_ports, vec![443]);
+        assert_eq!(c.upstream.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.upstream.request_timeout, Duration::from_secs(60));
+        assert_eq!(
+            c.ca.cert,
+            Path::new("/etc/grantshift/certs/grantshift-ca.pem")
+        );
+        assert!(c.intercept.hosts.matches("login.salesforce.com"));
+        assert!(c
+            .intercept
+            .hosts
+            .matches("acme--qa.sandbox.my.salesforce.com"));
+        assert!(!c.intercept.hosts.matches("example.com"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse("[proxy]\nlistn = \"127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy"), "{err}");
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_is_named() {
+        let err = parse("[upstream]\nconnect_timeout = \"ten\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream.connect_timeout"), "{err}");
+    }
+
+    #[test]
+    fn bad_connect_to_is_named() {
+        let err = parse("[upstream.connect_to]\n\"a.example:443\" = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("upstream.connect_to"), "{err}");
+        assert!(err.contains("ip:port"), "{err}");
+    }
+
+    #[test]
+    fn effective_settings_round_trip() {
+        let c = parse("[upstream]\nconnect_timeout = \"2s\"\n").unwrap();
+        let again = Config::from_toml_str(&c.to_toml(), Path::new("/")).unwrap();
+        assert_eq!(again.upstream.connect_timeout, Duration::from_secs(2));
+        assert_eq!(again.ca.cert, c.ca.cert);
+    }
+}

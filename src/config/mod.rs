@@ -1,0 +1,376 @@
+//! `grantshift.toml` → [`Config`]: the schema and its defaults here; reading and validating a
+//! file in [`load`] (secrets through an injected [`Secrets`] lookup); host patterns and
+//! `connect_to` in [`hosts`].
+//!
+//! Every key is optional (docs/operating.md, "Configuration"); unknown keys and bad values are
+//! errors that name the file, the key and the problem.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+mod hosts;
+mod load;
+
+pub use hosts::{split_host_port, ConnectTo, HostPatterns};
+pub use load::{ProcessSecrets, Secrets};
+
+/// The environment variable naming the config file when `-c` is not given.
+pub const CONFIG_ENV: &str = "GRANTSHIFT_CONFIG";
+
+/// Leaf certificates kept by default (`proxy.leaf_cache_size`).
+pub const DEFAULT_LEAF_CACHE: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {key}: {problem}")]
+    Invalid {
+        file: String,
+        key: String,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub ca: CaConfig,
+    pub upstream: UpstreamConfig,
+    pub intercept: InterceptConfig,
+    /// First rule whose host pattern matches a password grant's request host wins. With no
+    /// rules: upgrade every set, with fallback (README "Configuration").
+    pub rollout: Vec<RolloutRule>,
+    /// One entry per username the clients log in with.
+    pub credentials: Vec<Credential>,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Where the proxy front listens. Loopback by default: a proxy that sees passwords is not
+    /// opened to a network unless the operator says so.
+    pub listen: SocketAddr,
+    /// The admin server (`/healthz`, `/metrics`, `/report`, `/`); `""` disables it.
+    pub admin_listen: String,
+    /// Transparent TLS listener for clients that ignore proxy settings (DNS or /etc/hosts
+    /// points the Salesforce hosts here); `""` (default) disables it.
+    pub tls_listen: String,
+    /// CONNECT is refused to any other port (Squid's `SSL_ports` rule).
+    pub allowed_connect_ports: Vec<u16>,
+    /// How long SIGTERM/SIGINT waits for in-flight requests and open tunnels.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Token requests larger than this are forwarded untouched (`skipped`, `body_too_large`):
+    /// only a token request is ever buffered, and only this much.
+    pub max_token_body: usize,
+    /// Basic proxy authentication; the password is read from the named environment variable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    /// Client address ranges allowed to use the proxy (empty: all); others get 403.
+    pub allow_clients: Vec<ipnet::IpNet>,
+    /// Client connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// A request head must arrive within this (slowloris).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted (bytes).
+    pub max_header_bytes: usize,
+    /// A client connection with no bytes moving for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// A blind tunnel or upgraded (WebSocket) connection idle this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub tunnel_idle_timeout: Duration,
+    /// Hosts whose leaf certificate is kept in memory.
+    pub leaf_cache_size: usize,
+    /// The resolved `auth` (password from the environment); never printed.
+    #[serde(skip)]
+    pub auth_resolved: Option<crate::access::ProxyAuth>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub username: String,
+    /// The environment variable holding the password (never the password itself).
+    pub password_env: String,
+}
+
+impl ProxyConfig {
+    /// The admin address, or `None` when disabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listen.parse().ok()
+    }
+
+    /// The transparent TLS address, or `None` when disabled.
+    pub fn tls_listen_addr(&self) -> Option<SocketAddr> {
+        self.tls_listen.parse().ok()
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3128)),
+            admin_listen: "127.0.0.1:9464".into(),
+            tls_listen: String::new(),
+            allowed_connect_ports: vec![443],
+            shutdown_grace: Duration::from_secs(30),
+            max_token_body: 65536,
+            auth: None,
+            allow_clients: Vec::new(),
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            tunnel_idle_timeout: Duration::from_secs(3600),
+            leaf_cache_size: DEFAULT_LEAF_CACHE,
+            auth_resolved: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for CaConfig {
+    fn default() -> Self {
+        CaConfig {
+            cert: PathBuf::from("certs/grantshift-ca.pem"),
+            key: PathBuf::from("certs/grantshift-ca.key"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// PEM files trusted in addition to the built-in web PKI roots.
+    pub extra_root_certs: Vec<PathBuf>,
+    /// TCP connect plus TLS handshake to the upstream.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// From sending the request to receiving the response head.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Chain every upstream connection (tunnels and intercepted traffic) through this HTTP
+    /// proxy with CONNECT: `"http://host:port"`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "upstream_proxy"
+    )]
+    pub proxy: Option<UpstreamProxy>,
+    /// Basic credentials for `proxy`; the password comes from the named environment variable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_auth: Option<AuthConfig>,
+    /// The resolved `proxy_auth`; never printed.
+    #[serde(skip)]
+    pub proxy_auth_resolved: Option<crate::access::ProxyAuth>,
+    /// Dial only hosts listed in `connect_to`; every other host fails as unresolvable.
+    /// For sealed environments, tests and fuzzing: nothing is ever looked up in DNS.
+    pub connect_to_only: bool,
+    /// `"host:port" = "ip:port"`: where a host is dialled (like curl `--connect-to`). TLS names
+    /// and Host headers stay the real ones.
+    pub connect_to: ConnectTo,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            extra_root_certs: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
+            connect_to_only: false,
+            proxy: None,
+            proxy_auth: None,
+            proxy_auth_resolved: None,
+            connect_to: ConnectTo::default(),
+        }
+    }
+}
+
+/// `[upstream].proxy`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamProxy {
+    pub host: String,
+    pub port: u16,
+}
+
+mod upstream_proxy {
+    use super::UpstreamProxy;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Option<UpstreamProxy>, s: S) -> Result<S::Ok, S::Error> {
+        match p {
+            Some(p) => s.serialize_str(&format!("http://{}:{}", p.host, p.port)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<UpstreamProxy>, D::Error> {
+        let text = String::deserialize(d)?;
+        let bad = || {
+            serde::de::Error::custom(format!(
+                "`{text}` must be \"http://host:port\" (credentials go in upstream.proxy_auth)"
+            ))
+        };
+        let rest = text.strip_prefix("http://").ok_or_else(bad)?;
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('@') || rest.contains('/') {
+            return Err(bad());
+        }
+        let (host, port) = super::split_host_port(rest).ok_or_else(bad)?;
+        Ok(Some(UpstreamProxy {
+            host: host.to_string(),
+            port,
+        }))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InterceptConfig {
+    /// Hosts whose TLS grantshift terminates; every other host is blind-tunnelled.
+    pub hosts: HostPatterns,
+}
+
+impl Default for InterceptConfig {
+    fn default() -> Self {
+        let defaults = [
+            "login.salesforce.com",
+            "test.salesforce.com",
+            "*.my.salesforce.com",
+            "*.my.salesforce.mil",
+            "*.my-salesforce.com",
+            "*.my.sfcrmproducts.cn",
+        ];
+        InterceptConfig {
+            hosts: HostPatterns::try_from(
+                defaults.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+            .expect("default intercept hosts are valid"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Forward unchanged, record.
+    Observe,
+    /// Upgrade the share of credential sets that `percent` selects.
+    Upgrade,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutRule {
+    /// Exact host, `*.suffix`, or `*` for every host.
+    pub host: String,
+    pub mode: Mode,
+    #[serde(default = "hundred")]
+    pub percent: u8,
+    #[serde(default = "yes")]
+    pub fallback: bool,
+}
+
+fn hundred() -> u8 {
+    100
+}
+fn yes() -> bool {
+    true
+}
+
+impl RolloutRule {
+    /// Does this rule's `host` (exact, `*.suffix` or `*`) cover `host`?
+    pub fn matches(&self, host: &str) -> bool {
+        self.host == "*" || hosts::pattern_matches(&self.host, host)
+    }
+
+    fn default_rule() -> RolloutRule {
+        RolloutRule {
+            host: "*".into(),
+            mode: Mode::Upgrade,
+            percent: 100,
+            fallback: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Flow {
+    #[default]
+    ClientCredentials,
+    JwtBearer,
+}
+
+impl Flow {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Flow::ClientCredentials => "client_credentials",
+            Flow::JwtBearer => "jwt_bearer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    pub username: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub my_domain: Option<String>,
+    #[serde(default)]
+    pub flow: Flow,
+    /// Only requests from this connected app match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_private_key: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwt_audience: Option<String>,
+    /// The loaded `jwt_private_key` (redacting `Debug`; never serialized).
+    #[serde(skip)]
+    pub jwt_key: Option<crate::oauth::jwt::JwtKey>,
+}
+
+impl Credential {
+    /// Does this entry apply to a password grant by `username` from `client_id`?
+    pub fn matches(&self, client_id: &str, username: &str) -> bool {
+        // Full Unicode lowercase, as the rollout bucket and the report use.
+        (self.username == username || self.username.to_lowercase() == username.to_lowercase())
+            && self.client_id.as_deref().is_none_or(|c| c == client_id)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Append-only JSON lines, one per token request; `""` disables, `"-"` is stdout.
+    pub events: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            events: "grantshift-events.jsonl".into(),
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! One client connection ([`ClientConn`]) and where an intercepted connection's requests go
+//! ([`Target`]).
+
+use crate::idle::Activity;
+use http::Uri;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
+
+/// What every request and tunnel of one client connection shares: who the client is, the
+/// connection's idle clock, its slot under `max_connections` (released when the last holder,
+/// possibly a tunnel, is gone), and its tracing span.
+pub struct ClientConn {
+    pub addr: SocketAddr,
+    pub activity: Arc<Activity>,
+    /// `conn{client, kind, host}`: every log line of this connection carries these fields.
+    /// `kind` is `proxy` (the proxy port) or `tls` (the transparent TLS listener), then
+    /// `tunnel`, `intercept` or `http` once the first request says which; `host` is the
+    /// CONNECT host (or the SNI on the TLS listener).
+    pub span: tracing::Span,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl ClientConn {
+    pub fn new(
+        addr: SocketAddr,
+        kind: &'static str,
+        idle: std::time::Duration,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Arc<ClientConn> {
+        let span = tracing::info_span!(
+            "conn",
+            client = %addr,
+            kind,
+            host = tracing::field::Empty
+        );
+        Arc::new(ClientConn {
+            addr,
+            activity: Activity::new(idle),
+            span,
+            _slot: slot,
+        })
+    }
+
+    /// Name what this connection turned out to be, and its host.
+    pub fn became(&self, kind: &'static str, host: &str) {
+        self.span.record("kind", kind);
+        self.span.record("host", host);
+    }
+}
+
+/// Where an intercepted connection's requests go: the CONNECT authority (or the SNI, port
+/// 443, on the transparent TLS listener).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Target {
+    /// `host` or `host:port` (port omitted when it is the https default).
+    pub fn authority(&self) -> String {
+        if self.port == 443 {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The absolute `https://` URI of `path_and_query` at this target.
+    pub fn uri(&self, original: &Uri) -> Result<Uri, http::Error> {
+        let path = original.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        Uri::builder()
+            .scheme("https")
+            .authority(self.authority())
+            .path_and_query(path)
+            .build()
+    }
+}
+
+/// The span of one request on an intercepted connection: method and path, never the query
+/// (a token request's query string may carry a password).
+pub fn request_span(method: &http::Method, uri: &Uri) -> tracing::Span {
+    tracing::info_span!("request", method = %method, path = uri.path())
+}

@@ -1,0 +1,268 @@
+//! [`Proxy`]: grantshift assembled. It builds the [`State`] every connection shares, serves
+//! the proxy port, the transparent TLS listener and the admin server, and shuts down
+//! gracefully. [`ProxyHandle`] looks at a running proxy; [`Reloader`] applies SIGHUP.
+
+use crate::ca::CertificateAuthority;
+use crate::config::Config;
+use crate::conn::ClientConn;
+use crate::server::{accept_loop, bind};
+use crate::state::{self, State};
+use crate::telemetry::events::{for_each_event, Event, EventSink};
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::report::{Report, ReportBuilder};
+use crate::upstream::Upstream;
+use crate::{access, admin, connect, idle, mitm};
+use arc_swap::ArcSwap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+/// A ready-to-serve proxy: config loaded, CA loaded or created, upstream TLS built.
+pub struct Proxy {
+    state: Arc<State>,
+}
+
+impl Proxy {
+    /// Load or create the CA and build the upstream client. Fails fast on CA or TLS problems,
+    /// before anything listens.
+    pub fn new(config: Config) -> crate::Result<Proxy> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let ca = CertificateAuthority::load_or_create(
+            &config.ca.cert,
+            &config.ca.key,
+            provider.clone(),
+        )?
+        .with_cache_size(config.proxy.leaf_cache_size);
+        let metrics = Arc::new(Metrics::new());
+        let report = Arc::new(std::sync::Mutex::new(seed_report(&config.telemetry.events)));
+        let events = {
+            let (metrics, report) = (metrics.clone(), report.clone());
+            EventSink::start(&config.telemetry.events, move |event| {
+                metrics.record_event(event);
+                report.lock().expect("report lock").add(event);
+            })?
+        };
+        let config = Arc::new(ArcSwap::from_pointee(config));
+        let upstream = Upstream::new(config.clone(), provider, metrics.clone())?;
+        Ok(Proxy {
+            state: Arc::new(State::new(state::Parts {
+                config,
+                ca,
+                upstream,
+                events,
+                metrics,
+                report,
+            })),
+        })
+    }
+
+    /// A handle that swaps in a new config (SIGHUP) while the proxy runs.
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            state: self.state.clone(),
+        }
+    }
+
+    /// A handle for looking at the running proxy after `serve` has taken it.
+    pub fn handle(&self) -> ProxyHandle {
+        ProxyHandle {
+            state: self.state.clone(),
+        }
+    }
+
+    /// Telemetry events as they are written (the line is on disk when one arrives).
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>> {
+        self.state.events.subscribe()
+    }
+
+    /// Bind `[proxy].admin_listen` and serve the admin endpoints until shutdown. Returns the
+    /// bound address, or `None` when the admin server is disabled (`""`).
+    pub async fn start_admin(&self) -> crate::Result<Option<SocketAddr>> {
+        let Some(addr) = self.state.config().proxy.admin_addr() else {
+            return Ok(None);
+        };
+        let listener = bind_named(addr, "proxy.admin_listen")?;
+        let bound = listener.local_addr()?;
+        self.state
+            .tasks
+            .spawn(admin::serve(listener, self.state.clone()));
+        Ok(Some(bound))
+    }
+
+    /// Bind `[proxy].tls_listen` (transparent TLS for clients that ignore proxy settings:
+    /// DNS or /etc/hosts points the Salesforce hosts here) and serve it until shutdown. Its
+    /// connections count against `max_connections` with the proxy port's. Returns the bound
+    /// address, or `None` when disabled (`""`, the default).
+    pub async fn start_tls_listener(&self) -> crate::Result<Option<SocketAddr>> {
+        let Some(addr) = self.state.config().proxy.tls_listen_addr() else {
+            return Ok(None);
+        };
+        let listener = bind_named(addr, "proxy.tls_listen")?;
+        let bound = listener.local_addr()?;
+        let state = self.state.clone();
+        self.state.tasks.spawn(async move {
+            let slots = state.slots.clone();
+            accept_loop(
+                listener,
+                "tls_listen",
+                slots,
+                state.tasks.draining(),
+                |tcp, peer, slot| {
+                    let config = state.config();
+                    let conn = ClientConn::new(peer, "tls", config.proxy.idle_timeout, Some(slot));
+                    if !access::client_allowed(&config.proxy.allow_clients, peer.ip()) {
+                        conn.span.in_scope(|| {
+                            tracing::info!(
+                                "tls_listen: client address not in proxy.allow_clients; closing"
+                            )
+                        });
+                        return;
+                    }
+                    let io = idle::IdleTimeout::new(tcp, conn.activity.clone());
+                    let span = conn.span.clone();
+                    state.tasks.spawn(
+                        mitm::serve_intercepted(io, None, conn, state.clone()).instrument(span),
+                    );
+                },
+            )
+            .await
+        });
+        Ok(Some(bound))
+    }
+
+    /// Serve one already-accepted client connection (any byte stream) as the proxy port
+    /// would, outside the connection cap. For embedding and fuzzing.
+    pub async fn serve_connection<IO>(&self, io: IO, peer: SocketAddr)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let conn = ClientConn::new(peer, "proxy", self.state.config().proxy.idle_timeout, None);
+        let span = conn.span.clone();
+        connect::serve_front(io, conn, self.state.clone())
+            .instrument(span)
+            .await
+    }
+
+    /// PEM of grantshift's CA certificate (what clients must trust).
+    pub fn ca_cert_pem(&self) -> String {
+        self.state.ca.cert_pem().to_string()
+    }
+
+    /// Serve on `listener` until `shutdown` resolves; then stop accepting, let in-flight
+    /// requests and open tunnels finish for up to `shutdown_grace`, and return.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> crate::Result<()> {
+        let state = self.state;
+        let slots = state.slots.clone();
+        accept_loop(listener, "proxy", slots, shutdown, |tcp, peer, slot| {
+            let idle = state.config().proxy.idle_timeout;
+            let conn = ClientConn::new(peer, "proxy", idle, Some(slot));
+            let span = conn.span.clone();
+            state
+                .tasks
+                .spawn(connect::serve_front(tcp, conn, state.clone()).instrument(span));
+        })
+        .await;
+        state.tasks.drain(state.config().proxy.shutdown_grace).await;
+        // Every login's event is on disk before the process exits.
+        state.events.sync().await;
+        Ok(())
+    }
+}
+
+/// Bind `addr` for the config key `key`; the error names both.
+fn bind_named(addr: SocketAddr, key: &str) -> std::io::Result<TcpListener> {
+    bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{key}: cannot listen on {addr}: {e}")))
+}
+
+/// Read-only views of a running proxy (tests, embedding).
+#[derive(Clone)]
+pub struct ProxyHandle {
+    state: Arc<State>,
+}
+
+impl ProxyHandle {
+    /// The Prometheus exposition, as `/metrics` serves it.
+    pub fn metrics_text(&self) -> String {
+        self.state.metrics.encode()
+    }
+
+    /// Hosts with a cached leaf certificate (bounded by `leaf_cache_size`).
+    pub fn cached_leaves(&self) -> usize {
+        self.state.ca.cached_leaves()
+    }
+
+    /// The migration report.
+    pub fn report(&self) -> Report {
+        self.state.report()
+    }
+
+    /// Make the named fault point panic for requests to `host` on this proxy (test builds).
+    #[cfg(feature = "fault-injection")]
+    pub fn arm_fault(&self, point: &str, host: &str) {
+        self.state.faults.arm(point, host)
+    }
+}
+
+/// Applies a new config to a running proxy. Requests already in flight keep the snapshot they
+/// started with; open tunnels are not touched. Rollout, credentials, intercept hosts,
+/// connect_to, timeouts and the events file take effect; the listen address, the CA and the
+/// upstream root certificates need a restart.
+#[derive(Clone)]
+pub struct Reloader {
+    state: Arc<State>,
+}
+
+impl Reloader {
+    pub fn apply(&self, new: Config) {
+        let old = self.state.config_snapshot();
+        if old.proxy.listen != new.proxy.listen
+            || old.ca.cert != new.ca.cert
+            || old.ca.key != new.ca.key
+            || old.upstream.extra_root_certs != new.upstream.extra_root_certs
+        {
+            tracing::warn!("proxy.listen, ca.* and upstream.extra_root_certs changes take effect after a restart");
+        }
+        if old.telemetry.events != new.telemetry.events {
+            self.state.events.reopen(&new.telemetry.events);
+        }
+        self.state.store_config(new);
+        self.state.metrics.config_reload(true);
+        tracing::info!("config reloaded");
+    }
+
+    /// A reload that could not be applied: the running config stays.
+    pub fn failed(&self, error: &dyn std::fmt::Display) {
+        self.state.metrics.config_reload(false);
+        tracing::error!(%error, "config reload failed; keeping the running config");
+    }
+}
+
+/// The report starts from the events already in the file, so `/report` and
+/// `grantshift report` over the same file agree across restarts.
+fn seed_report(events_path: &str) -> ReportBuilder {
+    let mut builder = ReportBuilder::default();
+    if matches!(events_path, "" | "-") || !std::path::Path::new(events_path).exists() {
+        return builder;
+    }
+    // Line by line: the file holds every login since the proxy first ran.
+    let mut seen = 0usize;
+    match for_each_event(std::path::Path::new(events_path), |e| {
+        seen += 1;
+        builder.add(&e)
+    }) {
+        Ok(bad) => {
+            tracing::info!(events = seen, unreadable_lines = bad, path = %events_path, "report seeded from the events file");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the events file; the report starts empty")
+        }
+    }
+    builder
+}

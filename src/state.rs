@@ -1,0 +1,77 @@
+//! [`State`]: what every connection of one proxy shares. Built by the proxy at start;
+//! read by every stage below it.
+
+use crate::ca::CertificateAuthority;
+use crate::config::Config;
+use crate::fault::Faults;
+use crate::tasks::Tasks;
+use crate::telemetry::events::EventSink;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::report::{Report, ReportBuilder};
+use crate::upstream::Upstream;
+use arc_swap::ArcSwap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::Semaphore;
+
+/// The config snapshot, the CA, the upstream pool, telemetry and the task tracker.
+pub struct State {
+    config: Arc<ArcSwap<Config>>,
+    pub ca: CertificateAuthority,
+    pub upstream: Upstream,
+    pub events: EventSink,
+    pub metrics: Arc<Metrics>,
+    report: Arc<Mutex<ReportBuilder>>,
+    pub tasks: Tasks,
+    /// Client connections served at once (`max_connections`), on the proxy port and the
+    /// transparent TLS listener together.
+    pub slots: Arc<Semaphore>,
+    /// Test-only panic points (nothing in a normal build).
+    pub faults: Faults,
+}
+
+/// The parts [`State::new`] is built from.
+pub struct Parts {
+    pub config: Arc<ArcSwap<Config>>,
+    pub ca: CertificateAuthority,
+    pub upstream: Upstream,
+    pub events: EventSink,
+    pub metrics: Arc<Metrics>,
+    pub report: Arc<Mutex<ReportBuilder>>,
+}
+
+impl State {
+    pub fn new(parts: Parts) -> State {
+        let slots = Arc::new(Semaphore::new(parts.config.load().proxy.max_connections));
+        State {
+            config: parts.config,
+            ca: parts.ca,
+            upstream: parts.upstream,
+            events: parts.events,
+            metrics: parts.metrics,
+            report: parts.report,
+            tasks: Tasks::default(),
+            slots,
+            faults: Faults::default(),
+        }
+    }
+
+    /// The current config (a cheap snapshot; a reload swaps it without blocking anyone).
+    pub fn config(&self) -> arc_swap::Guard<Arc<Config>> {
+        self.config.load()
+    }
+
+    /// The current config, owned: for work that spans awaits.
+    pub fn config_snapshot(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Swap in a new config; requests in flight keep the snapshot they started with.
+    pub fn store_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
+    }
+
+    /// The migration report over every event of this events file (earlier runs included).
+    pub fn report(&self) -> Report {
+        self.report.lock().expect("report lock").report()
+    }
+}

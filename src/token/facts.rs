@@ -1,0 +1,61 @@
+//! The non-secret facts of a token response (org, user, instance; or the error), read from a
+//! bounded copy of its body: the client still gets the bytes exactly as they came.
+
+use crate::body::{empty_body, Body, Buffered};
+use crate::telemetry::events::ResponseFacts;
+use bytes::Bytes;
+use http::{HeaderMap, Response};
+
+/// Token responses are small; past this a response streams on without being read.
+const MAX_TOKEN_RESPONSE: usize = 256 * 1024;
+
+/// Read a token response (up to [`MAX_TOKEN_RESPONSE`]) for its non-secret facts, and give
+/// back a response with the same bytes.
+pub async fn read_facts(resp: Response<Body>) -> (Response<Body>, ResponseFacts) {
+    let (parts, body) = resp.into_parts();
+    match Buffered::read(body, MAX_TOKEN_RESPONSE).await {
+        Ok(buffered) => {
+            let facts = if buffered.rest.is_none() {
+                // Clients that accept gzip (python-requests does) get compressed answers:
+                // decode a copy to read the facts; the client gets the bytes as they came.
+                match decoded(&parts.headers, &buffered.data) {
+                    Some(plain) => ResponseFacts::from_json(&plain),
+                    None => ResponseFacts::default(),
+                }
+            } else {
+                ResponseFacts::default()
+            };
+            (Response::from_parts(parts, buffered.into_body()), facts)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "token response body ended with an error");
+            (
+                Response::from_parts(parts, empty_body()),
+                ResponseFacts::default(),
+            )
+        }
+    }
+}
+
+/// The response body without its `Content-Encoding` (identity, gzip, deflate), bounded to
+/// `MAX_TOKEN_RESPONSE` decoded bytes; `None` for other encodings or a broken stream.
+fn decoded(headers: &HeaderMap, body: &Bytes) -> Option<std::borrow::Cow<'static, [u8]>> {
+    use std::io::Read;
+    let encoding = headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let mut plain = Vec::new();
+    let limit = MAX_TOKEN_RESPONSE as u64;
+    let read = match encoding.as_deref() {
+        None | Some("identity") | Some("") => return Some(std::borrow::Cow::Owned(body.to_vec())),
+        Some("gzip") | Some("x-gzip") => flate2::read::GzDecoder::new(&body[..])
+            .take(limit)
+            .read_to_end(&mut plain),
+        Some("deflate") => flate2::read::ZlibDecoder::new(&body[..])
+            .take(limit)
+            .read_to_end(&mut plain),
+        Some(_) => return None,
+    };
+    read.ok().map(|_| std::borrow::Cow::Owned(plain))
+}

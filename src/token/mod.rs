@@ -1,0 +1,245 @@
+//! The token path: a `POST /services/oauth2/token` on an intercepted host.
+//!
+//! Phases, in order: check the headers (can the body be read as a form?) → buffer at most
+//! `max_token_body` → [`plan`](plan::plan) (pure: parse, rollout policy, rewrite) → send the
+//! rewrite upstream → on failure, fall back to the original request → record one event when
+//! the response has gone back. Whatever grantshift cannot understand is forwarded
+//! byte-for-byte as it came, and recorded as `skipped`. This module does the I/O only; what
+//! happens is decided in [`plan`].
+
+pub mod facts;
+pub mod plan;
+
+use crate::body::{full_body, text_response, Body, Buffered, RecordOnEnd};
+use crate::conn::Target;
+use crate::forward::{to_client, upstream_failed};
+use crate::hop_by_hop;
+use crate::oauth;
+use crate::state::State;
+use crate::telemetry::events::{Action, Event, UpstreamErrorInfo};
+use crate::upstream::UpstreamError;
+use facts::read_facts;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use plan::{BodyRead, Forward, Plan, Rewrite, TokenRequest};
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Serve one token request from `client`. Never fails: every problem becomes a response.
+pub async fn handle(
+    req: Request<Incoming>,
+    target: &Target,
+    client: SocketAddr,
+    state: &State,
+) -> Response<Body> {
+    let started = Instant::now();
+    let config = state.config_snapshot();
+    let mut event = Event::new(client, &target.host);
+    let (mut parts, body) = req.into_parts();
+    hop_by_hop::strip(&mut parts.headers);
+
+    if let Some(skip) = plan::check_headers(&parts.headers, &config) {
+        let resp = forward_original(&parts, body.boxed(), target, state).await;
+        return finish(resp, record(event, skip), state, started).await;
+    }
+    let buffered = match Buffered::read(body, config.proxy.max_token_body).await {
+        Ok(buffered) => buffered,
+        Err(e) => {
+            // The client's upload broke off: nothing can be forwarded faithfully.
+            tracing::debug!(error = %e, "token request body ended with an error");
+            event.action = Action::Skipped;
+            event.reason = Some("client_body_error".into());
+            let resp = text_response(
+                http::StatusCode::BAD_REQUEST,
+                "grantshift: the request body could not be read",
+            );
+            return finish(Ok(resp), event, state, started).await;
+        }
+    };
+    let request = TokenRequest {
+        host: &target.host,
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        body: match buffered.rest {
+            None => BodyRead::Complete(&buffered.data),
+            Some(_) => BodyRead::TooLarge,
+        },
+    };
+    let (plan, login) = plan::plan(&request, &config, unix_now(), &state.faults);
+    event.grant = login.grant;
+    event.client_id = login.client_id;
+    event.username = login.username;
+    let rewrite = match plan {
+        Plan::Rewrite(rewrite) => rewrite,
+        Plan::Forward(forward) => {
+            if let Some(problem) = &forward.problem {
+                tracing::error!(%problem, "cannot build the upgraded request; forwarding the original");
+            }
+            let resp = forward_original(&parts, buffered.into_body(), target, state).await;
+            return finish(resp, record(event, forward), state, started).await;
+        }
+    };
+
+    event.flow = Some(rewrite.flow.as_str().into());
+    event.target_host = Some(rewrite.target_host.clone());
+    let (info, failed) = match send_upgraded(&parts, &rewrite, target, state).await {
+        Ok(resp) if resp.status().is_success() => {
+            event.action = Action::Upgraded;
+            return finish(Ok(resp), event, state, started).await;
+        }
+        Ok(resp) => {
+            let status = resp.status();
+            let (resp, facts) = read_facts(resp).await;
+            let info = UpstreamErrorInfo {
+                status: Some(status.as_u16()),
+                error: facts.error,
+                error_description: facts.error_description,
+            };
+            (info, Ok(resp))
+        }
+        Err(e) => {
+            let error = match e.status() {
+                http::StatusCode::GATEWAY_TIMEOUT => "timeout",
+                _ => "connect_error",
+            };
+            let info = UpstreamErrorInfo {
+                status: None,
+                error: Some(error.into()),
+                error_description: Some(e.to_string()),
+            };
+            (info, Err(e))
+        }
+    };
+    tracing::info!(target_host = %rewrite.target_host,
+        status = ?info.status, error = ?info.error, error_description = ?info.error_description,
+        fallback = rewrite.fallback, "upgraded login failed");
+    event.upstream_error = Some(info);
+    if rewrite.fallback {
+        event.action = Action::Fallback;
+        let resp = forward_original(&parts, buffered.into_body(), target, state).await;
+        finish(resp, event, state, started).await
+    } else {
+        event.action = Action::Failed;
+        finish(failed, event, state, started).await
+    }
+}
+
+fn record(mut event: Event, forward: Forward) -> Event {
+    event.action = forward.action;
+    event.reason = forward.reason.map(str::to_owned);
+    event
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The upgraded request: same headers (Authorization included, as sent) but the body, its
+/// length and type, and the host all follow the target; no query string (no secret in a URL).
+async fn send_upgraded(
+    original: &Parts,
+    rewrite: &Rewrite,
+    target: &Target,
+    state: &State,
+) -> Result<Response<Body>, UpstreamError> {
+    let port = if rewrite.target_host.eq_ignore_ascii_case(&target.host) {
+        target.port
+    } else {
+        443
+    };
+    let to = Target {
+        host: rewrite.target_host.clone(),
+        port,
+    };
+    let uri = Uri::builder()
+        .scheme("https")
+        .authority(to.authority())
+        .path_and_query(oauth::TOKEN_PATH)
+        .build()
+        .map_err(|e| UpstreamError::Request {
+            host: to.host.clone(),
+            cause: e.to_string(),
+        })?;
+    let mut req = Request::new(full_body(rewrite.body.clone()));
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = original.headers.clone();
+    let headers = req.headers_mut();
+    // A user-set Content-Length would win over the new body's size.
+    headers.remove(CONTENT_LENGTH);
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-www-form-urlencoded"),
+    );
+    if headers.contains_key(HOST) {
+        // The old Host would name the old host (over HTTP/2 the pool moves it to :authority).
+        if let Ok(host) = HeaderValue::from_str(&to.authority()) {
+            headers.insert(HOST, host);
+        }
+    }
+    let resp = state.upstream.send(req, &to.host).await?;
+    Ok(to_client(resp))
+}
+
+/// The original request, unchanged but for hop-by-hop fields, to the original host.
+async fn forward_original(
+    parts: &Parts,
+    body: Body,
+    target: &Target,
+    state: &State,
+) -> Result<Response<Body>, UpstreamError> {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = target.uri(&parts.uri).map_err(|e| UpstreamError::Request {
+        host: target.host.clone(),
+        cause: e.to_string(),
+    })?;
+    *req.headers_mut() = parts.headers.clone();
+    *req.extensions_mut() = parts.extensions.clone();
+    let resp = state.upstream.send(req, &target.host).await?;
+    Ok(to_client(resp))
+}
+
+/// Fill the event from the response the client gets, and send that response with the event
+/// attached: it is recorded once the body has gone back.
+async fn finish(
+    resp: Result<Response<Body>, UpstreamError>,
+    mut event: Event,
+    state: &State,
+    started: Instant,
+) -> Response<Body> {
+    let resp = match resp {
+        Ok(resp) if resp.status().is_success() => {
+            let (resp, facts) = read_facts(resp).await;
+            event.org_id = facts.org_id;
+            event.user_id = facts.user_id;
+            event.instance_url = facts.instance_url;
+            resp
+        }
+        Ok(resp) => resp,
+        Err(e) => upstream_failed(e),
+    };
+    event.status = resp.status().as_u16();
+    tracing::info!(
+        host = %event.host,
+        grant = event.grant.as_deref().unwrap_or(""),
+        client_id = event.client_id.as_deref().unwrap_or(""),
+        username = event.username.as_deref().unwrap_or(""),
+        action = event.action.as_str(),
+        flow = event.flow.as_deref().unwrap_or(""),
+        target_host = event.target_host.as_deref().unwrap_or(""),
+        status = event.status,
+        reason = event.reason.as_deref().unwrap_or(""),
+        "token request"
+    );
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(
+        parts,
+        RecordOnEnd::wrap(body, event, state.events.clone(), started),
+    )
+}
