@@ -152,7 +152,7 @@ where
 }
 
 /// A response body that records its event when it is dropped: hyper drops a body once it has
-/// written it to the client (or the client went away), which is when README "Seeing the migration" writes events.
+/// written it to the client (or the client went away), which is when docs/operating.md, "The events file" writes events.
 pub struct RecordOnEnd {
     inner: Body,
     pending: Option<(Event, EventSink, Instant)>,

@@ -1,4 +1,4 @@
-//! Rollout policy (README "The upgrade", rollout): for a password grant, decide whether to observe it, upgrade it
+//! Rollout policy (docs/operating.md, "Rolling out"): for a password grant, decide whether to observe it, upgrade it
 //! (which flow, which host), or leave it alone because it cannot be upgraded. Pure.
 
 use crate::config::{Config, Flow, Mode};

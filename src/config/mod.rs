@@ -45,7 +45,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub intercept: InterceptConfig,
     /// First rule whose host pattern matches a password grant's request host wins. With no
-    /// rules: upgrade every set, with fallback (README "Configuration").
+    /// rules: upgrade every set, with fallback (docs/operating.md, "The config file").
     pub rollout: Vec<RolloutRule>,
     /// One entry per username the clients log in with.
     pub credentials: Vec<Credential>,

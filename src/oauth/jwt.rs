@@ -82,7 +82,7 @@ impl<'a> Claims<'a> {
     }
 }
 
-/// `aud` per README "The upgrade": the credential's `jwt_audience`, else test for test/sandbox hosts,
+/// `aud` per docs/operating.md, "The upgrade": the credential's `jwt_audience`, else test for test/sandbox hosts,
 /// else login.
 pub fn audience<'a>(configured: Option<&'a str>, original_host: &str) -> &'a str {
     match configured {

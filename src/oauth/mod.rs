@@ -2,7 +2,7 @@
 //! grants. Everything here is pure (bytes in, bytes out) and unit-tested beside the code.
 //!
 //! A token request is a `POST` to `/services/oauth2/token`; its parameters are the union of
-//! the query string and an `application/x-www-form-urlencoded` body (README "The upgrade";
+//! the query string and an `application/x-www-form-urlencoded` body (docs/operating.md, "The upgrade";
 //! real clients put grant parameters in either place).
 
 pub mod jwt;
@@ -19,7 +19,7 @@ pub fn is_token_request(method: &Method, path: &str) -> bool {
     method == Method::POST && path == TOKEN_PATH
 }
 
-/// Why a token request is forwarded untouched without being understood (README "The upgrade"). The
+/// Why a token request is forwarded untouched without being understood (docs/operating.md, "The upgrade"). The
 /// string is the event's `reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkipReason {
@@ -183,7 +183,7 @@ fn form_is_utf8(bytes: &[u8]) -> bool {
     std::str::from_utf8(&decoded).is_ok()
 }
 
-/// Host classes (README "The upgrade"): the generic login hosts, My Domains and sandboxes.
+/// Host classes (docs/operating.md, "The upgrade"): the generic login hosts, My Domains and sandboxes.
 pub fn is_generic_login_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("login.salesforce.com")
         || host.eq_ignore_ascii_case("test.salesforce.com")

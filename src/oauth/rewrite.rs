@@ -1,4 +1,4 @@
-//! The grant rewrites (README "The upgrade"). Pure: parameters in, a form body out. Credentials always go
+//! The grant rewrites (docs/operating.md, "The upgrade"). Pure: parameters in, a form body out. Credentials always go
 //! in the body, never in a URL.
 
 use super::{TokenParams, JWT_BEARER_GRANT};

@@ -1,4 +1,4 @@
-//! Migration telemetry events (README "Seeing the migration"): one JSON object per token request, appended to
+//! Migration telemetry events (docs/operating.md, "The events file"): one JSON object per token request, appended to
 //! `[telemetry].events` once the response has gone back to the client.
 //!
 //! The request path never touches the file: events go over a channel to one writer thread,

@@ -1,4 +1,4 @@
-//! Prometheus metrics (README "Seeing the migration"), exposed on the admin server's `/metrics`.
+//! Prometheus metrics (docs/operating.md, "The events file"), exposed on the admin server's `/metrics`.
 //!
 //! Token-request counters are fed by the events writer, one event at a time, so they match
 //! the events file exactly; connection and upstream metrics are updated where they happen.

@@ -1,4 +1,4 @@
-//! The migration report (README "Seeing the migration"): events grouped by credential set `(client_id, username)`,
+//! The migration report (docs/operating.md, "The events file"): events grouped by credential set `(client_id, username)`,
 //! with a verdict and the operator's next step. Pure: the running proxy feeds it events as
 //! they are written, `grantshift report` feeds it event files, so both say the same.
 
