@@ -13,10 +13,10 @@ use tokio::sync::OwnedSemaphorePermit;
 pub struct ClientConn {
     pub addr: SocketAddr,
     pub activity: Arc<Activity>,
-    /// `conn{client, kind, host}`: every log line of this connection carries these fields.
-    /// `kind` is `proxy` (the proxy port) or `tls` (the transparent TLS listener), then
-    /// `tunnel`, `intercept` or `http` once the first request says which; `host` is the
-    /// CONNECT host (or the SNI on the TLS listener).
+    /// `conn{client, listener, kind, host}`: every log line of this connection carries these
+    /// fields. `listener` is `proxy` (the proxy port) or `tls` (the transparent TLS listener);
+    /// `kind` (`tunnel` or `intercept`) and `host` (the CONNECT host, or the SNI on the TLS
+    /// listener) are added once known.
     pub span: tracing::Span,
     _slot: Option<OwnedSemaphorePermit>,
 }
@@ -24,14 +24,15 @@ pub struct ClientConn {
 impl ClientConn {
     pub fn new(
         addr: SocketAddr,
-        kind: &'static str,
+        listener: &'static str,
         idle: std::time::Duration,
         slot: Option<OwnedSemaphorePermit>,
     ) -> Arc<ClientConn> {
         let span = tracing::info_span!(
             "conn",
             client = %addr,
-            kind,
+            listener,
+            kind = tracing::field::Empty,
             host = tracing::field::Empty
         );
         Arc::new(ClientConn {
@@ -42,7 +43,8 @@ impl ClientConn {
         })
     }
 
-    /// Name what this connection turned out to be, and its host.
+    /// Name what this connection turned out to be, and its host. Called once: a CONNECT (or
+    /// the TLS listener's ClientHello) ends HTTP on the connection.
     pub fn became(&self, kind: &'static str, host: &str) {
         self.span.record("kind", kind);
         self.span.record("host", host);
@@ -78,8 +80,15 @@ impl Target {
     }
 }
 
-/// The span of one request on an intercepted connection: method and path, never the query
-/// (a token request's query string may carry a password).
+/// The span of one request: method and path, never the query (a token request's query
+/// string may carry a password). On an intercepted connection the host is the connection's.
 pub fn request_span(method: &http::Method, uri: &Uri) -> tracing::Span {
     tracing::info_span!("request", method = %method, path = uri.path())
+}
+
+/// The span of one absolute-form `http://` request on the proxy port: its host too, since one
+/// client connection may send requests for several hosts.
+pub fn plain_request_span(method: &http::Method, uri: &Uri) -> tracing::Span {
+    let host = uri.host().unwrap_or_default();
+    tracing::info_span!("request", method = %method, host, path = uri.path())
 }

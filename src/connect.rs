@@ -3,7 +3,7 @@
 
 use crate::access;
 use crate::body::{empty_body, text_response, Body};
-use crate::conn::{ClientConn, Target};
+use crate::conn::{plain_request_span, ClientConn, Target};
 use crate::forward::{forward, upstream_failed};
 use crate::hop_by_hop;
 use crate::idle::IdleTimeout;
@@ -75,7 +75,8 @@ async fn front(
         return Ok(connect(req, conn, state).await);
     }
     if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) && req.uri().authority().is_some() {
-        return Ok(forward_plain(req, &conn, &state).await);
+        let span = plain_request_span(req.method(), req.uri());
+        return Ok(forward_plain(req, &state).instrument(span).await);
     }
     Ok(text_response(
         StatusCode::BAD_REQUEST,
@@ -162,9 +163,8 @@ async fn connect(
 
 /// Absolute-form `http://host/path`: forwarded unchanged but for hop-by-hop fields (no
 /// rewriting here: Salesforce is HTTPS-only).
-async fn forward_plain(req: Request<Incoming>, conn: &ClientConn, state: &State) -> Response<Body> {
+async fn forward_plain(req: Request<Incoming>, state: &State) -> Response<Body> {
     let host = req.uri().host().unwrap_or_default().to_string();
-    conn.became("http", &host);
     let _active = state.metrics.open(Kind::Http);
     let (mut parts, body) = req.into_parts();
     hop_by_hop::strip(&mut parts.headers);

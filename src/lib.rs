@@ -35,7 +35,6 @@
 //! - [`idle`]: idle timeouts on client connections.
 //! - [`config`]: `grantshift.toml` → [`Config`], validated, with key-named errors.
 //! - [`fault`]: test-only panic points (nothing in a normal build).
-#![forbid(unsafe_code)]
 
 pub mod access;
 pub mod admin;

@@ -212,8 +212,9 @@ impl ProxyHandle {
 
 /// Applies a new config to a running proxy. Requests already in flight keep the snapshot they
 /// started with; open tunnels are not touched. Rollout, credentials, intercept hosts,
-/// connect_to, timeouts and the events file take effect; the listen address, the CA and the
-/// upstream root certificates need a restart.
+/// connect_to, timeouts and the events file take effect; the listeners, `max_connections`,
+/// `leaf_cache_size`, the CA and the upstream root certificates need a restart (a reload that
+/// changes them says so in a warning).
 #[derive(Clone)]
 pub struct Reloader {
     state: Arc<State>,
@@ -222,12 +223,36 @@ pub struct Reloader {
 impl Reloader {
     pub fn apply(&self, new: Config) {
         let old = self.state.config_snapshot();
-        if old.proxy.listen != new.proxy.listen
-            || old.ca.cert != new.ca.cert
-            || old.ca.key != new.ca.key
-            || old.upstream.extra_root_certs != new.upstream.extra_root_certs
-        {
-            tracing::warn!("proxy.listen, ca.* and upstream.extra_root_certs changes take effect after a restart");
+        let needs_restart: Vec<&str> = [
+            ("proxy.listen", old.proxy.listen != new.proxy.listen),
+            (
+                "proxy.admin_listen",
+                old.proxy.admin_listen != new.proxy.admin_listen,
+            ),
+            (
+                "proxy.tls_listen",
+                old.proxy.tls_listen != new.proxy.tls_listen,
+            ),
+            (
+                "proxy.max_connections",
+                old.proxy.max_connections != new.proxy.max_connections,
+            ),
+            (
+                "proxy.leaf_cache_size",
+                old.proxy.leaf_cache_size != new.proxy.leaf_cache_size,
+            ),
+            ("ca.cert", old.ca.cert != new.ca.cert),
+            ("ca.key", old.ca.key != new.ca.key),
+            (
+                "upstream.extra_root_certs",
+                old.upstream.extra_root_certs != new.upstream.extra_root_certs,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect();
+        if !needs_restart.is_empty() {
+            tracing::warn!(keys = %needs_restart.join(", "), "these changes take effect after a restart");
         }
         if old.telemetry.events != new.telemetry.events {
             self.state.events.reopen(&new.telemetry.events);

@@ -1,6 +1,6 @@
 //! `grantshift.toml` → [`Config`]: the schema and its defaults here; reading and validating a
-//! file in [`load`] (secrets through an injected [`Secrets`] lookup); host patterns and
-//! `connect_to` in [`hosts`].
+//! file in `load` (secrets through an injected [`Secrets`] lookup); host patterns and
+//! `connect_to` in `hosts`.
 //!
 //! Every key is optional (docs/operating.md, "Configuration"); unknown keys and bad values are
 //! errors that name the file, the key and the problem.

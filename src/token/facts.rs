@@ -9,7 +9,7 @@ use http::{HeaderMap, Response};
 /// Token responses are small; past this a response streams on without being read.
 const MAX_TOKEN_RESPONSE: usize = 256 * 1024;
 
-/// Read a token response (up to [`MAX_TOKEN_RESPONSE`]) for its non-secret facts, and give
+/// Read a token response (up to `MAX_TOKEN_RESPONSE`, 256 KiB) for its non-secret facts, and give
 /// back a response with the same bytes.
 pub async fn read_facts(resp: Response<Body>) -> (Response<Body>, ResponseFacts) {
     let (parts, body) = resp.into_parts();
