@@ -3,8 +3,8 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use http::header::{PROXY_AUTHENTICATE, PROXY_AUTHORIZATION};
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::header::PROXY_AUTHORIZATION;
+use http::HeaderMap;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -71,19 +71,6 @@ impl ProxyAuth {
 
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
-}
-
-/// `407 Proxy Authentication Required` with the challenge clients answer.
-pub fn challenge() -> Response<crate::Body> {
-    let mut resp = crate::body::text_response(
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-        "grantshift: proxy authentication required",
-    );
-    resp.headers_mut().insert(
-        PROXY_AUTHENTICATE,
-        HeaderValue::from_static("Basic realm=\"grantshift\", charset=\"UTF-8\""),
-    );
-    resp
 }
 
 #[cfg(test)]

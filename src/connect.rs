@@ -67,7 +67,7 @@ async fn front(
         if let Some(auth) = &config.proxy.auth_resolved {
             if !auth.accepts(req.headers()) {
                 tracing::info!("proxy authentication required or failed");
-                return Ok(access::challenge());
+                return Ok(challenge());
             }
         }
     }
@@ -169,4 +169,17 @@ async fn forward_plain(req: Request<Incoming>, state: &State) -> Response<Body> 
     let (mut parts, body) = req.into_parts();
     hop_by_hop::strip(&mut parts.headers);
     forward(Request::from_parts(parts, body.boxed()), &host, state).await
+}
+
+/// `407 Proxy Authentication Required` with the challenge clients answer.
+fn challenge() -> Response<Body> {
+    let mut resp = text_response(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "grantshift: proxy authentication required",
+    );
+    resp.headers_mut().insert(
+        http::header::PROXY_AUTHENTICATE,
+        http::HeaderValue::from_static("Basic realm=\"grantshift\", charset=\"UTF-8\""),
+    );
+    resp
 }

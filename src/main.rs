@@ -219,9 +219,12 @@ fn report(
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if suggest_config {
-        print!("{}", report.suggest_config());
+        print!(
+            "{}",
+            grantshift::telemetry::render::suggested_credentials(&report)
+        );
     } else {
-        print!("{}", report.table());
+        print!("{}", grantshift::telemetry::render::table(&report));
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! Migration telemetry: events now; metrics and the report build on them.
+//! Migration telemetry: events (one per token request); metrics and the report build on them;
+//! `render` shows the report to people.
 
 pub mod events;
 pub mod metrics;
+pub mod render;
 pub mod report;

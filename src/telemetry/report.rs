@@ -277,107 +277,6 @@ pub fn host_of(url: &str) -> Option<String> {
     uri.host().map(str::to_ascii_lowercase)
 }
 
-impl Report {
-    /// `[[credentials]]` entries for the sets whose My Domain is known and that are not
-    /// upgraded yet: paste into grantshift.toml. needs-jwt sets get `flow = "jwt_bearer"`
-    /// with a placeholder key path to fill in.
-    pub fn suggest_config(&self) -> String {
-        let mut out = String::from(
-            "# [[credentials]] suggested by grantshift report from learned My Domains\n",
-        );
-        for row in &self.credentials {
-            let Some(domain) = row.instance_url.as_deref().and_then(host_of) else {
-                continue;
-            };
-            let flow = match row.verdict {
-                Verdict::Ready | Verdict::NeedsRunAsUser | Verdict::NeedsFlowEnabled => {
-                    "client_credentials"
-                }
-                Verdict::NeedsJwt => "jwt_bearer",
-                _ => continue,
-            };
-            let mut entry = toml::Table::new();
-            entry.insert("username".into(), row.username.clone().into());
-            entry.insert("my_domain".into(), domain.into());
-            entry.insert("flow".into(), flow.into());
-            entry.insert("client_id".into(), row.client_id.clone().into());
-            if flow == "jwt_bearer" {
-                entry.insert(
-                    "jwt_private_key".into(),
-                    "certs/REPLACE-with-the-connected-app-key.pem".into(),
-                );
-            }
-            out.push_str(&format!(
-                "\n# {}: {}\n[[credentials]]\n",
-                row.verdict.as_str(),
-                row.hint
-            ));
-            out.push_str(&toml::to_string(&entry).expect("table serializes"));
-        }
-        out
-    }
-
-    /// An aligned plain-text table for terminals.
-    pub fn table(&self) -> String {
-        let header = [
-            "VERDICT",
-            "CLIENT_ID",
-            "USERNAME",
-            "ORG",
-            "MY DOMAIN",
-            "LAST",
-            "STATUS",
-            "SEEN",
-            "HINT",
-        ];
-        let rows: Vec<[String; 9]> = self
-            .credentials
-            .iter()
-            .map(|r| {
-                [
-                    r.verdict.as_str().to_string(),
-                    r.client_id.clone(),
-                    r.username.clone(),
-                    r.org_id.clone().unwrap_or_else(|| "-".into()),
-                    r.instance_url
-                        .as_deref()
-                        .and_then(host_of)
-                        .unwrap_or_else(|| "-".into()),
-                    r.last_action.to_string(),
-                    r.last_status.to_string(),
-                    r.counts.values().sum::<u64>().to_string(),
-                    r.hint.clone(),
-                ]
-            })
-            .collect();
-        let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row.iter()) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let line = |cells: Vec<&str>| {
-            let mut s = String::new();
-            for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-                if i + 1 == cells.len() {
-                    s.push_str(cell);
-                } else {
-                    s.push_str(&format!("{cell:<w$}  ", w = *w));
-                }
-            }
-            s.trim_end().to_string() + "\n"
-        };
-        let mut out = line(header.to_vec());
-        for row in &rows {
-            out.push_str(&line(row.iter().map(String::as_str).collect()));
-        }
-        if rows.is_empty() {
-            out.push_str("(no password logins recorded yet)\n");
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,7 +318,7 @@ mod tests {
         assert_eq!(verdict_of(&events, "int@acme.com"), Verdict::Ready);
         let mut b = ReportBuilder::default();
         b.add(&events[0]);
-        let toml_text = b.report().suggest_config();
+        let toml_text = super::super::render::suggested_credentials(&b.report());
         let parsed: toml::Table = toml::from_str(&toml_text).unwrap();
         let entry = &parsed["credentials"].as_array().unwrap()[0];
         assert_eq!(entry["my_domain"].as_str(), Some("acme.my.salesforce.com"));
