@@ -26,12 +26,10 @@ impl Secrets for ProcessSecrets {
     }
 }
 
-/// Environment variables given as pairs (tests, embedding); key files from the file system.
-impl<const N: usize> Secrets for [(&str, &str); N] {
+/// Environment variables given as a map (tests, embedding); key files from the file system.
+impl Secrets for std::collections::HashMap<String, String> {
     fn env(&self, name: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.to_string())
+        self.get(name).cloned()
     }
 }
 
@@ -326,14 +324,21 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml_str_with(text, Path::new("/etc/grantshift"), &[])
+        Config::from_toml_str_with(
+            text,
+            Path::new("/etc/grantshift"),
+            &std::collections::HashMap::new(),
+        )
     }
 
     #[test]
     fn proxy_passwords_come_from_the_injected_lookup() {
         let text = "[proxy.auth]\nusername = \"ops\"\npassword_env = \"GS_TEST_PROXY_PW\"\n";
-        let secrets = &[("GS_TEST_PROXY_PW", "hunter2-but-longer")];
-        let c = Config::from_toml_str_with(text, Path::new("/"), secrets).unwrap();
+        let secrets = std::collections::HashMap::from([(
+            "GS_TEST_PROXY_PW".to_string(),
+            "hunter2-but-longer".to_string(),
+        )]);
+        let c = Config::from_toml_str_with(text, Path::new("/"), &secrets).unwrap();
         let auth = c.proxy.auth_resolved.expect("resolved");
         assert_eq!(auth.username, "ops");
         let err = parse(text).unwrap_err().to_string();
