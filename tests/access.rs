@@ -7,21 +7,21 @@
 //! Each test that sets a password variable uses its own variable name: the environment is
 //! shared by the tests of this binary.
 
-mod common;
-
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use common::admin::{admin_get, admin_request};
-use common::clients::curl_without_environment;
-use common::faults::*;
-use common::*;
 use grantshift::config::Config;
 use grantshift::server::Proxy;
 use http::Method;
 use std::net::SocketAddr;
 use std::path::Path;
+use testkit::admin::{admin_get, admin_request};
+use testkit::clients::curl_without_environment;
+use testkit::faults::*;
+use testkit::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 /// `[proxy] auth` naming `var`.
 fn auth_line(var: &str) -> String {
@@ -93,7 +93,7 @@ async fn proxy_and_admin_listen_on_loopback_by_default() {
     // What the binary reports as its effective settings with no config file.
     let dir = tempfile::tempdir().unwrap();
     let out = run_to_end({
-        let mut cmd = grantshift(dir.path());
+        let mut cmd = GRANTSHIFT.command(dir.path());
         cmd.arg("check");
         cmd
     })
@@ -242,7 +242,7 @@ async fn proxy_password_never_appears_in_the_binarys_debug_logs() {
         .proxy(&auth_line(VAR))
         .render_for(&up.addrs());
     std::fs::write(&config, text).unwrap();
-    let mut cmd = grantshift(dir.path());
+    let mut cmd = GRANTSHIFT.command(dir.path());
     cmd.arg("run")
         .arg("-c")
         .arg(&config)
@@ -314,7 +314,7 @@ async fn unset_password_env_is_a_config_error_naming_proxy_auth_password_env() {
     let config = dir.path().join("grantshift.toml");
     std::fs::write(&config, &text).unwrap();
     for verb in ["check", "run"] {
-        let mut cmd = grantshift(dir.path());
+        let mut cmd = GRANTSHIFT.command(dir.path());
         cmd.arg(verb).arg("-c").arg(&config).env_remove(VAR);
         let out = run_to_end(cmd).await;
         assert!(!out.status.success(), "{verb}: {out:?}");
@@ -404,7 +404,7 @@ async fn ca_key_readable_by_group_or_others_stops_start_up_with_the_chmod_fix() 
 
     // The binary exits non-zero with the fix in its message.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let mut cmd = grantshift(dir.path());
+    let mut cmd = GRANTSHIFT.command(dir.path());
     cmd.arg("run").arg("-c").arg(&config_path);
     let out = run_to_end(cmd).await;
     assert!(!out.status.success(), "{out:?}");

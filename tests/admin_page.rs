@@ -5,16 +5,14 @@
 //!
 //! Needs `chromium` (`./scripts/test` installs it); without it these tests fail, they never skip.
 
-mod common;
-
-use common::admin::live_report;
-use common::salesforce::App;
-use common::*;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use testkit::admin::live_report;
+use testkit::salesforce::App;
+use testkit::*;
 
 const NO_RUN_AS_APP: &str = "3MVG9acmeNoRunAsApp.consumerKey";
 const NO_RUN_AS_SECRET: &str = "cs-SECRET-norunas-3c1e";
@@ -86,7 +84,7 @@ async fn proxy_with_report_rows() -> TestProxy {
     // The page shows the same report as /report.
     let report = live_report(proxy.admin_addr()).await;
     for (verdict, client_id, username) in ROWS {
-        let row = common::admin::report_row(&report, client_id, username);
+        let row = testkit::admin::report_row(&report, client_id, username);
         assert_eq!(row["verdict"], *verdict, "{row}");
     }
     proxy

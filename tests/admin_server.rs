@@ -2,14 +2,14 @@
 //! (JSON), `/` (HTML); read-only (every write method gets `405` and changes nothing);
 //! `admin_listen = ""` turns it off.
 
-mod common;
-
-use common::admin::{admin_get, admin_request, live_report, scrape};
-use common::*;
 use grantshift::config::Config;
 use grantshift::server::Proxy;
 use http::Method;
 use serde_json::json;
+use testkit::admin::{admin_get, admin_request, live_report, scrape};
+use testkit::*;
+
+const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 #[tokio::test]
 async fn admin_server_serves_healthz_metrics_report_and_page() {
@@ -125,7 +125,7 @@ async fn empty_admin_listen_disables_the_admin_server() {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("grantshift.toml");
     std::fs::write(&config_path, &text).unwrap();
-    let mut cmd = grantshift(dir.path());
+    let mut cmd = GRANTSHIFT.command(dir.path());
     cmd.arg("run")
         .arg("-c")
         .arg(&config_path)

@@ -1,14 +1,14 @@
 //! The `grantshift run` binary: logs JSON to stderr including where it listens (so
 //! `listen = "127.0.0.1:0"` works), proxies, and exits 0 after SIGTERM or SIGINT.
 
-mod common;
+use testkit::*;
 
-use common::*;
+const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 async fn start_binary(up: &Upstreams, dir: &std::path::Path) -> RunningBinary {
     let config = dir.join("grantshift.toml");
     std::fs::write(&config, TestProxy::builder().render(up)).unwrap();
-    let mut cmd = grantshift(dir);
+    let mut cmd = GRANTSHIFT.command(dir);
     cmd.arg("run")
         .arg("-c")
         .arg(&config)

@@ -2,13 +2,13 @@
 //! upgraded, a refused upgrade falls back, an unmapped login goes through unchanged; each
 //! token request logs one `token request` line and one line in the events file.
 
-mod common;
+use testkit::*;
 
-use common::*;
+const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 async fn start(up: &Upstreams) -> BinaryProxy {
     let builder = TestProxy::builder().extra_toml(&acme_mapping());
-    BinaryProxy::start(up, &builder, "json", None).await
+    BinaryProxy::start(GRANTSHIFT, up, &builder, "json", None).await
 }
 
 #[tokio::test]

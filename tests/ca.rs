@@ -1,13 +1,13 @@
 //! grantshift's CA: created on first start when both files are absent (key mode 0600), reused
 //! unchanged afterwards, and refused when only one of the two files exists.
 
-mod common;
-
-use common::*;
 use grantshift::config::Config;
 use grantshift::server::Proxy;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use testkit::*;
+
+const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 const CA_TOML: &str = "[ca]\ncert = \"ca/grantshift-ca.pem\"\nkey = \"ca/grantshift-ca.key\"\n";
 
@@ -142,7 +142,7 @@ async fn ca_command_prints_path_pem_and_trust_instructions_and_the_same_pem_twic
     )
     .unwrap();
     let run = || {
-        let mut cmd = grantshift(dir.path());
+        let mut cmd = GRANTSHIFT.command(dir.path());
         cmd.arg("ca").arg("-c").arg(&config);
         run_to_end(cmd)
     };

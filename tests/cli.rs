@@ -1,10 +1,10 @@
 //! `grantshift check` validates a config and prints the effective settings; errors go to stderr
 //! naming the file and the key; `GRANTSHIFT_CONFIG` names the file when `-c` is absent.
 
-mod common;
-
-use common::*;
 use std::path::{Path, PathBuf};
+use testkit::*;
+
+const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
@@ -29,7 +29,7 @@ request_timeout = "45s"
 "#;
 
 async fn check(dir: &Path, args: &[&str], env: Option<&Path>) -> Finished {
-    let mut cmd = grantshift(dir);
+    let mut cmd = GRANTSHIFT.command(dir);
     cmd.arg("check").args(args);
     if let Some(path) = env {
         cmd.env("GRANTSHIFT_CONFIG", path);

@@ -1,9 +1,7 @@
 //! CONNECT is only allowed to `proxy.allowed_connect_ports` (default `[443]`), like Squid's
 //! `SSL_ports`; any other port gets `403` with a one-line plain-text reason.
 
-mod common;
-
-use common::*;
+use testkit::*;
 
 #[tokio::test]
 async fn connect_to_port_22_is_refused_with_403_and_a_reason() {

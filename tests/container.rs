@@ -4,15 +4,12 @@
 //! grantshift actually serves (its `/metrics` scrape, its `/healthz` probed by the
 //! Dockerfile's own HEALTHCHECK command).
 
-mod common;
-
-use common::admin::{admin_get, scrape};
-use common::clients::repo_path;
-use common::*;
 use grantshift::config::Config;
 use serde_yaml::Value as Yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use testkit::admin::{admin_get, scrape};
+use testkit::*;
 
 const COMPOSE: &str = "docker-compose.yml";
 

@@ -3,12 +3,10 @@
 //! never resolves the names itself: it sends CONNECT / absolute-form to the proxy, which uses
 //! `connect_to`.
 
-mod common;
-
-use common::clients::{curl_command, run_curl};
-use common::*;
 use std::path::Path;
 use std::process::Command;
+use testkit::clients::{curl_command, run_curl};
+use testkit::*;
 
 /// curl with no config file and no proxy or CA environment, through `proxy` (`-x`).
 fn curl(proxy: std::net::SocketAddr, cwd: &Path) -> Command {

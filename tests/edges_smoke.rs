@@ -1,12 +1,10 @@
-//! The real edge servers of `common::edges` on their own (no grantshift): each starts in front of
+//! The real edge servers of `testkit::edges` on their own (no grantshift): each starts in front of
 //! the fake Salesforce, forwards `/echo` with the client's host as `Host` and SNI over every
 //! HTTP version it offers, logs nothing that looks like a rejection for clean requests, and
 //! does log one for a malformed request (so a test's "no rejections" check can fail).
 
-mod common;
-
-use common::edges::{require_edge_binaries, Edge, EdgeKind};
-use common::*;
+use testkit::edges::{require_edge_binaries, Edge, EdgeKind};
+use testkit::*;
 use tokio::io::AsyncWriteExt;
 
 async fn start(kind: EdgeKind) -> (FakeSalesforce, Edge) {

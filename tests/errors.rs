@@ -2,10 +2,8 @@
 //! and TLS failures, `504` for timeouts, each with one plain-text line naming the host and the
 //! cause; malformed requests on the front get `400`. Never a hang.
 
-mod common;
-
-use common::*;
 use std::time::Duration;
+use testkit::*;
 
 /// A one-line body that names `host` and, in any of the given words, the cause.
 fn assert_one_line_naming(body: &str, host: &str, cause_words: &[&str]) {

@@ -2,13 +2,11 @@
 //! reached directly, without the proxy: when an upgrade test fails, these passing shows the
 //! fault is not in the fake.
 
-mod common;
-
-use common::salesforce::{jwt_public_key_der, sign_jwt_with_fixture_key, token_signature};
-use common::*;
 use http::Method;
 use serde_json::json;
 use std::time::{SystemTime, UNIX_EPOCH};
+use testkit::salesforce::{jwt_public_key_der, sign_jwt_with_fixture_key, token_signature};
+use testkit::*;
 use tokio::net::TcpStream;
 
 async fn direct(sf: &FakeSalesforce, host: &str) -> HttpConn {
@@ -261,7 +259,7 @@ fn jwt_form(claims: serde_json::Value) -> String {
     ])
 }
 
-use common::salesforce;
+use testkit::salesforce;
 
 #[tokio::test]
 async fn jwt_bearer_is_verified_against_the_apps_certificate_and_audience() {

@@ -4,10 +4,8 @@
 //! `upstream_error`. With `fallback = false` the client gets the failed attempt as is, and the
 //! event is `failed`.
 
-mod common;
-
-use common::*;
 use http::Method;
+use testkit::*;
 
 fn mapped(fallback: bool) -> String {
     rollout_toml("*", "upgrade", 100, fallback) + &acme_mapping()

@@ -9,11 +9,9 @@
 //! `pool_idle_timeout` is short so that idle pooled upstream connections (legitimately kept
 //! for reuse) are gone by the time the descriptors are counted.
 
-mod common;
-
-use common::faults::*;
-use common::*;
 use http::Method;
+use testkit::faults::*;
+use testkit::*;
 use tokio::io::AsyncWriteExt;
 
 /// The hardened test proxy with a short upstream pool idle timeout.

@@ -1,11 +1,9 @@
 //! The fake upstreams behave as the other tests assume, reached directly (no proxy): when a
 //! proxy test fails, these passing shows the fault is not in the harness.
 
-mod common;
-
-use common::*;
 use futures_util::{SinkExt, StreamExt};
 use http::Method;
+use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;

@@ -2,10 +2,8 @@
 //! Proxy-*, TE other than `trailers`, Trailer, Transfer-Encoding, Upgrade) stay on the client's
 //! hop; end-to-end headers reach the upstream.
 
-mod common;
-
-use common::*;
 use http::Method;
+use testkit::*;
 
 const HOST: &str = "login.salesforce.com";
 

@@ -5,11 +5,9 @@
 //! (RFC 9113 §8.3.1, §8.2.3). Token-path forwards keep their request trailers. The upstream
 //! pool reuses its connections. Nothing else about a request changes (tests/transparency.rs).
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
 use http::{HeaderMap, Method};
+use testkit::*;
 
 const HOST: &str = "acme.my.salesforce.com";
 
@@ -214,7 +212,7 @@ async fn an_observed_and_a_fallback_replayed_login_keep_their_trailers() {
 /// `grantshift_upstream_connections_total{protocol=…}` on the proxy's `/metrics`.
 async fn upstream_connections(proxy: &TestProxy, protocol: &str) -> f64 {
     let name = "grantshift_upstream_connections_total";
-    common::admin::scrape(proxy.admin_addr())
+    testkit::admin::scrape(proxy.admin_addr())
         .await
         .value(name, &[("protocol", protocol)])
         .unwrap_or_else(|| panic!("no {name}{{protocol={protocol:?}}} on /metrics"))

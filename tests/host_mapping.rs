@@ -3,9 +3,7 @@
 //! `client_id` matches only that connected app; a generic login host with no mapping is left
 //! alone (`unmapped`), because Salesforce refuses client credentials there.
 
-mod common;
-
-use common::*;
+use testkit::*;
 
 #[tokio::test]
 async fn password_grant_to_login_without_mapping_is_forwarded_byte_identical_as_unmapped() {
@@ -123,9 +121,9 @@ async fn a_bare_plus_in_a_form_is_a_space_so_the_username_does_not_match() {
 async fn credential_with_client_id_maps_only_that_connected_apps_logins() {
     let toml = format!(
         "[[credentials]]\nusername = {}\nmy_domain = {}\nclient_id = {}\n",
-        common::proxy::toml_str(acme::USERNAME),
-        common::proxy::toml_str(acme::MY_DOMAIN),
-        common::proxy::toml_str(acme::CLIENT_ID)
+        testkit::proxy::toml_str(acme::USERNAME),
+        testkit::proxy::toml_str(acme::MY_DOMAIN),
+        testkit::proxy::toml_str(acme::CLIENT_ID)
     );
     let proxy = TestProxy::start(&toml).await;
 
@@ -163,7 +161,7 @@ async fn credential_with_client_id_maps_only_that_connected_apps_logins() {
 async fn credential_without_my_domain_leaves_a_login_host_password_grant_unmapped() {
     let toml = format!(
         "[[credentials]]\nusername = {}\n",
-        common::proxy::toml_str(acme::USERNAME)
+        testkit::proxy::toml_str(acme::USERNAME)
     );
     let proxy = TestProxy::start(&toml).await;
     let body = acme_password_form();

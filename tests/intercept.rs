@@ -2,9 +2,7 @@
 //! for the requested host (SNI, else the CONNECT host), issued by its own CA, offers h2 and
 //! http/1.1, and forwards requests to the real host.
 
-mod common;
-
-use common::*;
+use testkit::*;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 

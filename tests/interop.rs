@@ -15,14 +15,12 @@
 //! One test per edge; a failing cell is reported with the edge, the client and what the edge
 //! logged, after every cell of that edge has run.
 
-mod common;
-
-use common::clients::*;
-use common::edges::{require_edge_binary, Edge, EdgeKind};
-use common::*;
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use testkit::clients::*;
+use testkit::edges::{require_edge_binary, Edge, EdgeKind};
+use testkit::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Client {

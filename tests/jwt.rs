@@ -5,11 +5,9 @@
 //! `jwt_audience`), `exp`=now+180 s. The fake Salesforce verifies it with the app's
 //! certificate, so the client's login succeeds as the same user.
 
-mod common;
-
-use common::salesforce::{jwt_public_key_der, JWT_BEARER_GRANT};
-use common::*;
 use std::time::{SystemTime, UNIX_EPOCH};
+use testkit::salesforce::{jwt_public_key_der, JWT_BEARER_GRANT};
+use testkit::*;
 
 fn now() -> u64 {
     SystemTime::now()

@@ -3,11 +3,9 @@
 //! `max_header_bytes`; idle client connections and idle blind tunnels are closed, a tunnel with
 //! bytes moving is not; the leaf-certificate cache stays within `leaf_cache_size`.
 
-mod common;
-
-use common::faults::*;
-use common::*;
 use std::time::Duration;
+use testkit::faults::*;
+use testkit::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

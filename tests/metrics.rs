@@ -3,14 +3,14 @@
 //! client connections are closed, the histogram counts every upstream request, config reloads
 //! are counted by result, and the whole exposition parses as strict OpenMetrics text.
 
-mod common;
-
-use common::admin::{label_set, parse_openmetrics, scrape, Exposition};
-use common::salesforce::App;
-use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use testkit::admin::{label_set, parse_openmetrics, scrape, Exposition};
+use testkit::salesforce::App;
+use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 /// A connected app of the acme org with client credentials enabled but no Run As user.
 const NO_RUN_AS_APP: &str = "3MVG9acmeNoRunAsApp.consumerKey";
@@ -338,7 +338,7 @@ async fn binary_with_admin(
     up: &Upstreams,
     builder: &TestProxyBuilder,
 ) -> (BinaryProxy, SocketAddr) {
-    let proxy = BinaryProxy::start(up, builder, "json", None).await;
+    let proxy = BinaryProxy::start(GRANTSHIFT, up, builder, "json", None).await;
     let line = proxy.bin.wait_for_json_logs("admin listening", 1).await;
     let admin = line[0]["fields"]["addr"]
         .as_str()

@@ -5,11 +5,9 @@
 //! The panics come from `ProxyHandle::arm_fault` (the test build's `fault-injection` hooks),
 //! armed on one test's proxy only: other proxies in the same test binary are untouched.
 
-mod common;
-
-use common::faults::*;
-use common::*;
 use http::Method;
+use testkit::faults::*;
+use testkit::*;
 
 /// Send `GET path` to `host` on `conn`; the request must fail (no response), within a bound.
 async fn fails_without_response(conn: &mut HttpConn, host: &str, path: &str) {

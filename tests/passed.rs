@@ -2,13 +2,11 @@
 //! anything else) go through unchanged and are recorded `passed`; requests that are not token
 //! requests on intercepted hosts are not recorded at all (README "What happens to a connection", "The upgrade", "Seeing the migration").
 
-mod common;
-
 use base64::Engine;
-use common::salesforce::{sign_jwt_with_fixture_key, JWT_BEARER_GRANT};
-use common::*;
 use http::Method;
 use std::time::{SystemTime, UNIX_EPOCH};
+use testkit::salesforce::{sign_jwt_with_fixture_key, JWT_BEARER_GRANT};
+use testkit::*;
 
 /// Send `body` (and `headers`) as a token request to `host`; assert Salesforce got it
 /// byte for byte at that host, the client got Salesforce's answer, and the event is `passed`

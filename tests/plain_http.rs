@@ -1,10 +1,8 @@
 //! Absolute-form `http://` requests on the proxy front are forwarded as plain HTTP (to the
 //! `connect_to` address), unchanged but for hop-by-hop headers.
 
-mod common;
-
-use common::*;
 use http::{Method, Request};
+use testkit::*;
 
 async fn proxy_with_plain_upstream() -> (TestProxy, PlainHttpServer) {
     let plain = PlainHttpServer::start().await;

@@ -11,12 +11,12 @@
 //! resolves a Salesforce name: they only talk to the proxy, which reaches the fake Salesforce
 //! through `connect_to`. `scripts/test` installs the pinned clients (tests/clients/); a missing
 //! one fails its test with a message saying to run it. With `GS_EXTRA=1` a client also POSTs
-//! 1 MiB to `/echo` and GETs `/bytes` through grantshift (see tests/common/clients.rs).
+//! 1 MiB to `/echo` and GETs `/bytes` through grantshift (see testkit/src/clients.rs).
 
-mod common;
+use testkit::clients::*;
+use testkit::*;
 
-use common::clients::*;
-use common::*;
+const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 /// An in-process grantshift mapping the acme user to its My Domain.
 async fn mapped_proxy() -> (TestProxy, ClientProxy) {
@@ -32,7 +32,7 @@ async fn mapped_proxy() -> (TestProxy, ClientProxy) {
 async fn python_requests_through_the_binary_gets_an_upgraded_token_and_calls_rest_with_it() {
     let up = Upstreams::start().await;
     let builder = TestProxy::builder().extra_toml(&acme_mapping());
-    let mut bin = BinaryProxy::start(&up, &builder, "json", None).await;
+    let mut bin = BinaryProxy::start(GRANTSHIFT, &up, &builder, "json", None).await;
     let proxy = ClientProxy {
         addr: bin.bin.addr(),
         ca_pem_path: bin.dir().join("grantshift-ca.pem"),

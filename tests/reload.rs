@@ -3,12 +3,12 @@
 //! working; raising `percent` only adds sets; SIGHUP on the binary with an invalid file keeps
 //! the running config (and says so), and a valid file then applies.
 
-mod common;
-
-use common::*;
 use grantshift::policy::bucket;
+use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 fn config_with_percent(percent: u8) -> String {
     rollout_toml("*", "upgrade", percent, true) + &acme_mapping()
@@ -279,7 +279,7 @@ async fn nth_log_starting_with(bin: &BinaryProxy, prefix: &str, n: usize) -> ser
 async fn sighup_with_an_invalid_file_keeps_the_config_then_a_valid_file_applies() {
     let up = Upstreams::start().await;
     let builder = TestProxy::builder().extra_toml(&config_with_percent(0));
-    let bin = BinaryProxy::start(&up, &builder, "json", None).await;
+    let bin = BinaryProxy::start(GRANTSHIFT, &up, &builder, "json", None).await;
     let (status, mut tunnel) = connect_tunnel(bin.bin.addr(), &format!("{ECHO_HOST}:443")).await;
     assert_eq!(status, 200);
     echo_through(&mut tunnel, b"before any reload").await;

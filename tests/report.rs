@@ -3,13 +3,13 @@
 //! agree; several replicas' files merge; `--suggest-config` prints `[[credentials]]` that
 //! `grantshift check` accepts and that, loaded, upgrade the learned sets.
 
-mod common;
-
-use common::admin::{live_report, report_cli, report_cli_json, report_row};
-use common::salesforce::App;
-use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
+use testkit::admin::{live_report, report_cli, report_cli_json, report_row};
+use testkit::salesforce::App;
+use testkit::*;
+
+const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 /// Connected apps added to the acme org (each with one purpose, so that only the two
 /// integration-app sets share a client_id).
@@ -184,13 +184,14 @@ async fn each_verdict_comes_from_real_logins_and_the_live_and_cli_reports_agree(
 
     let live = live_report(proxy.admin_addr()).await;
     let events = proxy.events_path();
-    let cli = report_cli_json(proxy.dir(), &[&events]).await;
+    let cli = report_cli_json(GRANTSHIFT, proxy.dir(), &[&events]).await;
     assert_eq!(
         live, cli,
         "/report and `report --json` over the events file"
     );
     // Without --events: the config's telemetry.events.
     let out = report_cli(
+        GRANTSHIFT,
         proxy.dir(),
         &[],
         &["-c", proxy.config_path().to_str().unwrap(), "--json"],
@@ -284,7 +285,9 @@ async fn each_verdict_comes_from_real_logins_and_the_live_and_cli_reports_agree(
     assert!(observing.get("instance_url").is_none());
 
     // The default output: an aligned table with the same rows.
-    let table = report_cli(proxy.dir(), &[&events], &[]).await.stdout;
+    let table = report_cli(GRANTSHIFT, proxy.dir(), &[&events], &[])
+        .await
+        .stdout;
     assert_aligned_table(&table, rows);
 }
 
@@ -350,8 +353,8 @@ async fn two_replicas_files_merge_counts_per_set_and_reveal_needs_jwt() {
     login(&b, acme::MY_DOMAIN, &ready_form, 200, "observed").await;
 
     let (file_a, file_b) = (a.events_path(), b.events_path());
-    let only_a = report_cli_json(a.dir(), &[&file_a]).await;
-    let only_b = report_cli_json(b.dir(), &[&file_b]).await;
+    let only_a = report_cli_json(GRANTSHIFT, a.dir(), &[&file_a]).await;
+    let only_b = report_cli_json(GRANTSHIFT, b.dir(), &[&file_b]).await;
     assert_eq!(only_a, live_report(a.admin_addr()).await, "replica a");
     assert_eq!(only_b, live_report(b.admin_addr()).await, "replica b");
     // Each replica alone sees one username per app: nothing needs JWT.
@@ -361,10 +364,10 @@ async fn two_replicas_files_merge_counts_per_set_and_reveal_needs_jwt() {
         "ready"
     );
 
-    let merged = report_cli_json(a.dir(), &[&file_a, &file_b]).await;
+    let merged = report_cli_json(GRANTSHIFT, a.dir(), &[&file_a, &file_b]).await;
     assert_eq!(
         merged,
-        report_cli_json(a.dir(), &[&file_b, &file_a]).await,
+        report_cli_json(GRANTSHIFT, a.dir(), &[&file_b, &file_a]).await,
         "the order of the files does not matter"
     );
     assert_eq!(merged["credentials"].as_array().unwrap().len(), 3);
@@ -394,7 +397,9 @@ async fn two_replicas_files_merge_counts_per_set_and_reveal_needs_jwt() {
         "from replica b's file"
     );
 
-    let table = report_cli(a.dir(), &[&file_a, &file_b], &[]).await.stdout;
+    let table = report_cli(GRANTSHIFT, a.dir(), &[&file_a, &file_b], &[])
+        .await
+        .stdout;
     let jwt_lines = table.lines().filter(|l| l.starts_with("needs-jwt")).count();
     assert_eq!(jwt_lines, 2, "{table}");
 }
@@ -419,6 +424,7 @@ async fn suggested_config_passes_check_and_upgrades_the_learned_sets() {
     login(&observing, TEST_HOST, &qa_form, 200, "observed").await;
 
     let suggestion = report_cli(
+        GRANTSHIFT,
         observing.dir(),
         &[&observing.events_path()],
         &["--suggest-config"],
@@ -460,7 +466,7 @@ async fn suggested_config_passes_check_and_upgrades_the_learned_sets() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("grantshift.toml");
     std::fs::write(&config, builder.render(&up)).unwrap();
-    let mut cmd = grantshift(dir.path());
+    let mut cmd = GRANTSHIFT.command(dir.path());
     cmd.arg("check").arg("-c").arg(&config);
     let check = run_to_end(cmd).await;
     assert!(
@@ -549,7 +555,7 @@ async fn a_large_events_file_seeds_the_report_without_being_held_in_memory() {
 
     let up = Upstreams::start().await;
     let builder = TestProxy::builder().events(events.to_str().unwrap());
-    let bin = BinaryProxy::start(&up, &builder, "json", None).await;
+    let bin = BinaryProxy::start(GRANTSHIFT, &up, &builder, "json", None).await;
     let seeded = bin
         .bin
         .wait_for_json_logs("report seeded from the events file", 1)

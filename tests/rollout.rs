@@ -3,10 +3,8 @@
 //! sets whose stable bucket is below `percent` and observes the rest (`reason: "percent"`),
 //! the same way on every login and after a restart.
 
-mod common;
-
-use common::*;
 use grantshift::policy::bucket;
+use testkit::*;
 
 /// Every token request Salesforce saw, as `(host, body)`.
 fn upstream_logins(sf: &FakeSalesforce) -> Vec<(String, Vec<u8>)> {

@@ -5,13 +5,13 @@
 //! body and in the URL) goes through the real binary at `RUST_LOG=debug`, in both log formats,
 //! and none of the secrets involved may appear in its stderr, its stdout or its events file.
 
-mod common;
-
 use base64::Engine;
-use common::salesforce::{fixture, sign_jwt_with_fixture_key, JWT_BEARER_GRANT};
-use common::*;
 use http::Method;
 use std::time::{SystemTime, UNIX_EPOCH};
+use testkit::salesforce::{fixture, sign_jwt_with_fixture_key, JWT_BEARER_GRANT};
+use testkit::*;
+
+const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 const DOWN_MY_DOMAIN: &str = "down.my.salesforce.com";
 const REFRESH_TOKEN: &str = "5Aep861-SECRET-refresh-e3b0";
@@ -46,7 +46,7 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, Str
     let builder = TestProxy::builder()
         .connect_to(&format!("{DOWN_MY_DOMAIN}:443"), closed_port())
         .extra_toml(&config);
-    let mut bin = BinaryProxy::start(&up, &builder, log_format, Some("debug")).await;
+    let mut bin = BinaryProxy::start(GRANTSHIFT, &up, &builder, log_format, Some("debug")).await;
 
     let basic = format!(
         "Basic {}",

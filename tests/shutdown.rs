@@ -1,11 +1,9 @@
 //! Graceful shutdown: when the shutdown future resolves, `serve` stops accepting, lets
 //! in-flight requests and open tunnels finish within `shutdown_grace`, then returns.
 
-mod common;
-
-use common::*;
 use http::Method;
 use std::time::Duration;
+use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `serve` must return as soon as the work is drained; 10 s against a 30 s grace tells "drained"

@@ -5,14 +5,12 @@
 //! otherwise be upgraded (the username is mapped), and the bytes Salesforce receives are
 //! compared with the bytes the client sent. A form without a Content-Type is still a form.
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
 use http::Method;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use std::convert::Infallible;
+use testkit::*;
 
 /// Send a token request to `host` through the proxy as raw as HTTP allows: the given
 /// headers, `path_and_query`, and exactly `body`.

@@ -3,12 +3,10 @@
 //! `client_id`, `username`, `action`, `flow`, `target_host`, `status`, `upstream_error`,
 //! `org_id`, `user_id`, `instance_url`, `latency_ms`, `reason`, and never a secret.
 
-mod common;
-
-use common::*;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
+use testkit::*;
 
 /// The event field names (README "Events").
 const EVENT_FIELDS: &[&str] = &[

@@ -2,14 +2,12 @@
 //! their order, body bytes and trailers arrive as sent, in both directions, whether the client
 //! speaks HTTP/1.1 or HTTP/2.
 
-mod common;
-
 use bytes::Bytes;
-use common::*;
 use http::{HeaderMap, Method};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use std::convert::Infallible;
+use testkit::*;
 
 const HOST: &str = "acme.my.salesforce.com";
 

@@ -4,10 +4,10 @@
 //! telemetry as the proxy port. Hosts not in `[intercept].hosts`, and ClientHellos without SNI,
 //! are refused: the listener is no open relay, and nothing is dialled for them.
 
-mod common;
+use testkit::clients::*;
+use testkit::*;
 
-use common::clients::*;
-use common::*;
+const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 const TLS_LISTEN: &str = "tls_listen = \"127.0.0.1:0\"";
 
@@ -113,7 +113,7 @@ async fn binary_logs_its_transparent_tls_address_and_upgrades_a_login_sent_there
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("grantshift.toml");
     std::fs::write(&config, config_with_tls_listener(TestProxy::builder(), &up)).unwrap();
-    let mut cmd = grantshift(dir.path());
+    let mut cmd = GRANTSHIFT.command(dir.path());
     cmd.arg("run")
         .arg("-c")
         .arg(&config)

@@ -1,10 +1,8 @@
 //! Hosts that are not intercepted get a blind TCP tunnel: the client's TLS goes end to end,
 //! bytes pass untouched in both directions, and half-close is carried through.
 
-mod common;
-
-use common::*;
 use http::Method;
+use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]

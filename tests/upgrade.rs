@@ -3,11 +3,9 @@
 //! anywhere; everything else the client sent (`format`, `scope`, `Authorization: Basic`) is
 //! kept; the client gets Salesforce's client-credentials response unchanged and can use it.
 
-mod common;
-
 use base64::Engine;
-use common::*;
 use http::Method;
+use testkit::*;
 
 /// `grant_type=client_credentials&client_id=…&client_secret=…` followed by `extra`.
 fn client_credentials_body(extra: &[(&str, &str)]) -> String {
@@ -280,7 +278,7 @@ async fn format_and_scope_are_kept_and_salesforce_answers_in_that_format() {
         "the client gets the format it asked for: {:?}",
         reply.header("content-type")
     );
-    let answer = common::salesforce::form_pairs(&reply.body);
+    let answer = testkit::salesforce::form_pairs(&reply.body);
     assert!(answer
         .iter()
         .any(|(k, v)| k == "token_type" && v == "Bearer"));

@@ -8,11 +8,9 @@
 //! no `connect_to` at all and dials only the corporate proxy's IP literal, so it never looks
 //! a name up: the real host names travel in its CONNECT requests.
 
-mod common;
-
-use common::clients::*;
-use common::*;
 use http::Method;
+use testkit::clients::*;
+use testkit::*;
 
 const CORP_USER: &str = "corp-svc";
 const CORP_PASSWORD_ENV: &str = "GRANTSHIFT_TEST_CORP_PROXY_PW";

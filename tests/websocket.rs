@@ -1,9 +1,7 @@
 //! WebSocket (HTTP/1.1 Upgrade) through an intercepted host: 101, then frames both ways.
 
-mod common;
-
-use common::*;
 use futures_util::{SinkExt, StreamExt};
+use testkit::*;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]

@@ -1,4 +1,6 @@
-//! Shared test harness: fake upstreams, the proxy on port 0, and clients that go through it.
+//! grantshift's test harness: fake upstreams, the proxy on port 0, and clients that go through
+//! it. A workspace member of its own (`publish = false`), used by the integration tests as a
+//! dev-dependency; it depends on grantshift with the `fault-injection` feature on.
 //!
 //! # Layout
 //! - [`ca`]: a test certificate authority that issues leaf certificates for host lists.
@@ -14,10 +16,16 @@
 //!   the fake Salesforce, as Salesforce's own edge would be; their logs tell rejected requests.
 //! - [`proxy`]: grantshift itself, configured against those upstreams, served in-process.
 //! - [`bin`]: the `grantshift` binary: one-shot commands and a running proxy read from its JSON log.
+//!   Only the root package's integration tests know where cargo built it, so they pass it in as
+//!   a [`Binary`].
 //! - [`client`]: CONNECT through the proxy, TLS on top, HTTP/1.1 or HTTP/2 requests, raw exchanges.
+//! - [`clients`]: real client programs (Python, Node.js, Java, Go, curl) pointed at grantshift,
+//!   and grantshift instances a test configures in full.
+//! - [`admin`]: the admin server from a test's side, its OpenMetrics text, `grantshift report`.
+//! - [`faults`]: the hardening tests' proxy, leak checks and misbehaving upstreams.
 //!
-//! Every test binary includes this module and uses a different part of it.
-#![allow(dead_code, unused_imports)]
+//! Paths into the repository (`tests/fixtures`, `tests/clients`, `target/clients`) are resolved
+//! from the repository root, the parent of this crate's directory: see [`repo_path`].
 
 pub mod admin;
 pub mod bin;
@@ -32,7 +40,7 @@ pub mod routes;
 pub mod salesforce;
 pub mod upstreams;
 
-pub use bin::{grantshift, run_to_end, strip_ansi, BinaryProxy, Finished, RunningBinary};
+pub use bin::{run_to_end, strip_ansi, Binary, BinaryProxy, Finished, RunningBinary};
 pub use ca::TestCa;
 pub use client::*;
 pub use logins::*;
@@ -43,6 +51,7 @@ pub use upstreams::*;
 
 use sha2::{Digest, Sha256};
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The hosts the fake Salesforce answers, each with its own certificate chosen by SNI.
@@ -61,6 +70,14 @@ pub const TUNNEL_HOST: &str = "tunnel.example";
 pub const UNTRUSTED_HOST: &str = "untrusted.my.salesforce.com";
 /// The name the raw TCP echo server is reached by through a blind tunnel.
 pub const ECHO_HOST: &str = "echo.example";
+
+/// A path in the repository (testkit's own manifest directory is `testkit/` in it).
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit/ is in the repository")
+        .join(relative)
+}
 
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(bytes: &[u8]) -> String {

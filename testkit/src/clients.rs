@@ -75,19 +75,14 @@ pub const API_PATH: &str = "/services/data/v62.0/sobjects/Account";
 pub const RUN_SCRIPTS_TEST: &str =
     "run ./scripts/test: it installs the pinned client runtimes and packages (into target/clients) before cargo test";
 
-/// A path in the repository.
-pub fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
 /// Where `scripts/test` installs the client packages.
 pub fn clients_dir() -> PathBuf {
-    repo_path("target/clients")
+    super::repo_path("target/clients")
 }
 
 /// A client program or pin file in `tests/clients/`.
 pub fn client_file(relative: &str) -> PathBuf {
-    repo_path("tests/clients").join(relative)
+    super::repo_path("tests/clients").join(relative)
 }
 
 /// The version `tests/clients/python/requirements.txt` pins `package` to.

@@ -1,7 +1,7 @@
 //! The admin server from a test's side: plain HTTP/1.1 requests to it, a strict parser for
 //! the OpenMetrics text it serves on `/metrics`, and `grantshift report` runs.
 
-use super::bin::{grantshift, run_to_end, Finished};
+use super::bin::{run_to_end, Binary, Finished};
 use super::client::{empty, full, Http, HttpConn, Reply};
 use http::{Method, Request};
 use std::collections::{BTreeMap, HashSet};
@@ -62,8 +62,8 @@ pub async fn scrape(admin: SocketAddr) -> Exposition {
 }
 
 /// `grantshift report --events F1 --events F2 ... <extra>` run in `cwd`.
-pub async fn report_cli(cwd: &Path, files: &[&Path], extra: &[&str]) -> Finished {
-    let mut cmd = grantshift(cwd);
+pub async fn report_cli(binary: Binary, cwd: &Path, files: &[&Path], extra: &[&str]) -> Finished {
+    let mut cmd = binary.command(cwd);
     cmd.arg("report");
     for f in files {
         cmd.arg("--events").arg(f);
@@ -81,8 +81,8 @@ pub async fn report_cli(cwd: &Path, files: &[&Path], extra: &[&str]) -> Finished
 }
 
 /// `grantshift report --json` over `files`, parsed.
-pub async fn report_cli_json(cwd: &Path, files: &[&Path]) -> serde_json::Value {
-    let out = report_cli(cwd, files, &["--json"]).await;
+pub async fn report_cli_json(binary: Binary, cwd: &Path, files: &[&Path]) -> serde_json::Value {
+    let out = report_cli(binary, cwd, files, &["--json"]).await;
     serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("report --json is not JSON ({e}):\n{}", out.stdout))
 }

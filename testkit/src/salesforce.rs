@@ -31,9 +31,7 @@ pub const JSON_CONTENT_TYPE: &str = "application/json;charset=UTF-8";
 
 /// A file in `tests/fixtures`.
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    super::repo_path("tests/fixtures").join(name)
 }
 
 /// The connected app's public key (PKCS#1 RSAPublicKey DER) matching `jwt-app.*.pem`.

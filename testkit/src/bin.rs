@@ -12,26 +12,44 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{oneshot, watch};
 
-/// `grantshift` with a clean environment for it: working directory `cwd`, no
-/// `GRANTSHIFT_CONFIG`, no proxy variables, no `RUST_LOG`.
-pub fn grantshift(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_grantshift"));
-    cmd.current_dir(cwd);
-    for var in [
-        "GRANTSHIFT_CONFIG",
-        "RUST_LOG",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "no_proxy",
-    ] {
-        cmd.env_remove(var);
+/// The `grantshift` executable under test. Cargo tells only the root package's integration
+/// tests where it built it (`env!("CARGO_BIN_EXE_grantshift")`), so a test hands it over:
+/// `const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));`.
+#[derive(Clone, Copy, Debug)]
+pub struct Binary {
+    path: &'static str,
+}
+
+impl Binary {
+    pub const fn new(path: &'static str) -> Binary {
+        Binary { path }
     }
-    cmd
+
+    pub fn path(&self) -> &Path {
+        Path::new(self.path)
+    }
+
+    /// `grantshift` with a clean environment for it: working directory `cwd`, no
+    /// `GRANTSHIFT_CONFIG`, no proxy variables, no `RUST_LOG`.
+    pub fn command(&self, cwd: &Path) -> Command {
+        let mut cmd = Command::new(self.path);
+        cmd.current_dir(cwd);
+        for var in [
+            "GRANTSHIFT_CONFIG",
+            "RUST_LOG",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "NO_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "no_proxy",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
 }
 
 /// What a finished command printed.
@@ -283,6 +301,7 @@ impl BinaryProxy {
     /// `grantshift run -c <dir>/grantshift.toml --log-format <log_format>`, with `RUST_LOG`
     /// set when given.
     pub async fn start(
+        binary: Binary,
         up: &Upstreams,
         builder: &TestProxyBuilder,
         log_format: &str,
@@ -291,7 +310,7 @@ impl BinaryProxy {
         let dir = tempfile::tempdir().expect("binary tempdir");
         let config = dir.path().join("grantshift.toml");
         std::fs::write(&config, builder.render(up)).expect("write grantshift.toml");
-        let mut cmd = grantshift(dir.path());
+        let mut cmd = binary.command(dir.path());
         cmd.arg("run")
             .arg("-c")
             .arg(&config)
