@@ -6,7 +6,8 @@
 //!   `grantshift_connections_active` and the leaf-cache size of the running proxy.
 //! - Leak checks: [`open_fds`] (this process's `/proc/self/fd`, the in-process proxy's included),
 //!   [`eventually`] (a bounded wait for an observable condition) and
-//!   [`HardenedProxy::assert_nothing_leaked`]; [`serially`] runs an fd-counting test alone.
+//!   [`HardenedProxy::assert_nothing_leaked`]; [`in_own_process`] runs an fd-counting test
+//!   alone in a child process of its test binary.
 //! - Misbehaving upstreams: [`MisbehavingUpstream`] (TLS that resets mid-body or never
 //!   answers), [`NotTlsServer`] (answers a ClientHello with plain text) and [`DripServer`]
 //!   (raw TCP that sends a little every interval: a steady one-way download).
@@ -24,7 +25,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -330,21 +331,47 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> Result<(), String
     }
 }
 
-static SERIAL: Mutex<()> = Mutex::new(());
+/// Set in the environment of the child process [`in_own_process`] starts: the name of the one
+/// test it runs there.
+const OWN_PROCESS_ENV: &str = "TESTKIT_IN_OWN_PROCESS";
 
-/// Run `test` on a fresh multi-threaded runtime while no other `serially` test of this test
-/// binary runs. The lock is taken before the runtime exists, so a waiting test holds no file
-/// descriptors: the fd count a running test sees moves only with its own work.
-pub fn serially<F: Future<Output = ()>>(test: F) {
-    let _alone = SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(test);
+/// Run `test` alone in a process of its own, on a fresh multi-threaded runtime: for a test that
+/// counts something process-wide (this process's open file descriptors), which the other
+/// tests of the same test binary, running in parallel in its process, would move.
+///
+/// Called from a `#[test]` fn, it runs that test again in a child process of the test binary
+/// (`<name> --exact --test-threads=1`, its name from the libtest thread that runs it), and
+/// fails unless the child ran exactly that one test and it passed. In the child, it runs
+/// `test`.
+pub fn in_own_process<F: Future<Output = ()>>(test: F) {
+    let current = std::thread::current();
+    let name = current
+        .name()
+        .filter(|n| *n != "main")
+        .expect("in_own_process runs in a #[test] fn (libtest names its thread after the test)");
+    if std::env::var_os(OWN_PROCESS_ENV).is_some_and(|v| v == name) {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+            .block_on(test);
+        return;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let out = std::process::Command::new(&exe)
+        .args([name, "--exact", "--test-threads=1"])
+        .env(OWN_PROCESS_ENV, name)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {} {name}: {e}", exe.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("test result: ok. 1 passed;"),
+        "{name} in a process of its own: {:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
 }
 
 /// Read from `s` until the peer closes (EOF) or resets the connection, within `secs`; returns

@@ -4,10 +4,9 @@
 //! telemetry as the proxy port. Hosts not in `[intercept].hosts`, and ClientHellos without SNI,
 //! are refused: the listener is no open relay, and nothing is dialled for them.
 
+use crate::GRANTSHIFT;
 use testkit::clients::*;
 use testkit::*;
-
-const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 const TLS_LISTEN: &str = "tls_listen = \"127.0.0.1:0\"";
 

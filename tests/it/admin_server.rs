@@ -2,14 +2,13 @@
 //! (JSON), `/` (HTML); read-only (every write method gets `405` and changes nothing);
 //! `admin_listen = ""` turns it off.
 
+use crate::GRANTSHIFT;
 use grantshift::config::Config;
 use grantshift::server::Proxy;
 use http::Method;
 use serde_json::json;
 use testkit::admin::{admin_get, admin_request, live_report, scrape};
 use testkit::*;
-
-const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 #[tokio::test]
 async fn admin_server_serves_healthz_metrics_report_and_page() {

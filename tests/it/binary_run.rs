@@ -1,9 +1,8 @@
 //! The `grantshift run` binary: logs JSON to stderr including where it listens (so
 //! `listen = "127.0.0.1:0"` works), proxies, and exits 0 after SIGTERM or SIGINT.
 
+use crate::GRANTSHIFT;
 use testkit::*;
-
-const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 async fn start_binary(up: &Upstreams, dir: &std::path::Path) -> RunningBinary {
     let config = dir.join("grantshift.toml");

@@ -7,6 +7,7 @@
 //! Each test that sets a password variable uses its own variable name: the environment is
 //! shared by the tests of this binary.
 
+use crate::GRANTSHIFT;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use grantshift::config::Config;
@@ -20,8 +21,6 @@ use testkit::faults::*;
 use testkit::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 /// `[proxy] auth` naming `var`.
 fn auth_line(var: &str) -> String {

@@ -1,13 +1,12 @@
 //! grantshift's CA: created on first start when both files are absent (key mode 0600), reused
 //! unchanged afterwards, and refused when only one of the two files exists.
 
+use crate::GRANTSHIFT;
 use grantshift::config::Config;
 use grantshift::server::Proxy;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use testkit::*;
-
-const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 const CA_TOML: &str = "[ca]\ncert = \"ca/grantshift-ca.pem\"\nkey = \"ca/grantshift-ca.key\"\n";
 

@@ -3,14 +3,13 @@
 //! client connections are closed, the histogram counts every upstream request, config reloads
 //! are counted by result, and the whole exposition parses as strict OpenMetrics text.
 
+use crate::GRANTSHIFT;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use testkit::admin::{label_set, parse_openmetrics, scrape, Exposition};
 use testkit::salesforce::App;
 use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 /// A connected app of the acme org with client credentials enabled but no Run As user.
 const NO_RUN_AS_APP: &str = "3MVG9acmeNoRunAsApp.consumerKey";

@@ -1,10 +1,9 @@
 //! `grantshift check` validates a config and prints the effective settings; errors go to stderr
 //! naming the file and the key; `GRANTSHIFT_CONFIG` names the file when `-c` is absent.
 
+use crate::GRANTSHIFT;
 use std::path::{Path, PathBuf};
 use testkit::*;
-
-const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 fn write_config(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);

@@ -5,13 +5,12 @@
 //! body and in the URL) goes through the real binary at `RUST_LOG=debug`, in both log formats,
 //! and none of the secrets involved may appear in its stderr, its stdout or its events file.
 
+use crate::GRANTSHIFT;
 use base64::Engine;
 use http::Method;
 use std::time::{SystemTime, UNIX_EPOCH};
 use testkit::salesforce::{fixture, sign_jwt_with_fixture_key, JWT_BEARER_GRANT};
 use testkit::*;
-
-const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 const DOWN_MY_DOMAIN: &str = "down.my.salesforce.com";
 const REFRESH_TOKEN: &str = "5Aep861-SECRET-refresh-e3b0";

@@ -5,7 +5,8 @@
 //! `grantshift_connections_active` gauges are back to 0 and this process's open file
 //! descriptors (the in-process proxy's included) are back to the baseline taken after setup.
 //!
-//! Every test runs [`serially`]: file descriptors are counted process-wide.
+//! Every test runs [`in_own_process`]: file descriptors are counted process-wide, and the
+//! other tests of this binary run in parallel in its process.
 //! `pool_idle_timeout` is short so that idle pooled upstream connections (legitimately kept
 //! for reuse) are gone by the time the descriptors are counted.
 
@@ -27,7 +28,7 @@ async fn still_serves(proxy: &HardenedProxy, http: Http) {
 }
 
 fn upstream_reset_mid_response(http: Http) {
-    serially(async move {
+    in_own_process(async move {
         let host = "reset.my.salesforce.com";
         let bad = MisbehavingUpstream::start(
             &[host],
@@ -85,7 +86,7 @@ fn upstream_reset_mid_response_truncates_the_body_and_leaks_nothing_over_http2()
 
 #[test]
 fn upstream_that_never_answers_gets_504_after_request_timeout_and_leaks_nothing() {
-    serially(async {
+    in_own_process(async {
         let host = "mute.my.salesforce.com";
         let bad = MisbehavingUpstream::start(&[host], Misbehaviour::NeverAnswer).await;
         let proxy = builder()
@@ -123,7 +124,7 @@ fn upstream_that_never_answers_gets_504_after_request_timeout_and_leaks_nothing(
 
 #[test]
 fn upstream_tls_handshake_failure_gets_502_naming_the_host_and_leaks_nothing() {
-    serially(async {
+    in_own_process(async {
         let host = "nottls.my.salesforce.com";
         let bad = NotTlsServer::start().await;
         let proxy = builder()
@@ -150,7 +151,7 @@ fn upstream_tls_handshake_failure_gets_502_naming_the_host_and_leaks_nothing() {
 
 #[test]
 fn client_disconnecting_mid_upload_frees_the_upstream_connection_and_leaks_nothing() {
-    serially(async {
+    in_own_process(async {
         let host = "upload.my.salesforce.com";
         let sink = MisbehavingUpstream::start(&[host], Misbehaviour::NeverAnswer).await;
         // request_timeout is far away: only the client's disconnect can free the upstream.
@@ -194,7 +195,7 @@ fn client_disconnecting_mid_upload_frees_the_upstream_connection_and_leaks_nothi
 
 #[test]
 fn client_disconnecting_mid_download_frees_everything() {
-    serially(async {
+    in_own_process(async {
         let proxy = builder().start().await;
         let baseline = open_fds();
 
@@ -224,7 +225,7 @@ fn client_disconnecting_mid_download_frees_everything() {
 
 #[test]
 fn garbage_instead_of_a_client_hello_is_closed_and_the_proxy_carries_on() {
-    serially(async {
+    in_own_process(async {
         let proxy = builder().start().await;
         let baseline = open_fds();
 
@@ -255,7 +256,7 @@ fn garbage_instead_of_a_client_hello_is_closed_and_the_proxy_carries_on() {
 
 #[test]
 fn unresolvable_host_gets_502_naming_the_host_without_any_dns_lookup() {
-    serially(async {
+    in_own_process(async {
         // connect_to_only: hosts not in connect_to fail as unresolvable; nothing is ever
         // looked up in DNS (no traffic leaves loopback).
         let proxy = builder().upstream("connect_to_only = true").start().await;
@@ -287,7 +288,7 @@ fn unresolvable_host_gets_502_naming_the_host_without_any_dns_lookup() {
 
 #[test]
 fn two_thousand_distinct_sni_names_leave_nothing_open() {
-    serially(async {
+    in_own_process(async {
         let proxy = builder().proxy("leaf_cache_size = 100").start().await;
         let connector = proxy.tls_connector(&[b"http/1.1"]);
         let baseline = open_fds();

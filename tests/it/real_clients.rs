@@ -13,10 +13,9 @@
 //! one fails its test with a message saying to run it. With `GS_EXTRA=1` a client also POSTs
 //! 1 MiB to `/echo` and GETs `/bytes` through grantshift (see testkit/src/clients.rs).
 
+use crate::GRANTSHIFT;
 use testkit::clients::*;
 use testkit::*;
-
-const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 /// An in-process grantshift mapping the acme user to its My Domain.
 async fn mapped_proxy() -> (TestProxy, ClientProxy) {

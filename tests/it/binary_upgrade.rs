@@ -2,9 +2,8 @@
 //! upgraded, a refused upgrade falls back, an unmapped login goes through unchanged; each
 //! token request logs one `token request` line and one line in the events file.
 
+use crate::GRANTSHIFT;
 use testkit::*;
-
-const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 async fn start(up: &Upstreams) -> BinaryProxy {
     let builder = TestProxy::builder().extra_toml(&acme_mapping());

@@ -3,13 +3,12 @@
 //! agree; several replicas' files merge; `--suggest-config` prints `[[credentials]]` that
 //! `grantshift check` accepts and that, loaded, upgrade the learned sets.
 
+use crate::GRANTSHIFT;
 use serde_json::{json, Value};
 use std::path::Path;
 use testkit::admin::{live_report, report_cli, report_cli_json, report_row};
 use testkit::salesforce::App;
 use testkit::*;
-
-const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 /// Connected apps added to the acme org (each with one purpose, so that only the two
 /// integration-app sets share a client_id).

@@ -3,12 +3,11 @@
 //! working; raising `percent` only adds sets; SIGHUP on the binary with an invalid file keeps
 //! the running config (and says so), and a valid file then applies.
 
+use crate::GRANTSHIFT;
 use grantshift::policy::bucket;
 use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 
 fn config_with_percent(percent: u8) -> String {
     rollout_toml("*", "upgrade", percent, true) + &acme_mapping()
