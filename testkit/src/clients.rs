@@ -50,22 +50,17 @@
 use super::admin::parse_openmetrics;
 use super::bin::run_to_end;
 use super::client::{connect_tunnel, tls_connect, Http, HttpConn, Reply};
-use super::proxy::post_form;
 pub use super::proxy::toml_str;
+use super::proxy::{post_form, Running};
 use super::routes::Recorded;
 use super::salesforce::{acme, TOKEN_PATH};
 use super::upstreams::FakeSalesforce;
-use super::within;
-use grantshift::config::Config;
-use grantshift::server::{Proxy, ProxyHandle};
-use grantshift::telemetry::events::Event;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, oneshot};
 
 /// The REST call every client makes with the token it got, at the `instance_url` it got.
 pub const API_VERSION: &str = "62.0";
@@ -828,59 +823,26 @@ pub fn add_to_table(text: &str, table: &str, lines: &str) -> String {
 /// own directory; relative paths resolve there). Serves the proxy port on 127.0.0.1:0, and the
 /// admin server and transparent TLS listener when the config enables them.
 pub struct ConfiguredProxy {
-    addr: SocketAddr,
-    tls_addr: Option<SocketAddr>,
-    handle: ProxyHandle,
-    ca_pem: String,
-    ca_pem_path: PathBuf,
-    events: tokio::sync::Mutex<broadcast::Receiver<Arc<Event>>>,
-    _shutdown: oneshot::Sender<()>,
+    running: Running,
     dir: tempfile::TempDir,
 }
 
 impl ConfiguredProxy {
     pub async fn start(text: &str) -> ConfiguredProxy {
-        super::init_crypto();
         let dir = tempfile::tempdir().expect("proxy tempdir");
         std::fs::write(dir.path().join("grantshift.toml"), text).expect("write grantshift.toml");
-        let config = Config::from_toml_str(text, dir.path())
-            .unwrap_or_else(|e| panic!("test config rejected: {e}\n---\n{text}"));
-        let proxy = Proxy::new(config).unwrap_or_else(|e| panic!("Proxy::new failed: {e}"));
-        let ca_pem = proxy.ca_cert_pem();
-        let ca_pem_path = dir.path().join("trust-grantshift-ca.pem");
-        std::fs::write(&ca_pem_path, &ca_pem).expect("write CA PEM for clients");
-        let events = proxy.subscribe_events();
-        let handle = proxy.handle();
-        proxy.start_admin().await.expect("start_admin");
-        let tls_addr = proxy
-            .start_tls_listener()
-            .await
-            .unwrap_or_else(|e| panic!("start_tls_listener failed: {e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(proxy.serve(listener, async move {
-            let _ = rx.await;
-        }));
-        ConfiguredProxy {
-            addr,
-            tls_addr,
-            handle,
-            ca_pem,
-            ca_pem_path,
-            events: tokio::sync::Mutex::new(events),
-            _shutdown: tx,
-            dir,
-        }
+        let running = Running::start(text, dir.path()).await;
+        ConfiguredProxy { running, dir }
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.running.addr
     }
 
     /// Where `[proxy] tls_listen` is bound.
     pub fn tls_addr(&self) -> SocketAddr {
-        self.tls_addr
+        self.running
+            .tls_addr
             .expect("the config sets [proxy] tls_listen (transparent TLS listener)")
     }
 
@@ -889,23 +851,23 @@ impl ConfiguredProxy {
     }
 
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        &self.running.ca_pem
     }
 
     pub fn client_proxy(&self) -> ClientProxy {
         ClientProxy {
-            addr: self.addr,
-            ca_pem_path: self.ca_pem_path.clone(),
+            addr: self.running.addr,
+            ca_pem_path: self.running.ca_pem_path.clone(),
         }
     }
 
     pub fn ca_pem_path(&self) -> &Path {
-        &self.ca_pem_path
+        &self.running.ca_pem_path
     }
 
     /// The sample `name{labels}` of `/metrics` (0 when the series is absent).
     pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let text = self.handle.metrics_text();
+        let text = self.running.handle.metrics_text();
         parse_openmetrics(&text)
             .unwrap_or_else(|e| panic!("metrics do not parse ({e}):\n{text}"))
             .value(name, labels)
@@ -919,18 +881,14 @@ impl ConfiguredProxy {
 
     /// The next telemetry event as JSON.
     pub async fn next_event(&self) -> serde_json::Value {
-        let mut rx = self.events.lock().await;
-        let event = within(20, "the next telemetry event", rx.recv())
-            .await
-            .expect("event subscription");
-        serde_json::to_value(&*event).expect("events serialize")
+        self.running.next_event().await
     }
 
     /// An HTTP connection to `host` through interception, trusting only grantshift's CA.
     pub async fn intercepted(&self, host: &str, http: Http) -> HttpConn {
-        let (status, tcp) = connect_tunnel(self.addr, &format!("{host}:443")).await;
+        let (status, tcp) = connect_tunnel(self.running.addr, &format!("{host}:443")).await;
         assert_eq!(status, 200, "CONNECT {host}:443");
-        let tls = tls_connect(tcp, host, &self.ca_pem, &[http.alpn()]).await;
+        let tls = tls_connect(tcp, host, &self.running.ca_pem, &[http.alpn()]).await;
         HttpConn::handshake(tls, http).await
     }
 

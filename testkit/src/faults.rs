@@ -1,226 +1,44 @@
-//! Helpers for the hardening tests (access, limits, faults, panics):
+//! Helpers for the hardening tests (access, limits, faults, panics), which run the
+//! [`TestProxy`] with `[proxy]` and `[upstream]` keys of their own (limits, `auth`,
+//! `allow_clients`, `connect_to_only`, `pool_idle_timeout`: [`proxy`](crate::TestProxyBuilder::proxy)
+//! and [`upstream`](crate::TestProxyBuilder::upstream) lines) and read `grantshift_connections_active` and the leaf-cache
+//! size of the running proxy through its [`ProxyHandle`](grantshift::server::ProxyHandle):
 //!
-//! - [`HardenedBuilder`] / [`HardenedProxy`]: the test proxy of [`super::proxy`] with extra
-//!   `[proxy]` and `[upstream]` keys (limits, `auth`, `allow_clients`, `connect_to_only`,
-//!   `pool_idle_timeout`), served in-process with its [`ProxyHandle`] kept, so a test can read
-//!   `grantshift_connections_active` and the leaf-cache size of the running proxy.
 //! - Leak checks: [`open_fds`] (this process's `/proc/self/fd`, the in-process proxy's included),
 //!   [`eventually`] (a bounded wait for an observable condition) and
-//!   [`HardenedProxy::assert_nothing_leaked`]; [`in_own_process`] runs an fd-counting test
+//!   [`TestProxy::assert_nothing_leaked`]; [`in_own_process`] runs an fd-counting test
 //!   alone in a child process of its test binary.
 //! - Misbehaving upstreams: [`MisbehavingUpstream`] (TLS that resets mid-body or never
 //!   answers), [`NotTlsServer`] (answers a ClientHello with plain text) and [`DripServer`]
 //!   (raw TCP that sends a little every interval: a steady one-way download).
 
 use super::ca::TestCa;
-use super::client::{client_config, connect_tunnel, peer_leaf, tls_connect, Http, HttpConn, Reply};
-use super::proxy::{post_form, UpstreamAddrs, Upstreams};
-use super::upstreams::{FakeSalesforce, TcpEchoServer, TunnelServer};
-use super::{within, TestProxyBuilder};
-use grantshift::config::Config;
-use grantshift::server::{Proxy, ProxyHandle};
-use grantshift::telemetry::events::Event;
+use super::client::{connect_tunnel, peer_leaf};
+use super::proxy::TestProxy;
+use super::within;
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, oneshot, watch};
-use tokio::task::JoinHandle;
-use tokio_rustls::client::TlsStream;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 // ---------------------------------------------------------------------------------------------
-// The proxy, with [proxy] and [upstream] keys of the test's choosing
-
-/// A [`TestProxyBuilder`] plus lines for its `[proxy]` and `[upstream]` tables (which
-/// `extra_toml` cannot reach: the builder writes those tables itself).
-#[derive(Clone, Debug, Default)]
-pub struct HardenedBuilder {
-    base: TestProxyBuilder,
-    proxy_lines: String,
-    upstream_lines: String,
-}
-
-impl HardenedBuilder {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Adjust the underlying [`TestProxyBuilder`] (timeouts, connect_to, extra TOML, …).
-    pub fn base(mut self, f: impl FnOnce(TestProxyBuilder) -> TestProxyBuilder) -> Self {
-        self.base = f(self.base);
-        self
-    }
-
-    /// A `key = value` line in `[proxy]`, e.g. `max_connections = 2`.
-    pub fn proxy(mut self, line: &str) -> Self {
-        self.proxy_lines.push_str(line);
-        self.proxy_lines.push('\n');
-        self
-    }
-
-    /// A `key = value` line in `[upstream]`, e.g. `connect_to_only = true`.
-    pub fn upstream(mut self, line: &str) -> Self {
-        self.upstream_lines.push_str(line);
-        self.upstream_lines.push('\n');
-        self
-    }
-
-    /// The config text for upstreams at `up`.
-    pub fn render_for(&self, up: &UpstreamAddrs) -> String {
-        let text = self.base.render_for(up);
-        let text = insert_after(&text, "[proxy]\n", &self.proxy_lines);
-        insert_after(&text, "[upstream]\n", &self.upstream_lines)
-    }
-
-    /// Start fresh upstreams and the proxy.
-    pub async fn start(self) -> HardenedProxy {
-        self.start_with(Upstreams::start().await).await
-    }
-
-    /// Start the proxy against existing upstreams.
-    pub async fn start_with(self, up: Upstreams) -> HardenedProxy {
-        super::init_crypto();
-        let dir = tempfile::tempdir().expect("proxy tempdir");
-        let text = self.render_for(&up.addrs());
-        std::fs::write(dir.path().join("grantshift.toml"), &text).expect("write grantshift.toml");
-        let config = Config::from_toml_str(&text, dir.path())
-            .unwrap_or_else(|e| panic!("test config rejected: {e}\n---\n{text}"));
-        let proxy = Proxy::new(config).unwrap_or_else(|e| panic!("Proxy::new failed: {e}"));
-        let handle = proxy.handle();
-        let ca_pem = proxy.ca_cert_pem();
-        let ca_pem_path = dir.path().join("trust-grantshift-ca.pem");
-        std::fs::write(&ca_pem_path, &ca_pem).expect("write CA PEM for clients");
-        let events = proxy.subscribe_events();
-        let admin = proxy
-            .start_admin()
-            .await
-            .unwrap_or_else(|e| panic!("start_admin failed: {e}"));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let addr = listener.local_addr().unwrap();
-        let (shutdown, rx) = oneshot::channel::<()>();
-        let serve = tokio::spawn(proxy.serve(listener, async move {
-            let _ = rx.await;
-        }));
-        HardenedProxy {
-            sf: up.sf,
-            tunnel: up.tunnel,
-            echo: up.echo,
-            addr,
-            admin,
-            handle,
-            ca_pem,
-            ca_pem_path,
-            events: tokio::sync::Mutex::new(events),
-            shutdown: Some(shutdown),
-            serve: Some(serve),
-            config_text: text,
-            dir,
-        }
-    }
-}
-
-fn insert_after(text: &str, marker: &str, lines: &str) -> String {
-    assert!(text.contains(marker), "no {marker:?} in\n{text}");
-    text.replacen(marker, &format!("{marker}{lines}"), 1)
-}
-
-/// A running in-process grantshift with its upstreams and its [`ProxyHandle`].
-pub struct HardenedProxy {
-    pub sf: FakeSalesforce,
-    pub tunnel: TunnelServer,
-    pub echo: TcpEchoServer,
-    addr: SocketAddr,
-    admin: Option<SocketAddr>,
-    handle: ProxyHandle,
-    ca_pem: String,
-    ca_pem_path: PathBuf,
-    events: tokio::sync::Mutex<broadcast::Receiver<Arc<Event>>>,
-    shutdown: Option<oneshot::Sender<()>>,
-    serve: Option<JoinHandle<Result<(), grantshift::Error>>>,
-    config_text: String,
-    dir: tempfile::TempDir,
-}
+// The test proxy's connection gauges
 
 /// The connection kinds of `grantshift_connections_active{kind}`.
 pub const CONNECTION_KINDS: &[&str] = &["tunnel", "intercept", "http"];
 
-impl HardenedProxy {
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin.expect("the admin server is enabled")
-    }
-
-    pub fn handle(&self) -> &ProxyHandle {
-        &self.handle
-    }
-
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-
-    /// A file holding [`ca_pem`](Self::ca_pem) (for `curl --cacert`).
-    pub fn ca_pem_path(&self) -> &Path {
-        &self.ca_pem_path
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn config_text(&self) -> &str {
-        &self.config_text
-    }
-
+/// The hardening tests' checks on a running [`TestProxy`].
+impl TestProxy {
     /// `grantshift_connections_active{kind="<kind>"}` as the running proxy reports it.
     pub fn active(&self, kind: &str) -> i64 {
-        gauge(&self.handle.metrics_text(), kind)
-    }
-
-    /// `CONNECT authority` through this proxy: status and the stream.
-    pub async fn connect(&self, authority: &str) -> (u16, TcpStream) {
-        connect_tunnel(self.addr, authority).await
-    }
-
-    /// `CONNECT host:443`, then TLS trusting only grantshift's CA, offering `alpn`.
-    pub async fn intercept_tls(&self, host: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
-        let (status, tcp) = self.connect(&format!("{host}:443")).await;
-        assert_eq!(status, 200, "CONNECT {host}:443");
-        tls_connect(tcp, host, &self.ca_pem, alpn).await
-    }
-
-    /// A TLS connector trusting only grantshift's CA, offering `alpn`.
-    pub fn tls_connector(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
-        tokio_rustls::TlsConnector::from(Arc::new(client_config(&[&self.ca_pem], alpn)))
-    }
-
-    /// An HTTP connection to `host` through interception.
-    pub async fn intercepted(&self, host: &str, http: Http) -> HttpConn {
-        let tls = self.intercept_tls(host, &[http.alpn()]).await;
-        HttpConn::handshake(tls, http).await
-    }
-
-    /// A token request with a form `body` on a fresh HTTP/1.1 connection to `host`.
-    pub async fn login(&self, host: &str, body: &str) -> Reply {
-        let mut conn = self.intercepted(host, Http::H1).await;
-        post_form(&mut conn, host, super::salesforce::TOKEN_PATH, body).await
-    }
-
-    /// The next telemetry event, as the JSON object written to the events file.
-    pub async fn next_event(&self) -> serde_json::Value {
-        let mut rx = self.events.lock().await;
-        let event = within(20, "the next telemetry event", rx.recv())
-            .await
-            .expect("event subscription");
-        serde_json::to_value(&*event).expect("events serialize")
+        gauge(&self.handle().metrics_text(), kind)
     }
 
     /// Wait (bounded) until every `grantshift_connections_active` gauge is 0.
@@ -228,7 +46,7 @@ impl HardenedProxy {
         eventually(
             "every grantshift_connections_active gauge back to 0",
             || {
-                let text = self.handle.metrics_text();
+                let text = self.handle().metrics_text();
                 let open: Vec<String> = CONNECTION_KINDS
                     .iter()
                     .filter(|k| gauge(&text, k) != 0)
@@ -261,17 +79,6 @@ impl HardenedProxy {
             }
         })
         .await;
-    }
-
-    /// Resolve the shutdown future and wait for `serve` to return.
-    pub async fn shutdown(mut self) -> Result<(), grantshift::Error> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let handle = self.serve.take().expect("serve already awaited");
-        within(30, "proxy serve() returning after shutdown", handle)
-            .await
-            .expect("serve task panicked")
     }
 }
 

@@ -22,7 +22,8 @@
 //! - [`clients`]: real client programs (Python, Node.js, Java, Go, curl) pointed at grantshift,
 //!   and grantshift instances a test configures in full.
 //! - [`admin`]: the admin server from a test's side, its OpenMetrics text, `grantshift report`.
-//! - [`faults`]: the hardening tests' proxy, leak checks and misbehaving upstreams.
+//! - [`faults`]: the hardening tests' leak checks, a process of its own for a test that counts
+//!   file descriptors, and misbehaving upstreams.
 //!
 //! Paths into the repository (`tests/fixtures`, `tests/clients`, `target/clients`) are resolved
 //! from the repository root, the parent of this crate's directory: see [`repo_path`].

@@ -1,13 +1,14 @@
 //! grantshift itself, configured against the fake upstreams and served in-process on
 //! 127.0.0.1:0 until the test shuts it down. The test proxy writes its events to
 //! `events.jsonl` in its TempDir, keeps a subscription to them (so a test waits for an event
-//! instead of sleeping) and a [`Reloader`] (so a test can swap its config live).
+//! instead of sleeping), a [`Reloader`] (so a test can swap its config live) and its
+//! [`ProxyHandle`] (its metrics, leaf cache and fault injection, while it serves).
 
-use super::client::{connect_tunnel, full, tls_connect, Http, HttpConn, Reply};
+use super::client::{client_config, connect_tunnel, full, tls_connect, Http, HttpConn, Reply};
 use super::upstreams::{FakeSalesforce, TcpEchoServer, TunnelServer};
 use super::{within, ECHO_HOST, SALESFORCE_HOSTS, TUNNEL_HOST, UNTRUSTED_HOST};
 use grantshift::config::Config;
-use grantshift::server::{Proxy, Reloader};
+use grantshift::server::{Proxy, ProxyHandle, Reloader};
 use grantshift::telemetry::events::Event;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -66,7 +67,9 @@ pub fn toml_str(s: impl AsRef<str>) -> String {
 /// the proxy's TempDir, the fake Salesforce CA in `extra_root_certs`, `connect_to` routing every
 /// fake host to its server, `connect_timeout = "2s"`, `request_timeout = "3s"`,
 /// `shutdown_grace = "5s"`, default `allowed_connect_ports` and `[intercept]`,
-/// `[telemetry] events = "events.jsonl"` (next to the config file).
+/// `[telemetry] events = "events.jsonl"` (next to the config file). Any other `[proxy]` or
+/// `[upstream]` key (limits, `auth`, `allow_clients`, `pool_idle_timeout`, …) is a line of
+/// [`proxy`](Self::proxy) or [`upstream`](Self::upstream).
 #[derive(Clone, Debug)]
 pub struct TestProxyBuilder {
     listen: String,
@@ -80,6 +83,8 @@ pub struct TestProxyBuilder {
     ca_files: Option<(PathBuf, PathBuf)>,
     max_token_body: Option<usize>,
     events: String,
+    proxy_lines: String,
+    upstream_lines: String,
     extra_toml: String,
 }
 
@@ -97,6 +102,8 @@ impl Default for TestProxyBuilder {
             ca_files: None,
             max_token_body: None,
             events: EVENTS_FILE.into(),
+            proxy_lines: String::new(),
+            upstream_lines: String::new(),
             extra_toml: String::new(),
         }
     }
@@ -162,6 +169,22 @@ impl TestProxyBuilder {
         self
     }
 
+    /// A `key = value` line in `[proxy]`, e.g. `max_connections = 2` (a key this builder does
+    /// not set otherwise).
+    pub fn proxy(mut self, line: &str) -> Self {
+        self.proxy_lines.push_str(line);
+        self.proxy_lines.push('\n');
+        self
+    }
+
+    /// A `key = value` line in `[upstream]`, e.g. `connect_to_only = true` (a key this builder
+    /// does not set otherwise).
+    pub fn upstream(mut self, line: &str) -> Self {
+        self.upstream_lines.push_str(line);
+        self.upstream_lines.push('\n');
+        self
+    }
+
     /// TOML appended verbatim after the generated file: only for tables this builder does not
     /// write (`[proxy]`, `[ca]`, `[upstream]`, `[upstream.connect_to]`, `[intercept]`,
     /// `[telemetry]`), e.g. `[[rollout]]` and `[[credentials]]`.
@@ -187,6 +210,7 @@ impl TestProxyBuilder {
     pub fn render_for(&self, up: &UpstreamAddrs) -> String {
         let mut t = String::new();
         t.push_str("[proxy]\n");
+        t.push_str(&self.proxy_lines);
         t.push_str(&format!("listen = {}\n", toml_str(&self.listen)));
         // Port 0: binaries running in parallel must not fight over the default 9464.
         t.push_str("admin_listen = \"127.0.0.1:0\"\n");
@@ -211,6 +235,7 @@ impl TestProxyBuilder {
         }
 
         t.push_str("[upstream]\n");
+        t.push_str(&self.upstream_lines);
         let roots: Vec<String> = std::iter::once(up.sf_ca_pem_path.clone())
             .chain(self.extra_root_certs.iter().cloned())
             .map(|p| toml_str(p.to_str().unwrap()))
@@ -264,7 +289,6 @@ impl TestProxyBuilder {
 
     /// Start the proxy against existing upstreams.
     pub async fn start_with(self, up: Upstreams) -> TestProxy {
-        super::init_crypto();
         let dir = tempfile::tempdir().expect("proxy tempdir");
         let addrs = up.addrs();
         let text = self.render_for(&addrs);
@@ -287,13 +311,18 @@ impl TestProxyBuilder {
 /// The events file name a test proxy writes to, in its directory.
 pub const EVENTS_FILE: &str = "events.jsonl";
 
-/// One in-process grantshift serving on 127.0.0.1:0.
-struct Running {
-    addr: SocketAddr,
-    ca_pem: String,
-    ca_pem_path: PathBuf,
+/// One in-process grantshift serving on 127.0.0.1:0 (and its admin server and transparent TLS
+/// listener, where the config enables them) until dropped or shut down: what [`TestProxy`] and
+/// [`ConfiguredProxy`](crate::clients::ConfiguredProxy) run.
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    /// `[proxy] tls_listen`, `None` when not configured.
+    pub(crate) tls_addr: Option<SocketAddr>,
+    pub(crate) ca_pem: String,
+    pub(crate) ca_pem_path: PathBuf,
     events: tokio::sync::Mutex<broadcast::Receiver<Arc<Event>>>,
     reloader: Reloader,
+    pub(crate) handle: ProxyHandle,
     /// The admin server (`[proxy].admin_listen`), `None` when disabled.
     admin: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -302,7 +331,9 @@ struct Running {
 }
 
 impl Running {
-    async fn start(text: &str, dir: &Path) -> Running {
+    /// Serve the config `text`, its relative paths resolved in `dir`.
+    pub(crate) async fn start(text: &str, dir: &Path) -> Running {
+        super::init_crypto();
         let config = Config::from_toml_str(text, dir)
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n---\n{text}"));
         let proxy = Proxy::new(config).unwrap_or_else(|e| panic!("Proxy::new failed: {e}"));
@@ -312,10 +343,15 @@ impl Running {
         // Subscribe before serve() consumes the proxy: no event can be missed.
         let events = proxy.subscribe_events();
         let reloader = proxy.reloader();
+        let handle = proxy.handle();
         let admin = proxy
             .start_admin()
             .await
             .unwrap_or_else(|e| panic!("start_admin failed: {e}"));
+        let tls_addr = proxy
+            .start_tls_listener()
+            .await
+            .unwrap_or_else(|e| panic!("start_tls_listener failed: {e}"));
 
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().unwrap();
@@ -328,15 +364,28 @@ impl Running {
         }));
         Running {
             addr,
+            tls_addr,
             ca_pem,
             ca_pem_path,
             events: tokio::sync::Mutex::new(events),
             reloader,
+            handle,
             admin,
             shutdown: Some(tx),
             shutdown_observed: Some(observed_rx),
             serve: Some(serve),
         }
+    }
+}
+
+impl Running {
+    /// The next telemetry event, as the JSON object written to the events file.
+    pub(crate) async fn next_event(&self) -> serde_json::Value {
+        let mut rx = self.events.lock().await;
+        let event = within(20, "the next telemetry event", rx.recv())
+            .await
+            .expect("event subscription");
+        serde_json::to_value(&*event).expect("events serialize")
     }
 }
 
@@ -379,6 +428,11 @@ impl TestProxy {
         &self.running.reloader
     }
 
+    /// The running proxy's [`ProxyHandle`]: its metrics, leaf cache and fault injection.
+    pub fn handle(&self) -> &ProxyHandle {
+        &self.running.handle
+    }
+
     /// grantshift's CA certificate (PEM), as `Proxy::ca_cert_pem` returned it.
     pub fn ca_pem(&self) -> &str {
         &self.running.ca_pem
@@ -401,6 +455,11 @@ impl TestProxy {
     /// `CONNECT authority` through this proxy.
     pub async fn connect(&self, authority: &str) -> (u16, TcpStream) {
         connect_tunnel(self.addr(), authority).await
+    }
+
+    /// A TLS connector trusting only grantshift's CA, offering `alpn`.
+    pub fn tls_connector(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+        tokio_rustls::TlsConnector::from(Arc::new(client_config(&[self.ca_pem()], alpn)))
     }
 
     /// `CONNECT host:443`, then TLS trusting only grantshift's CA, offering `alpn`.
@@ -440,11 +499,7 @@ impl TestProxy {
     /// The next telemetry event, as the JSON object written to the events file. Its line is
     /// on disk when this returns.
     pub async fn next_event(&self) -> serde_json::Value {
-        let mut rx = self.running.events.lock().await;
-        let event = within(20, "the next telemetry event", rx.recv())
-            .await
-            .expect("event subscription");
-        serde_json::to_value(&*event).expect("events serialize")
+        self.running.next_event().await
     }
 
     /// The events file, one JSON object per line.

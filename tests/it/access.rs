@@ -115,7 +115,7 @@ async fn connect_without_valid_proxy_credentials_gets_407_with_a_basic_challenge
     const VAR: &str = "GRANTSHIFT_TEST_ACCESS_PW_407";
     const PASS: &str = "pw-SECRET-proxy-407-a1";
     std::env::set_var(VAR, PASS);
-    let proxy = HardenedBuilder::new().proxy(&auth_line(VAR)).start().await;
+    let proxy = TestProxy::builder().proxy(&auth_line(VAR)).start().await;
 
     for (what, credentials) in [
         ("no Proxy-Authorization", None),
@@ -148,7 +148,7 @@ async fn connect_with_the_right_proxy_credentials_opens_a_working_tunnel() {
     const VAR: &str = "GRANTSHIFT_TEST_ACCESS_PW_OK";
     const PASS: &str = "pw-SECRET-proxy-ok-b2";
     std::env::set_var(VAR, PASS);
-    let proxy = HardenedBuilder::new().proxy(&auth_line(VAR)).start().await;
+    let proxy = TestProxy::builder().proxy(&auth_line(VAR)).start().await;
     let (status, _, body, mut tunnel) = connect_echo(proxy.addr(), Some(&basic("ops", PASS))).await;
     assert_eq!(status, 200, "{body}");
     echo_round_trip(&mut tunnel, b"through an authenticated tunnel").await;
@@ -159,7 +159,7 @@ async fn curl_with_credentials_in_the_proxy_url_reaches_login_and_without_them_s
     const VAR: &str = "GRANTSHIFT_TEST_ACCESS_PW_CURL";
     const PASS: &str = "pw-SECRET-proxy-curl-c3";
     std::env::set_var(VAR, PASS);
-    let proxy = HardenedBuilder::new().proxy(&auth_line(VAR)).start().await;
+    let proxy = TestProxy::builder().proxy(&auth_line(VAR)).start().await;
     let dir = tempfile::tempdir().unwrap();
 
     let mut cmd = curl_without_environment(dir.path());
@@ -206,8 +206,8 @@ async fn proxy_credentials_of_a_plain_http_request_are_not_forwarded_upstream() 
     const PASS: &str = "pw-SECRET-proxy-plain-d4";
     std::env::set_var(VAR, PASS);
     let plain = PlainHttpServer::start().await;
-    let proxy = HardenedBuilder::new()
-        .base(|b| b.connect_to("plain.example:80", plain.addr()))
+    let proxy = TestProxy::builder()
+        .connect_to("plain.example:80", plain.addr())
         .proxy(&auth_line(VAR))
         .start()
         .await;
@@ -237,7 +237,7 @@ async fn proxy_password_never_appears_in_the_binarys_debug_logs() {
     let up = Upstreams::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("grantshift.toml");
-    let text = HardenedBuilder::new()
+    let text = TestProxy::builder()
         .proxy(&auth_line(VAR))
         .render_for(&up.addrs());
     std::fs::write(&config, text).unwrap();
@@ -327,7 +327,7 @@ async fn unset_password_env_is_a_config_error_naming_proxy_auth_password_env() {
 
 #[tokio::test]
 async fn client_outside_allow_clients_gets_403() {
-    let proxy = HardenedBuilder::new()
+    let proxy = TestProxy::builder()
         .proxy("allow_clients = [\"10.0.0.0/8\"]")
         .start()
         .await;
@@ -348,7 +348,7 @@ async fn client_outside_allow_clients_gets_403() {
 
 #[tokio::test]
 async fn client_inside_allow_clients_is_served() {
-    let proxy = HardenedBuilder::new()
+    let proxy = TestProxy::builder()
         .proxy("allow_clients = [\"127.0.0.0/8\"]")
         .start()
         .await;
@@ -361,7 +361,7 @@ async fn client_inside_allow_clients_is_served() {
 
 #[tokio::test]
 async fn admin_server_refuses_every_write_with_405() {
-    let proxy = HardenedBuilder::new().start().await;
+    let proxy = TestProxy::builder().start().await;
     let admin = proxy.admin_addr();
     for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
         for path in ["/", "/metrics", "/report", "/healthz", "/config"] {

@@ -16,12 +16,12 @@ use testkit::*;
 use tokio::io::AsyncWriteExt;
 
 /// The hardened test proxy with a short upstream pool idle timeout.
-fn builder() -> HardenedBuilder {
-    HardenedBuilder::new().upstream("pool_idle_timeout = \"200ms\"")
+fn builder() -> TestProxyBuilder {
+    TestProxy::builder().upstream("pool_idle_timeout = \"200ms\"")
 }
 
 /// A request to a healthy host on a fresh connection succeeds.
-async fn still_serves(proxy: &HardenedProxy, http: Http) {
+async fn still_serves(proxy: &TestProxy, http: Http) {
     let mut conn = proxy.intercepted(LOGIN_HOST, http).await;
     let reply = conn.get(LOGIN_HOST, "/echo").await;
     assert_eq!(reply.status, 200, "the proxy keeps serving other requests");
@@ -39,10 +39,8 @@ fn upstream_reset_mid_response(http: Http) {
         )
         .await;
         let proxy = builder()
-            .base(|b| {
-                b.connect_to(&format!("{host}:443"), bad.addr())
-                    .extra_root_cert(bad.ca_pem_path())
-            })
+            .connect_to(&format!("{host}:443"), bad.addr())
+            .extra_root_cert(bad.ca_pem_path())
             .start()
             .await;
         let baseline = open_fds();
@@ -90,11 +88,9 @@ fn upstream_that_never_answers_gets_504_after_request_timeout_and_leaks_nothing(
         let host = "mute.my.salesforce.com";
         let bad = MisbehavingUpstream::start(&[host], Misbehaviour::NeverAnswer).await;
         let proxy = builder()
-            .base(|b| {
-                b.connect_to(&format!("{host}:443"), bad.addr())
-                    .extra_root_cert(bad.ca_pem_path())
-                    .request_timeout("300ms")
-            })
+            .connect_to(&format!("{host}:443"), bad.addr())
+            .extra_root_cert(bad.ca_pem_path())
+            .request_timeout("300ms")
             .start()
             .await;
         let baseline = open_fds();
@@ -128,7 +124,7 @@ fn upstream_tls_handshake_failure_gets_502_naming_the_host_and_leaks_nothing() {
         let host = "nottls.my.salesforce.com";
         let bad = NotTlsServer::start().await;
         let proxy = builder()
-            .base(|b| b.connect_to(&format!("{host}:443"), bad.addr()))
+            .connect_to(&format!("{host}:443"), bad.addr())
             .start()
             .await;
         let baseline = open_fds();
@@ -156,11 +152,9 @@ fn client_disconnecting_mid_upload_frees_the_upstream_connection_and_leaks_nothi
         let sink = MisbehavingUpstream::start(&[host], Misbehaviour::NeverAnswer).await;
         // request_timeout is far away: only the client's disconnect can free the upstream.
         let proxy = builder()
-            .base(|b| {
-                b.connect_to(&format!("{host}:443"), sink.addr())
-                    .extra_root_cert(sink.ca_pem_path())
-                    .request_timeout("60s")
-            })
+            .connect_to(&format!("{host}:443"), sink.addr())
+            .extra_root_cert(sink.ca_pem_path())
+            .request_timeout("60s")
             .start()
             .await;
         let baseline = open_fds();

@@ -14,7 +14,7 @@ const CONNECT_ECHO: &[u8] = b"CONNECT echo.example:443 HTTP/1.1\r\nHost: echo.ex
 
 #[tokio::test]
 async fn third_client_waits_for_a_free_slot_at_max_connections_2() {
-    let proxy = HardenedBuilder::new()
+    let proxy = TestProxy::builder()
         .proxy("max_connections = 2")
         .start()
         .await;
@@ -66,7 +66,7 @@ async fn third_client_waits_for_a_free_slot_at_max_connections_2() {
 #[tokio::test]
 async fn slowloris_half_request_head_is_disconnected_after_header_read_timeout() {
     // idle_timeout stays far away: only header_read_timeout can close the slow client in time.
-    let proxy = HardenedBuilder::new()
+    let proxy = TestProxy::builder()
         .proxy("header_read_timeout = \"300ms\"")
         .proxy("idle_timeout = \"60s\"")
         .start()
@@ -97,7 +97,7 @@ async fn slowloris_half_request_head_is_disconnected_after_header_read_timeout()
 
 #[tokio::test]
 async fn slowloris_half_request_head_inside_interception_is_disconnected() {
-    let proxy = HardenedBuilder::new()
+    let proxy = TestProxy::builder()
         .proxy("header_read_timeout = \"300ms\"")
         .proxy("idle_timeout = \"60s\"")
         .start()
@@ -147,7 +147,7 @@ async fn raw_head(proxy: std::net::SocketAddr, request: &[u8]) -> Option<String>
 
 #[tokio::test]
 async fn request_head_over_max_header_bytes_gets_431_and_the_proxy_keeps_serving() {
-    let proxy = HardenedBuilder::new()
+    let proxy = TestProxy::builder()
         .proxy("max_header_bytes = 8192")
         .start()
         .await;
@@ -177,8 +177,8 @@ async fn request_head_over_max_header_bytes_gets_431_and_the_proxy_keeps_serving
 #[tokio::test]
 async fn idle_keep_alive_client_connection_is_closed_after_idle_timeout() {
     let plain = PlainHttpServer::start().await;
-    let proxy = HardenedBuilder::new()
-        .base(|b| b.connect_to("plain.example:80", plain.addr()))
+    let proxy = TestProxy::builder()
+        .connect_to("plain.example:80", plain.addr())
         .proxy("idle_timeout = \"300ms\"")
         .proxy("header_read_timeout = \"60s\"")
         .start()
@@ -206,7 +206,7 @@ async fn idle_keep_alive_client_connection_is_closed_after_idle_timeout() {
 
 #[tokio::test]
 async fn idle_intercepted_keep_alive_connection_is_closed_after_idle_timeout() {
-    let proxy = HardenedBuilder::new()
+    let proxy = TestProxy::builder()
         .proxy("idle_timeout = \"300ms\"")
         .proxy("header_read_timeout = \"60s\"")
         .start()
@@ -229,7 +229,7 @@ async fn idle_intercepted_keep_alive_connection_is_closed_after_idle_timeout() {
 
 #[tokio::test]
 async fn idle_blind_tunnel_is_closed_after_tunnel_idle_timeout() {
-    let proxy = HardenedBuilder::new()
+    let proxy = TestProxy::builder()
         .proxy("tunnel_idle_timeout = \"300ms\"")
         .proxy("idle_timeout = \"60s\"")
         .start()
@@ -252,8 +252,8 @@ async fn blind_tunnel_with_a_steady_one_way_download_stays_open() {
     // 15 ticks, 100 ms apart: the download lasts ~1.4 s, far past the 300 ms idle timeout,
     // and the client never sends a byte.
     let drip = DripServer::start(15, Duration::from_millis(100)).await;
-    let proxy = HardenedBuilder::new()
-        .base(|b| b.connect_to("drip.example:443", drip.addr()))
+    let proxy = TestProxy::builder()
+        .connect_to("drip.example:443", drip.addr())
         .proxy("tunnel_idle_timeout = \"300ms\"")
         .proxy("idle_timeout = \"60s\"")
         .start()
@@ -270,7 +270,7 @@ async fn blind_tunnel_with_a_steady_one_way_download_stays_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaf_cache_stays_within_leaf_cache_size_after_2000_distinct_hosts() {
-    let proxy = HardenedBuilder::new()
+    let proxy = TestProxy::builder()
         .proxy("leaf_cache_size = 100")
         .start()
         .await;

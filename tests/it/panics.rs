@@ -6,7 +6,6 @@
 //! armed on one test's proxy only: other proxies in the same test binary are untouched.
 
 use http::Method;
-use testkit::faults::*;
 use testkit::*;
 
 /// Send `GET path` to `host` on `conn`; the request must fail (no response), within a bound.
@@ -25,8 +24,8 @@ async fn fails_without_response(conn: &mut HttpConn, host: &str, path: &str) {
 async fn panic_in_a_request_task_ends_only_that_connection(armed: &str, http: Http) {
     let up = Upstreams::start().await;
     let fake = up.sf.addr();
-    let proxy = HardenedBuilder::new()
-        .base(|b| b.connect_to(&format!("{armed}:443"), fake))
+    let proxy = TestProxy::builder()
+        .connect_to(&format!("{armed}:443"), fake)
         .start_with(up)
         .await;
     proxy.handle().arm_fault("request", armed);
@@ -72,7 +71,7 @@ async fn panic_in_a_request_task_ends_only_that_request_over_http2() {
 
 /// A password grant to `host` (armed at `point`) goes upstream byte-identical; the client gets
 /// the upstream's password response; the event is `skipped` / `internal`.
-async fn password_grant_is_forwarded_untouched(proxy: &HardenedProxy, host: &str, body: &str) {
+async fn password_grant_is_forwarded_untouched(proxy: &TestProxy, host: &str, body: &str) {
     let reply = proxy.login(host, body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let sent = proxy.sf.token_requests();
@@ -108,8 +107,8 @@ async fn password_grant_is_forwarded_untouched(proxy: &HardenedProxy, host: &str
 
 #[tokio::test]
 async fn panic_while_rewriting_forwards_the_password_grant_untouched() {
-    let proxy = HardenedBuilder::new()
-        .base(|b| b.extra_toml(&acme_mapping()))
+    let proxy = TestProxy::builder()
+        .extra_toml(&acme_mapping())
         .start()
         .await;
     proxy.handle().arm_fault("rewrite", acme::MY_DOMAIN);
@@ -124,8 +123,8 @@ async fn panic_while_rewriting_forwards_the_password_grant_untouched() {
 
 #[tokio::test]
 async fn panic_while_deciding_forwards_the_password_grant_untouched() {
-    let proxy = HardenedBuilder::new()
-        .base(|b| b.extra_toml(&credentials_toml(acme_qa::USERNAME, acme_qa::MY_DOMAIN)))
+    let proxy = TestProxy::builder()
+        .extra_toml(&credentials_toml(acme_qa::USERNAME, acme_qa::MY_DOMAIN))
         .start()
         .await;
     proxy.handle().arm_fault("policy", acme_qa::MY_DOMAIN);
