@@ -34,18 +34,10 @@ impl Binary {
     pub fn command(&self, cwd: &Path) -> Command {
         let mut cmd = Command::new(self.path);
         cmd.current_dir(cwd);
-        for var in [
-            "GRANTSHIFT_CONFIG",
-            "RUST_LOG",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "ALL_PROXY",
-            "NO_PROXY",
-            "http_proxy",
-            "https_proxy",
-            "all_proxy",
-            "no_proxy",
-        ] {
+        for var in ["GRANTSHIFT_CONFIG", "RUST_LOG"]
+            .iter()
+            .chain(super::PROXY_VARS)
+        {
             cmd.env_remove(var);
         }
         cmd

@@ -43,29 +43,53 @@ impl RawResponse {
     }
 }
 
-/// Read a response head (status line and headers) without reading past its blank line.
-pub async fn read_response_head<S: AsyncRead + Unpin>(s: &mut S) -> (u16, Vec<(String, String)>) {
+/// A response head (up to and with its blank line) read byte by byte from a raw stream, so
+/// nothing after it is consumed; `Err` with what arrived when the peer closes or resets the
+/// connection first.
+async fn read_head_bytes<S: AsyncRead + Unpin>(s: &mut S) -> Result<Vec<u8>, Vec<u8>> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut byte).await.expect("read response head");
-        assert!(
-            n == 1,
-            "connection closed before a complete response head; got {:?}",
-            String::from_utf8_lossy(&head)
-        );
-        head.push(byte[0]);
+        match s.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return Err(head),
+        }
         assert!(head.len() < 64 * 1024, "response head too large");
     }
-    let text = String::from_utf8(head).expect("response head is UTF-8");
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap();
-    let status = status_line
+    Ok(head)
+}
+
+/// Read a response head from a raw stream, without reading past it; `None` when the peer
+/// closes or resets the connection before a whole head arrived.
+pub async fn try_read_head<S: AsyncRead + Unpin>(s: &mut S) -> Option<String> {
+    let head = read_head_bytes(s).await.ok()?;
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// The status code of a response head's first line.
+pub fn status_of(head: &str) -> u16 {
+    let status_line = head.split("\r\n").next().unwrap_or_default();
+    status_line
         .split(' ')
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers = lines
+        .unwrap_or_else(|| panic!("bad status line {status_line:?} in {head:?}"))
+}
+
+/// Read a response head (status line and headers) without reading past its blank line; the
+/// connection must not close first.
+pub async fn read_response_head<S: AsyncRead + Unpin>(s: &mut S) -> (u16, Vec<(String, String)>) {
+    let head = read_head_bytes(s).await.unwrap_or_else(|partial| {
+        panic!(
+            "connection closed before a complete response head; got {:?}",
+            String::from_utf8_lossy(&partial)
+        )
+    });
+    let text = String::from_utf8(head).expect("response head is UTF-8");
+    let status = status_of(&text);
+    let headers = text
+        .split("\r\n")
+        .skip(1)
         .filter(|l| !l.is_empty())
         .map(|l| {
             let (n, v) = l.split_once(':').unwrap_or((l, ""));
@@ -116,12 +140,26 @@ pub async fn read_response_body<S: AsyncRead + Unpin>(
     body
 }
 
+/// Open a TCP connection to the proxy, send `request` as is, and read the response head. The
+/// stream is left right after it: the tunnel after a `200` to CONNECT, else the body follows.
+pub async fn raw_request(
+    proxy: SocketAddr,
+    request: &[u8],
+) -> (u16, Vec<(String, String)>, TcpStream) {
+    within(20, "the proxy's response head to a raw request", async {
+        let mut s = TcpStream::connect(proxy).await.expect("connect to proxy");
+        s.set_nodelay(true).unwrap();
+        s.write_all(request).await.expect("write raw request");
+        let (status, headers) = read_response_head(&mut s).await;
+        (status, headers, s)
+    })
+    .await
+}
+
 /// Open a TCP connection to the proxy, send `request` as is, and read one response.
 pub async fn raw_exchange(proxy: SocketAddr, request: &[u8]) -> RawResponse {
     within(20, "raw exchange with the proxy", async {
-        let mut s = TcpStream::connect(proxy).await.expect("connect to proxy");
-        s.write_all(request).await.expect("write raw request");
-        let (status, headers) = read_response_head(&mut s).await;
+        let (status, headers, mut s) = raw_request(proxy, request).await;
         let body = read_response_body(&mut s, &headers).await;
         RawResponse {
             status,
@@ -147,14 +185,12 @@ pub async fn connect_tunnel_head(
     proxy: SocketAddr,
     authority: &str,
 ) -> (u16, Vec<(String, String)>, TcpStream) {
-    within(20, &format!("CONNECT {authority}"), async {
-        let mut s = TcpStream::connect(proxy).await.expect("connect to proxy");
-        s.set_nodelay(true).unwrap();
-        let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
-        s.write_all(req.as_bytes()).await.expect("write CONNECT");
-        let (status, headers) = read_response_head(&mut s).await;
-        (status, headers, s)
-    })
+    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    within(
+        20,
+        &format!("CONNECT {authority}"),
+        raw_request(proxy, req.as_bytes()),
+    )
     .await
 }
 

@@ -145,15 +145,10 @@ impl ClientProxy {
 pub fn client_command(program: impl AsRef<std::ffi::OsStr>, cwd: &Path) -> Command {
     let mut cmd = Command::new(program);
     cmd.current_dir(cwd);
+    for var in super::PROXY_VARS {
+        cmd.env_remove(var);
+    }
     for var in [
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-        "NO_PROXY",
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "no_proxy",
         "REQUESTS_CA_BUNDLE",
         "CURL_CA_BUNDLE",
         "SSL_CERT_FILE",

@@ -197,28 +197,6 @@ pub async fn read_until_closed<S: AsyncRead + Unpin>(s: &mut S, secs: u64, what:
     .await
 }
 
-/// Read a response head (up to the blank line) from a raw stream; `None` when the peer closes
-/// or resets the connection before a whole head arrived.
-pub async fn try_read_head<S: AsyncRead + Unpin>(s: &mut S) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte).await {
-            Ok(1) => head.push(byte[0]),
-            _ => return None,
-        }
-    }
-    Some(String::from_utf8_lossy(&head).into_owned())
-}
-
-/// The status code of a response head's first line.
-pub fn status_of(head: &str) -> u16 {
-    head.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line in {head:?}"))
-}
-
 /// One echo round trip through a tunnel to the echo server.
 pub async fn echo_round_trip(tunnel: &mut TcpStream, payload: &[u8]) {
     tunnel.write_all(payload).await.expect("write to tunnel");

@@ -72,6 +72,20 @@ pub const UNTRUSTED_HOST: &str = "untrusted.my.salesforce.com";
 /// The name the raw TCP echo server is reached by through a blind tunnel.
 pub const ECHO_HOST: &str = "echo.example";
 
+/// The proxy variables, in both spellings: removed from the environment of every process a test
+/// starts (the binary, real clients, curl), which is pointed at a proxy explicitly or at none,
+/// never at one the machine happens to set.
+pub const PROXY_VARS: &[&str] = &[
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "no_proxy",
+];
+
 /// A path in the repository (testkit's own manifest directory is `testkit/` in it).
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
