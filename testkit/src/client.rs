@@ -512,6 +512,22 @@ impl HttpConn {
             .unwrap_or_else(|e| panic!("HTTP exchange failed: {e:?}"))
     }
 
+    /// `GET https://host/path_and_query` with `Authorization: Bearer <access_token>` (an API
+    /// call with a token).
+    pub async fn get_with_bearer(
+        &mut self,
+        host: &str,
+        path_and_query: &str,
+        access_token: &str,
+    ) -> Reply {
+        let req = self
+            .request(Method::GET, host, path_and_query)
+            .header("authorization", format!("Bearer {access_token}"))
+            .body(empty())
+            .unwrap();
+        self.send(req).await
+    }
+
     /// `GET https://host/path_and_query`.
     pub async fn get(&mut self, host: &str, path_and_query: &str) -> Reply {
         let req = self

@@ -47,7 +47,7 @@ pub use client::*;
 pub use logins::*;
 pub use proxy::{post_form, read_events, TestProxy, TestProxyBuilder, Upstreams, EVENTS_FILE};
 pub use routes::{Recorded, TRAILER_CHUNKS};
-pub use salesforce::{acme, acme_qa, DecodedJwt, LOGIN_HOST, TEST_HOST, TOKEN_PATH};
+pub use salesforce::{acme, acme_qa, unix_now, DecodedJwt, LOGIN_HOST, TEST_HOST, TOKEN_PATH};
 pub use upstreams::*;
 
 use sha2::{Digest, Sha256};

@@ -1,8 +1,10 @@
 //! What the tests send and configure for logins: password-grant forms as real clients write
 //! them, `[[credentials]]` / `[[rollout]]` TOML, and checks on what arrived upstream.
 
+use super::client::{empty, HttpConn, Reply};
 use super::routes::Recorded;
-use super::salesforce::{acme, fixture};
+use super::salesforce::{acme, acme_qa, fixture, TOKEN_PATH};
+use base64::Engine as _;
 
 /// `application/x-www-form-urlencoded` of `pairs`, in order.
 pub fn form(pairs: &[(&str, &str)]) -> String {
@@ -33,6 +35,35 @@ pub fn acme_password_form() -> String {
         acme::USERNAME,
         acme::PASSWORD,
     )
+}
+
+/// The acme sandbox's (acme_qa) integration user's password grant.
+pub fn acme_qa_password_form() -> String {
+    password_form(
+        acme_qa::CLIENT_ID,
+        acme_qa::CLIENT_SECRET,
+        acme_qa::USERNAME,
+        acme_qa::PASSWORD,
+    )
+}
+
+/// `Basic base64(user:password)`: an `Authorization` or `Proxy-Authorization` value.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    let credentials = format!("{user}:{password}");
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(credentials)
+    )
+}
+
+/// A token request with its whole form in the query string and no body
+/// (`POST /services/oauth2/token?<form>`), as some clients send it.
+pub async fn login_in_query(conn: &mut HttpConn, host: &str, form: &str) -> Reply {
+    let req = conn
+        .request(http::Method::POST, host, &format!("{TOKEN_PATH}?{form}"))
+        .body(empty())
+        .unwrap();
+    conn.send(req).await
 }
 
 /// A `[[credentials]]` entry mapping `username` to `my_domain` (client credentials).

@@ -71,6 +71,11 @@ pub mod acme {
     pub const SCOPES: &[&str] = &["api", "web", "refresh_token", "id"];
     /// What a client-credentials response reports as `scope` (no web/refresh_token/…).
     pub const CC_SCOPE: &str = "api id";
+
+    /// The `id` a password login of the integration user at login.salesforce.com answers.
+    pub fn login_id() -> String {
+        format!("https://login.salesforce.com/id/{ORG_ID}/{USER_ID}")
+    }
 }
 
 /// The full sandbox of [`acme`].
@@ -449,7 +454,8 @@ pub fn form_pairs(bytes: &[u8]) -> Vec<(String, String)> {
     serde_urlencoded::from_bytes(bytes).unwrap_or_default()
 }
 
-fn now_unix() -> u64 {
+/// Seconds since the Unix epoch, now (what a JWT's `exp` counts).
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -735,7 +741,7 @@ impl OAuthState {
         }
         // Far-future values are accepted (sfdx-core sends milliseconds).
         let exp = jwt.claims["exp"].as_u64().ok_or_else(invalid_assertion)?;
-        if exp + JWT_EXP_SKEW_SECS < now_unix() {
+        if exp + JWT_EXP_SKEW_SECS < unix_now() {
             return Err(oauth_error("invalid_grant", "expired authorization code"));
         }
         let user = org

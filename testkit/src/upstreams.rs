@@ -161,6 +161,18 @@ impl FakeSalesforce {
         self.requests_to(super::salesforce::TOKEN_PATH)
     }
 
+    /// The host name (no port) each token request was sent to, in arrival order.
+    pub fn token_request_hosts(&self) -> Vec<String> {
+        self.token_requests()
+            .iter()
+            .map(|r| {
+                r.host_name()
+                    .expect("a token request names its host")
+                    .to_string()
+            })
+            .collect()
+    }
+
     /// Token requests to `host` are recorded and never answered (until
     /// [`release_holds`](Self::release_holds)).
     pub fn hold_token_requests_at(&self, host: &str) {

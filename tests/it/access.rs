@@ -19,17 +19,11 @@ use testkit::admin::{admin_get, admin_request};
 use testkit::clients::curl_without_environment;
 use testkit::faults::*;
 use testkit::*;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// `[proxy] auth` naming `var`.
 fn auth_line(var: &str) -> String {
     format!("auth = {{ username = \"ops\", password_env = \"{var}\" }}")
-}
-
-/// `Proxy-Authorization: Basic base64(user:pass)`.
-fn basic(user: &str, pass: &str) -> String {
-    format!("Basic {}", STANDARD.encode(format!("{user}:{pass}")))
 }
 
 /// Send `request` on a fresh connection: the response head (status, headers), its body, and
@@ -39,9 +33,7 @@ async fn exchange(
     request: &str,
 ) -> (u16, Vec<(String, String)>, String, TcpStream) {
     within(10, "a raw exchange with the proxy", async {
-        let mut s = TcpStream::connect(proxy).await.unwrap();
-        s.write_all(request.as_bytes()).await.unwrap();
-        let (status, headers) = read_response_head(&mut s).await;
+        let (status, headers, mut s) = raw_request(proxy, request.as_bytes()).await;
         let body = if status == 200 {
             String::new()
         } else {
@@ -119,8 +111,11 @@ async fn connect_without_valid_proxy_credentials_gets_407_with_a_basic_challenge
 
     for (what, credentials) in [
         ("no Proxy-Authorization", None),
-        ("a wrong password", Some(basic("ops", "wrong-password"))),
-        ("a wrong username", Some(basic("admin", PASS))),
+        (
+            "a wrong password",
+            Some(basic_auth("ops", "wrong-password")),
+        ),
+        ("a wrong username", Some(basic_auth("admin", PASS))),
         ("another scheme", Some(format!("Bearer {PASS}"))),
     ] {
         let (status, headers, body, _) = connect_echo(proxy.addr(), credentials.as_deref()).await;
@@ -149,7 +144,8 @@ async fn connect_with_the_right_proxy_credentials_opens_a_working_tunnel() {
     const PASS: &str = "pw-SECRET-proxy-ok-b2";
     std::env::set_var(VAR, PASS);
     let proxy = TestProxy::builder().proxy(&auth_line(VAR)).start().await;
-    let (status, _, body, mut tunnel) = connect_echo(proxy.addr(), Some(&basic("ops", PASS))).await;
+    let (status, _, body, mut tunnel) =
+        connect_echo(proxy.addr(), Some(&basic_auth("ops", PASS))).await;
     assert_eq!(status, 200, "{body}");
     echo_round_trip(&mut tunnel, b"through an authenticated tunnel").await;
 }
@@ -254,13 +250,15 @@ async fn proxy_password_never_appears_in_the_binarys_debug_logs() {
     // Refused: no credentials, then a wrong password.
     assert_eq!(connect_echo(bin.addr(), None).await.0, 407);
     assert_eq!(
-        connect_echo(bin.addr(), Some(&basic("ops", WRONG))).await.0,
+        connect_echo(bin.addr(), Some(&basic_auth("ops", WRONG)))
+            .await
+            .0,
         407
     );
     // Accepted: an intercepted request with the right credentials.
     let request = format!(
         "CONNECT login.salesforce.com:443 HTTP/1.1\r\nHost: login.salesforce.com:443\r\nProxy-Authorization: {}\r\n\r\n",
-        basic("ops", PASS)
+        basic_auth("ops", PASS)
     );
     let (status, _, _, tcp) = exchange(bin.addr(), &request).await;
     assert_eq!(status, 200);

@@ -44,16 +44,7 @@ async fn proxy_with_report_rows() -> TestProxy {
     // The 50% rule upgrades the two sets that go through it (their stable buckets are 46 and
     // 27); the events below check that.
     let logins = [
-        (
-            TEST_HOST,
-            password_form(
-                acme_qa::CLIENT_ID,
-                acme_qa::CLIENT_SECRET,
-                acme_qa::USERNAME,
-                acme_qa::PASSWORD,
-            ),
-            "upgraded",
-        ),
+        (TEST_HOST, acme_qa_password_form(), "upgraded"),
         (LOGIN_HOST, acme_password_form(), "observed"),
         (
             LOGIN_HOST,

@@ -4,7 +4,6 @@
 
 use http::Method;
 use serde_json::json;
-use std::time::{SystemTime, UNIX_EPOCH};
 use testkit::salesforce::{jwt_public_key_der, sign_jwt_with_fixture_key, token_signature};
 use testkit::*;
 use tokio::net::TcpStream;
@@ -33,13 +32,6 @@ fn assert_oauth_error(reply: &Reply, error: &str, description: &str) {
     assert_eq!(reply.header("cache-control"), Some("no-store"));
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn cc_form() -> String {
     form(&[
         ("grant_type", "client_credentials"),
@@ -59,11 +51,7 @@ async fn password_grant_at_login_returns_token_for_the_user_with_my_domain_insta
     );
     assert_eq!(reply.header("cache-control"), Some("no-store"));
     let body = reply.json();
-    let id = format!(
-        "https://login.salesforce.com/id/{}/{}",
-        acme::ORG_ID,
-        acme::USER_ID
-    );
+    let id = acme::login_id();
     assert_eq!(body["id"], id.as_str());
     assert_eq!(body["instance_url"], "https://acme.my.salesforce.com");
     assert_eq!(body["token_type"], "Bearer");
@@ -83,16 +71,9 @@ async fn password_grant_at_login_returns_token_for_the_user_with_my_domain_insta
 
     // The token works on the org's instance and reports the user.
     let mut conn = direct(&sf, acme::MY_DOMAIN).await;
-    let req = conn
-        .request(
-            Method::GET,
-            acme::MY_DOMAIN,
-            "/services/data/v62.0/sobjects",
-        )
-        .header("authorization", format!("Bearer {access}"))
-        .body(empty())
-        .unwrap();
-    let data = conn.send(req).await;
+    let data = conn
+        .get_with_bearer(acme::MY_DOMAIN, "/services/data/v62.0/sobjects", access)
+        .await;
     assert_eq!(data.status, 200);
     assert_eq!(data.json()["userId"], acme::USER_ID);
     let req = conn
@@ -165,15 +146,7 @@ async fn password_grant_is_refused_with_salesforce_errors() {
 async fn password_parameters_in_the_query_string_are_accepted() {
     let sf = FakeSalesforce::start().await;
     let mut conn = direct(&sf, acme::MY_DOMAIN).await;
-    let req = conn
-        .request(
-            Method::POST,
-            acme::MY_DOMAIN,
-            &format!("{TOKEN_PATH}?{}", acme_password_form()),
-        )
-        .body(empty())
-        .unwrap();
-    let reply = conn.send(req).await;
+    let reply = login_in_query(&mut conn, acme::MY_DOMAIN, &acme_password_form()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let id = format!(
         "https://{}/id/{}/{}",
@@ -214,7 +187,7 @@ async fn client_credentials_only_works_at_my_domain_and_runs_as_the_run_as_user(
 
     // Basic authentication instead of the body.
     let mut conn = direct(&sf, acme::MY_DOMAIN).await;
-    let basic = base64_basic(acme::CLIENT_ID, acme::CLIENT_SECRET);
+    let basic = basic_auth(acme::CLIENT_ID, acme::CLIENT_SECRET);
     let req = conn
         .request(Method::POST, acme::MY_DOMAIN, TOKEN_PATH)
         .header("authorization", basic)
@@ -244,14 +217,6 @@ async fn client_credentials_only_works_at_my_domain_and_runs_as_the_run_as_user(
     );
 }
 
-fn base64_basic(user: &str, password: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
-}
-
 fn jwt_form(claims: serde_json::Value) -> String {
     form(&[
         ("grant_type", salesforce::JWT_BEARER_GRANT),
@@ -265,18 +230,10 @@ use testkit::salesforce;
 async fn jwt_bearer_is_verified_against_the_apps_certificate_and_audience() {
     let sf = FakeSalesforce::start().await;
     let good = json!({"iss": acme::CLIENT_ID, "sub": acme::USERNAME,
-                      "aud": "https://login.salesforce.com", "exp": now() + 180});
+                      "aud": "https://login.salesforce.com", "exp": unix_now() + 180});
     let reply = token(&sf, LOGIN_HOST, &jwt_form(good.clone())).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    assert_eq!(
-        reply.json()["id"],
-        format!(
-            "https://login.salesforce.com/id/{}/{}",
-            acme::ORG_ID,
-            acme::USER_ID
-        )
-        .as_str()
-    );
+    assert_eq!(reply.json()["id"], acme::login_id().as_str());
 
     let mut wrong_aud = good.clone();
     wrong_aud["aud"] = "https://test.salesforce.com".into();
@@ -293,11 +250,11 @@ async fn jwt_bearer_is_verified_against_the_apps_certificate_and_audience() {
         "user hasn't approved this consumer",
     );
     let mut expired = good.clone();
-    expired["exp"] = (now() - 3600).into();
+    expired["exp"] = (unix_now() - 3600).into();
     assert_eq!(token(&sf, LOGIN_HOST, &jwt_form(expired)).await.status, 400);
     // sfdx-core sends milliseconds: far in the future, accepted.
     let mut millis = good.clone();
-    millis["exp"] = (now() * 1000).into();
+    millis["exp"] = (unix_now() * 1000).into();
     assert_eq!(token(&sf, LOGIN_HOST, &jwt_form(millis)).await.status, 200);
 
     // A signature by another key does not verify.

@@ -16,12 +16,7 @@ fn assert_password_login_response(reply: &Reply) {
     assert_eq!(reply.status, 200, "{}", reply.text());
     assert_eq!(
         reply.json()["id"],
-        format!(
-            "https://login.salesforce.com/id/{}/{}",
-            acme::ORG_ID,
-            acme::USER_ID
-        )
-        .as_str(),
+        acme::login_id().as_str(),
         "the client got its password login's response"
     );
 }

@@ -30,12 +30,7 @@ async fn password_grant_to_login_without_mapping_is_forwarded_byte_identical_as_
     assert_eq!(Some(&reply.body[..]), seen[0].response_body.as_deref());
     assert_eq!(
         reply.json()["id"],
-        format!(
-            "https://login.salesforce.com/id/{}/{}",
-            acme::ORG_ID,
-            acme::USER_ID
-        )
-        .as_str(),
+        acme::login_id().as_str(),
         "the client logged in with its password, as before"
     );
 
@@ -50,12 +45,7 @@ async fn password_grant_to_login_without_mapping_is_forwarded_byte_identical_as_
 #[tokio::test]
 async fn password_grant_to_test_host_without_mapping_is_unmapped() {
     let proxy = TestProxy::start(&acme_mapping()).await;
-    let body = password_form(
-        acme_qa::CLIENT_ID,
-        acme_qa::CLIENT_SECRET,
-        acme_qa::USERNAME,
-        acme_qa::PASSWORD,
-    );
+    let body = acme_qa_password_form();
     let reply = proxy.login(TEST_HOST, &body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let seen = proxy.sf.token_requests();
@@ -148,13 +138,10 @@ async fn credential_with_client_id_maps_only_that_connected_apps_logins() {
     assert_eq!(event["action"], "upgraded");
     assert_eq!(event["target_host"], acme::MY_DOMAIN);
 
-    let hosts: Vec<_> = proxy
-        .sf
-        .token_requests()
-        .iter()
-        .map(|r| r.host_name().unwrap().to_string())
-        .collect();
-    assert_eq!(hosts, vec![LOGIN_HOST, acme::MY_DOMAIN]);
+    assert_eq!(
+        proxy.sf.token_request_hosts(),
+        vec![LOGIN_HOST, acme::MY_DOMAIN]
+    );
 }
 
 #[tokio::test]

@@ -5,16 +5,8 @@
 //! `jwt_audience`), `exp`=now+180 s. The fake Salesforce verifies it with the app's
 //! certificate, so the client's login succeeds as the same user.
 
-use std::time::{SystemTime, UNIX_EPOCH};
 use testkit::salesforce::{jwt_public_key_der, JWT_BEARER_GRANT};
 use testkit::*;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 /// The single upgraded request Salesforce received at `host`: a JWT bearer grant whose
 /// assertion verifies with the app's public key. Returns the decoded JWT.
@@ -63,9 +55,9 @@ async fn jwt_login_at_login_host_with_key(key_file: &str) {
         key_file,
     ))
     .await;
-    let before = now();
+    let before = unix_now();
     let reply = proxy.login(LOGIN_HOST, &acme_password_form()).await;
-    let after = now();
+    let after = unix_now();
     assert_eq!(reply.status, 200, "{}", reply.text());
 
     let jwt = assert_jwt_login(&proxy.sf, acme::MY_DOMAIN, None);
@@ -106,12 +98,7 @@ async fn jwt_audience_is_test_for_a_login_at_the_sandbox_login_host() {
         "jwt-app.pkcs8.pem",
     ))
     .await;
-    let body = password_form(
-        acme_qa::CLIENT_ID,
-        acme_qa::CLIENT_SECRET,
-        acme_qa::USERNAME,
-        acme_qa::PASSWORD,
-    );
+    let body = acme_qa_password_form();
     let reply = proxy.login(TEST_HOST, &body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let jwt = assert_jwt_login(&proxy.sf, acme_qa::MY_DOMAIN, None);
@@ -132,12 +119,7 @@ async fn jwt_without_my_domain_goes_to_the_sandbox_my_domain_posted_to_with_test
         "jwt-app.pkcs1.pem",
     ))
     .await;
-    let body = password_form(
-        acme_qa::CLIENT_ID,
-        acme_qa::CLIENT_SECRET,
-        acme_qa::USERNAME,
-        acme_qa::PASSWORD,
-    );
+    let body = acme_qa_password_form();
     let reply = proxy.login(acme_qa::MY_DOMAIN, &body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let jwt = assert_jwt_login(&proxy.sf, acme_qa::MY_DOMAIN, None);

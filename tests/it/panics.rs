@@ -128,12 +128,7 @@ async fn panic_while_deciding_forwards_the_password_grant_untouched() {
         .start()
         .await;
     proxy.handle().arm_fault("policy", acme_qa::MY_DOMAIN);
-    let body = password_form(
-        acme_qa::CLIENT_ID,
-        acme_qa::CLIENT_SECRET,
-        acme_qa::USERNAME,
-        acme_qa::PASSWORD,
-    );
+    let body = acme_qa_password_form();
     password_grant_is_forwarded_untouched(&proxy, acme_qa::MY_DOMAIN, &body).await;
 
     // Control: the same login through a host that is not armed is upgraded.

@@ -2,9 +2,7 @@
 //! anything else) go through unchanged and are recorded `passed`; requests that are not token
 //! requests on intercepted hosts are not recorded at all (README "What happens to a connection", "The upgrade", "Seeing the migration").
 
-use base64::Engine;
 use http::Method;
-use std::time::{SystemTime, UNIX_EPOCH};
 use testkit::salesforce::{sign_jwt_with_fixture_key, JWT_BEARER_GRANT};
 use testkit::*;
 
@@ -82,14 +80,7 @@ async fn expired_refresh_token_gets_salesforces_error_unchanged() {
 #[tokio::test]
 async fn client_credentials_grant_with_basic_auth_passes_unchanged() {
     let proxy = mapped_proxy().await;
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            acme::CLIENT_ID,
-            acme::CLIENT_SECRET
-        ))
-    );
+    let basic = basic_auth(acme::CLIENT_ID, acme::CLIENT_SECRET);
     let reply = assert_passes_unchanged(
         &proxy,
         acme::MY_DOMAIN,
@@ -120,11 +111,7 @@ async fn client_credentials_grant_at_login_gets_salesforces_refusal_unchanged() 
 #[tokio::test]
 async fn jwt_bearer_grant_from_the_client_passes_unchanged() {
     let proxy = mapped_proxy().await;
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 180;
+    let exp = unix_now() + 180;
     let assertion = sign_jwt_with_fixture_key(&serde_json::json!({
         "iss": acme::CLIENT_ID, "sub": acme::USERNAME,
         "aud": "https://login.salesforce.com", "exp": exp,

@@ -406,12 +406,7 @@ async fn two_replicas_files_merge_counts_per_set_and_reveal_needs_jwt() {
 #[tokio::test]
 async fn suggested_config_passes_check_and_upgrades_the_learned_sets() {
     let observing = TestProxy::start(&rollout_toml("*", "observe", 100, true)).await;
-    let qa_form = password_form(
-        acme_qa::CLIENT_ID,
-        acme_qa::CLIENT_SECRET,
-        acme_qa::USERNAME,
-        acme_qa::PASSWORD,
-    );
+    let qa_form = acme_qa_password_form();
     login(
         &observing,
         LOGIN_HOST,

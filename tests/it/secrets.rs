@@ -6,9 +6,7 @@
 //! and none of the secrets involved may appear in its stderr, its stdout or its events file.
 
 use crate::GRANTSHIFT;
-use base64::Engine;
 use http::Method;
-use std::time::{SystemTime, UNIX_EPOCH};
 use testkit::salesforce::{fixture, sign_jwt_with_fixture_key, JWT_BEARER_GRANT};
 use testkit::*;
 
@@ -47,19 +45,8 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, Str
         .extra_toml(&config);
     let mut bin = BinaryProxy::start(GRANTSHIFT, &up, &builder, log_format, Some("debug")).await;
 
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            acme::CLIENT_ID,
-            acme::CLIENT_SECRET
-        ))
-    );
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 180;
+    let basic = basic_auth(acme::CLIENT_ID, acme::CLIENT_SECRET);
+    let exp = unix_now() + 180;
     let client_assertion = sign_jwt_with_fixture_key(&serde_json::json!({
         "iss": acme::CLIENT_ID, "sub": acme::USERNAME,
         "aud": "https://login.salesforce.com", "exp": exp,
@@ -74,16 +61,8 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, Str
     expect(&reply, 200, "upgraded");
     // upgraded, HTTP/2, everything in the URL
     let mut h2 = bin.intercepted(acme::MY_DOMAIN, Http::H2).await;
-    let req = h2
-        .request(
-            Method::POST,
-            acme::MY_DOMAIN,
-            &format!("{TOKEN_PATH}?{}", acme_password_form()),
-        )
-        .body(empty())
-        .unwrap();
     expect(
-        &h2.send(req).await,
+        &login_in_query(&mut h2, acme::MY_DOMAIN, &acme_password_form()).await,
         200,
         "upgraded over HTTP/2 from the query string",
     );
@@ -120,12 +99,7 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, Str
         "fallback (refused)",
     );
     // failed (fallback off)
-    let qa = password_form(
-        acme_qa::CLIENT_ID,
-        acme_qa::CLIENT_SECRET,
-        acme_qa::USERNAME,
-        acme_qa::PASSWORD,
-    );
+    let qa = acme_qa_password_form();
     expect(&bin.login(acme_qa::MY_DOMAIN, &qa).await, 400, "failed");
     // observed
     expect(&bin.login(TEST_HOST, &qa).await, 200, "observed");

@@ -3,7 +3,6 @@
 //! anywhere; everything else the client sent (`format`, `scope`, `Authorization: Basic`) is
 //! kept; the client gets Salesforce's client-credentials response unchanged and can use it.
 
-use base64::Engine;
 use http::Method;
 use testkit::*;
 
@@ -93,16 +92,13 @@ async fn password_grant_to_login_goes_to_mapped_my_domain(http: Http) {
     // ... and can use it at its instance_url.
     let access = token["access_token"].as_str().unwrap();
     let mut api = proxy.intercepted(acme::MY_DOMAIN, http).await;
-    let req = api
-        .request(
-            Method::GET,
+    let data = api
+        .get_with_bearer(
             acme::MY_DOMAIN,
             "/services/data/v62.0/sobjects/Account",
+            access,
         )
-        .header("authorization", format!("Bearer {access}"))
-        .body(empty())
-        .unwrap();
-    let data = api.send(req).await;
+        .await;
     assert_eq!(data.status, 200, "{}", data.text());
     assert_eq!(data.json()["userId"], acme::RUN_AS_USER_ID);
     assert_eq!(data.json()["organizationId"], acme::ORG_ID);
@@ -149,12 +145,7 @@ async fn password_grant_to_an_unmapped_my_domain_is_upgraded_in_place() {
 #[tokio::test]
 async fn password_grant_to_test_host_goes_to_the_mapped_sandbox_my_domain() {
     let proxy = TestProxy::start(&credentials_toml(acme_qa::USERNAME, acme_qa::MY_DOMAIN)).await;
-    let body = password_form(
-        acme_qa::CLIENT_ID,
-        acme_qa::CLIENT_SECRET,
-        acme_qa::USERNAME,
-        acme_qa::PASSWORD,
-    );
+    let body = acme_qa_password_form();
     let reply = proxy.login(TEST_HOST, &body).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let expected = form(&[
@@ -202,15 +193,7 @@ async fn query_string_parameters_move_into_the_body() {
 async fn a_login_entirely_in_the_query_string_is_upgraded_with_an_empty_query() {
     let proxy = TestProxy::start(&acme_mapping()).await;
     let mut conn = proxy.intercepted(LOGIN_HOST, Http::H1).await;
-    let req = conn
-        .request(
-            Method::POST,
-            LOGIN_HOST,
-            &format!("{TOKEN_PATH}?{}", acme_password_form()),
-        )
-        .body(empty())
-        .unwrap();
-    let reply = conn.send(req).await;
+    let reply = login_in_query(&mut conn, LOGIN_HOST, &acme_password_form()).await;
     assert_eq!(reply.status, 200, "{}", reply.text());
     let up = assert_upgraded_request(&proxy.sf, acme::MY_DOMAIN, &client_credentials_body(&[]));
     assert_eq!(
@@ -223,14 +206,7 @@ async fn a_login_entirely_in_the_query_string_is_upgraded_with_an_empty_query() 
 #[tokio::test]
 async fn authorization_basic_header_is_kept_as_sent() {
     let proxy = TestProxy::start(&acme_mapping()).await;
-    let basic = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            acme::CLIENT_ID,
-            acme::CLIENT_SECRET
-        ))
-    );
+    let basic = basic_auth(acme::CLIENT_ID, acme::CLIENT_SECRET);
     let mut conn = proxy.intercepted(LOGIN_HOST, Http::H1).await;
     let body = form(&[
         ("grant_type", "password"),

@@ -8,7 +8,6 @@
 //! no `connect_to` at all and dials only the corporate proxy's IP literal, so it never looks
 //! a name up: the real host names travel in its CONNECT requests.
 
-use http::Method;
 use testkit::clients::*;
 use testkit::*;
 
@@ -122,15 +121,8 @@ async fn intercepted_login_is_upgraded_through_the_corporate_proxy() {
 
     // The token works at the My Domain, through both proxies.
     let mut api = proxy.intercepted(acme::MY_DOMAIN, Http::H1).await;
-    let req = api
-        .request(Method::GET, acme::MY_DOMAIN, API_PATH)
-        .header(
-            "authorization",
-            format!("Bearer {}", token["access_token"].as_str().unwrap()),
-        )
-        .body(empty())
-        .unwrap();
-    let data = api.send(req).await;
+    let access = token["access_token"].as_str().unwrap();
+    let data = api.get_with_bearer(acme::MY_DOMAIN, API_PATH, access).await;
     assert_eq!(data.status, 200, "{}", data.text());
     assert_eq!(data.json()["userId"], acme::RUN_AS_USER_ID);
     assert_eq!(rest_calls(&up.sf).len(), 1);
