@@ -138,13 +138,6 @@ pub struct Exposition {
 }
 
 impl Exposition {
-    pub fn family(&self, name: &str) -> &Family {
-        self.families
-            .iter()
-            .find(|f| f.name == name)
-            .unwrap_or_else(|| panic!("no metric family {name} in {:#?}", self.families))
-    }
-
     /// Every series of sample `name` as `label set -> value` (label sets sorted by name).
     pub fn series(&self, name: &str) -> BTreeMap<Labels, f64> {
         self.families

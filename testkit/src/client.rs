@@ -455,10 +455,6 @@ impl HttpConn {
         HttpConn { sender, http }
     }
 
-    pub fn http(&self) -> Http {
-        self.http
-    }
-
     /// A request to `host` as an HTTPS client would write it on this connection: HTTP/1.1
     /// origin-form with a `Host` header, HTTP/2 with `https://host/...` (→ `:authority`).
     pub fn request(

@@ -24,7 +24,7 @@
 
 use super::ca::TestCa;
 use super::client::{tls_connect, Http, HttpConn};
-use super::proxy::{toml_str, TestProxyBuilder};
+use super::proxy::TestProxyBuilder;
 use super::upstreams::FakeSalesforce;
 use super::SALESFORCE_HOSTS;
 use base64::Engine as _;
@@ -249,11 +249,6 @@ impl Edge {
         )
     }
 
-    /// Which server this is.
-    pub fn kind(&self) -> EdgeKind {
-        self.kind
-    }
-
     /// Where the edge listens (TLS).
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -383,14 +378,6 @@ impl Edge {
         SALESFORCE_HOSTS
             .iter()
             .map(|h| (format!("{h}:443"), self.addr))
-            .collect()
-    }
-
-    /// [`connect_to_routes`](Self::connect_to_routes) as TOML lines for `[upstream.connect_to]`.
-    pub fn connect_to_toml(&self) -> String {
-        self.connect_to_routes()
-            .iter()
-            .map(|(k, v)| format!("{} = {}\n", toml_str(k), toml_str(v.to_string())))
             .collect()
     }
 

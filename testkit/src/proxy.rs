@@ -72,7 +72,6 @@ pub fn toml_str(s: impl AsRef<str>) -> String {
 /// [`proxy`](Self::proxy) or [`upstream`](Self::upstream).
 #[derive(Clone, Debug)]
 pub struct TestProxyBuilder {
-    listen: String,
     allowed_connect_ports: Option<Vec<u16>>,
     shutdown_grace: String,
     connect_timeout: String,
@@ -91,7 +90,6 @@ pub struct TestProxyBuilder {
 impl Default for TestProxyBuilder {
     fn default() -> Self {
         TestProxyBuilder {
-            listen: "127.0.0.1:0".into(),
             allowed_connect_ports: None,
             shutdown_grace: "5s".into(),
             connect_timeout: "2s".into(),
@@ -110,11 +108,6 @@ impl Default for TestProxyBuilder {
 }
 
 impl TestProxyBuilder {
-    pub fn listen(mut self, addr: &str) -> Self {
-        self.listen = addr.into();
-        self
-    }
-
     pub fn allowed_connect_ports(mut self, ports: &[u16]) -> Self {
         self.allowed_connect_ports = Some(ports.to_vec());
         self
@@ -211,8 +204,8 @@ impl TestProxyBuilder {
         let mut t = String::new();
         t.push_str("[proxy]\n");
         t.push_str(&self.proxy_lines);
-        t.push_str(&format!("listen = {}\n", toml_str(&self.listen)));
-        // Port 0: binaries running in parallel must not fight over the default 9464.
+        t.push_str("listen = \"127.0.0.1:0\"\n");
+        // Port 0: proxies running in parallel (in-process or binaries) must not fight over 9464.
         t.push_str("admin_listen = \"127.0.0.1:0\"\n");
         if let Some(ports) = &self.allowed_connect_ports {
             t.push_str(&format!("allowed_connect_ports = {ports:?}\n"));

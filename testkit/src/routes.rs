@@ -93,12 +93,6 @@ impl Recorded {
             .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
     }
 
-    /// The response body as JSON.
-    pub fn response_json(&self) -> serde_json::Value {
-        serde_json::from_slice(self.response_body.as_deref().unwrap_or(b"null"))
-            .expect("the fake answered JSON")
-    }
-
     /// Every value of header `name`, in order.
     pub fn header_values(&self, name: &str) -> Vec<&str> {
         self.headers

@@ -219,13 +219,6 @@ impl Org {
             .find(|u| u.username.eq_ignore_ascii_case(username))
     }
 
-    pub fn user_mut(&mut self, username: &str) -> &mut User {
-        self.users
-            .iter_mut()
-            .find(|u| u.username.eq_ignore_ascii_case(username))
-            .unwrap_or_else(|| panic!("no user {username}"))
-    }
-
     /// Add an active user with a generated 18-character id; returns the id.
     pub fn add_user(&mut self, username: &str, password: &str) -> String {
         let n = self.users.len();
@@ -295,13 +288,6 @@ impl World {
         World {
             orgs: vec![prod, qa],
         }
-    }
-
-    pub fn org(&self, org_id: &str) -> &Org {
-        self.orgs
-            .iter()
-            .find(|o| o.org_id == org_id)
-            .unwrap_or_else(|| panic!("no org {org_id}"))
     }
 
     pub fn org_mut(&mut self, org_id: &str) -> &mut Org {
