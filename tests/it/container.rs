@@ -898,8 +898,8 @@ fn build_stage_copies(instructions: &[Instruction]) -> (usize, Vec<String>) {
 #[test]
 fn dockerfile_build_stage_copies_every_target_cargo_toml_declares() {
     // `cargo build --bin grantshift` parses the whole manifest: every declared target's file
-    // must be in the image, or the build fails before compiling anything ("can't find `x`
-    // bench at `benches/x.rs`").
+    // (and every workspace member's and path dependency's manifest) must be in the image, or
+    // the build fails before compiling anything ("can't find `x` bench at `benches/x.rs`").
     let instructions = dockerfile();
     let (_, copied) = build_stage_copies(&instructions);
     let available = |path: &str| {
@@ -954,6 +954,43 @@ fn dockerfile_build_stage_copies_every_target_cargo_toml_declares() {
     } else if repo_path("build.rs").exists() {
         targets.push(("build script".into(), "build.rs".into()));
     }
+    // Workspace members and path dependencies are manifests cargo loads as well, with their
+    // targets ("failed to load manifest for workspace member").
+    let mut packages: Vec<&str> = manifest
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_str())
+        .collect();
+    for table in ["dependencies", "dev-dependencies", "build-dependencies"] {
+        for dep in manifest
+            .get(table)
+            .and_then(|t| t.as_table())
+            .into_iter()
+            .flat_map(|t| t.values())
+        {
+            packages.extend(dep.get("path").and_then(|p| p.as_str()));
+        }
+    }
+    let mut packages: Vec<&str> = packages
+        .into_iter()
+        .map(|dir| dir.trim_start_matches("./").trim_end_matches('/'))
+        .collect();
+    packages.sort_unstable();
+    packages.dedup();
+    for dir in packages {
+        if dir.is_empty() || dir == "." {
+            continue;
+        }
+        for file in ["Cargo.toml", "src/lib.rs", "src/main.rs"] {
+            let path = format!("{dir}/{file}");
+            if repo_path(&path).exists() {
+                targets.push((format!("package `{dir}`"), path));
+            }
+        }
+    }
     let missing: Vec<String> = targets
         .iter()
         .filter(|(_, path)| !available(path.trim_start_matches("./")))
@@ -961,7 +998,7 @@ fn dockerfile_build_stage_copies_every_target_cargo_toml_declares() {
         .collect();
     assert!(
         missing.is_empty(),
-        "Cargo.toml declares targets whose files the Dockerfile's build stage does not COPY \
+        "Cargo.toml declares targets or packages whose files the Dockerfile's build stage does not COPY \
          (cargo build in the image fails to parse the manifest): {missing:?}; the build stage \
          copies {copied:?}"
     );
