@@ -5,7 +5,7 @@
 //! others can read.
 //!
 //! Each test that sets a password variable uses its own variable name: the environment is
-//! shared by the tests of this binary.
+//! shared by every test of this binary (all of tests/it).
 
 use crate::GRANTSHIFT;
 use base64::engine::general_purpose::STANDARD;
