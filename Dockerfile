@@ -8,6 +8,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # Cargo.toml declares the benches: the manifest does not load without them.
 COPY benches ./benches
+# Nor without the test harness, a workspace member and dev-dependency (not built here).
+COPY testkit ./testkit
 RUN cargo build --release --locked --bin grantshift \
  && strip target/release/grantshift
 

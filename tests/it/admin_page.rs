@@ -1,0 +1,488 @@
+//! The admin page (`GET /` on the admin server) in a real browser: Debian's headless
+//! Chromium loads it with no console message and no failed request, and shows one row per
+//! credential set with its verdict, the rollout rules and the mappings — with JavaScript on
+//! and off. A screenshot is kept in the target directory for a human look.
+//!
+//! Needs `chromium` (`./scripts/test` installs it); without it these tests fail, they never skip.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use testkit::admin::live_report;
+use testkit::salesforce::App;
+use testkit::*;
+
+const NO_RUN_AS_APP: &str = "3MVG9acmeNoRunAsApp.consumerKey";
+const NO_RUN_AS_SECRET: &str = "cs-SECRET-norunas-3c1e";
+
+/// One Chromium at a time (each is a few hundred MB; the machine has two cores).
+static CHROMIUM: Mutex<()> = Mutex::new(());
+
+/// The rows the page must show: (verdict, client_id, username).
+const ROWS: &[(&str, &str, &str)] = &[
+    ("needs-run-as-user", NO_RUN_AS_APP, acme::USERNAME),
+    ("failing", acme::CLIENT_ID, acme::PLUS_USERNAME),
+    ("ready", acme::CLIENT_ID, acme::USERNAME),
+    ("upgraded", acme_qa::CLIENT_ID, acme_qa::USERNAME),
+];
+
+/// A proxy whose report has a row per verdict in [`ROWS`], made by real logins.
+async fn proxy_with_report_rows() -> TestProxy {
+    let proxy = TestProxy::builder()
+        .extra_toml(&rollout_toml(LOGIN_HOST, "observe", 100, true))
+        .extra_toml(&rollout_toml("*", "upgrade", 50, true))
+        .extra_toml(&credentials_toml(acme_qa::USERNAME, acme_qa::MY_DOMAIN))
+        .start()
+        .await;
+    proxy.sf.edit(|w| {
+        w.org_mut(acme::ORG_ID)
+            .apps
+            .push(App::new(NO_RUN_AS_APP, NO_RUN_AS_SECRET));
+    });
+    // The 50% rule upgrades the two sets that go through it (their stable buckets are 46 and
+    // 27); the events below check that.
+    let logins = [
+        (TEST_HOST, acme_qa_password_form(), "upgraded"),
+        (LOGIN_HOST, acme_password_form(), "observed"),
+        (
+            LOGIN_HOST,
+            password_form(
+                acme::CLIENT_ID,
+                acme::CLIENT_SECRET,
+                acme::PLUS_USERNAME,
+                "wrong-password",
+            ),
+            "observed",
+        ),
+        (
+            acme::MY_DOMAIN,
+            password_form(
+                NO_RUN_AS_APP,
+                NO_RUN_AS_SECRET,
+                acme::USERNAME,
+                acme::PASSWORD,
+            ),
+            "fallback",
+        ),
+    ];
+    for (host, body, action) in logins {
+        proxy.login(host, &body).await;
+        let event = proxy.next_event().await;
+        assert_eq!(event["action"], action, "{event}");
+    }
+    // The page shows the same report as /report.
+    let report = live_report(proxy.admin_addr()).await;
+    for (verdict, client_id, username) in ROWS {
+        let row = testkit::admin::report_row(&report, client_id, username);
+        assert_eq!(row["verdict"], *verdict, "{row}");
+    }
+    proxy
+}
+
+/// What one headless Chromium run left behind.
+struct ChromiumRun {
+    dom: String,
+    stderr: String,
+    netlog: Value,
+    dir: tempfile::TempDir,
+}
+
+fn chromium_binary() -> PathBuf {
+    let debian = Path::new("/usr/bin/chromium");
+    if debian.exists() {
+        return debian.into();
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join("chromium"))
+                .find(|p| p.exists())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "chromium is not installed: the admin-page tests drive Debian's headless chromium; run ./scripts/test (it installs it), or `apt-get install chromium`"
+            )
+        })
+}
+
+/// A page whose script, if it runs, replaces `no-js` with `js-ran`.
+const SCRIPT_CONTROL_PAGE: &str = "<!doctype html><html><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\"><title>control</title></head><body><p id=\"x\">no-js</p><script>document.getElementById(\"x\").textContent=\"js-ran\"</script></body></html>";
+
+/// Serve [`SCRIPT_CONTROL_PAGE`] to every request on 127.0.0.1; its URL. (Chromium does not
+/// load a top-level `data:` URL given on its command line.)
+async fn serve_script_control_page() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // Read the request head (GET, no body), then answer and close.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match tokio::io::AsyncReadExt::read(&mut tcp, &mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{SCRIPT_CONTROL_PAGE}",
+                    SCRIPT_CONTROL_PAGE.len()
+                );
+                let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}/")
+}
+
+/// Headless Chromium on `url` with a fresh profile, logging console messages to stderr and
+/// every network request to a NetLog, with `extra` flags (e.g. `--dump-dom`; `{dir}` in a flag
+/// is the run's own directory). Only loopback resolves: the browser cannot reach anything else.
+///
+/// `javascript: false` blocks JavaScript for every site through the profile's content
+/// settings (what Settings → Privacy → JavaScript → "Don't allow" writes). Chromium 148's
+/// headless mode loads nothing at all with `--blink-settings=scriptEnabled=false`.
+async fn chromium(url: String, extra: Vec<String>, javascript: bool) -> ChromiumRun {
+    let binary = chromium_binary();
+    let dir = tempfile::tempdir().expect("chromium tempdir");
+    let profile = dir.path().join("profile");
+    if !javascript {
+        std::fs::create_dir_all(profile.join("Default")).unwrap();
+        std::fs::write(
+            profile.join("Default/Preferences"),
+            r#"{"profile":{"default_content_setting_values":{"javascript":2}}}"#,
+        )
+        .unwrap();
+    }
+    let netlog = dir.path().join("netlog.json");
+    let mut cmd = Command::new("timeout");
+    cmd.arg("120")
+        .arg(&binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-proxy-server",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--log-net-log={}", netlog.display()))
+        .args(
+            extra
+                .iter()
+                .map(|flag| flag.replace("{dir}", &dir.path().display().to_string())),
+        )
+        .arg(&url)
+        .env("HOME", dir.path());
+    let out = within(
+        150,
+        "headless chromium",
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = CHROMIUM.lock().unwrap_or_else(|e| e.into_inner());
+            cmd.output()
+        }),
+    )
+    .await
+    .expect("join")
+    .unwrap_or_else(|e| panic!("cannot run {}: {e}", binary.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "chromium {url} exited with {:?}; stderr:\n{stderr}",
+        out.status
+    );
+    let netlog_text = std::fs::read_to_string(&netlog).expect("chromium wrote its NetLog");
+    let netlog = serde_json::from_str(&netlog_text)
+        .unwrap_or_else(|e| panic!("the NetLog is not JSON ({e})"));
+    ChromiumRun {
+        dom: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+        netlog,
+        dir,
+    }
+}
+
+/// One request the page made, from the NetLog.
+#[derive(Debug)]
+struct PageRequest {
+    url: String,
+    status_line: Option<String>,
+    net_error: Option<i64>,
+}
+
+/// Every request made for the page at `origin` (its main frame and whatever it initiated),
+/// with the status line received or the network error.
+fn page_requests(netlog: &Value, origin: &str) -> Vec<PageRequest> {
+    let types: HashMap<u64, &str> = netlog["constants"]["logEventTypes"]
+        .as_object()
+        .expect("NetLog constants.logEventTypes")
+        .iter()
+        .map(|(name, id)| (id.as_u64().unwrap(), name.as_str()))
+        .collect();
+    let events = netlog["events"].as_array().expect("NetLog events");
+    let mut requests: Vec<(u64, PageRequest)> = Vec::new();
+    for e in events {
+        let params = &e["params"];
+        if types.get(&e["type"].as_u64().unwrap_or(u64::MAX)) == Some(&"URL_REQUEST_START_JOB")
+            && params["url"].is_string()
+            && (params["request_type"] == "main frame" || params["initiator"] == origin)
+        {
+            requests.push((
+                e["source"]["id"].as_u64().unwrap(),
+                PageRequest {
+                    url: params["url"].as_str().unwrap().into(),
+                    status_line: None,
+                    net_error: None,
+                },
+            ));
+        }
+    }
+    for e in events {
+        let source = e["source"]["id"].as_u64();
+        let Some((_, request)) = requests.iter_mut().find(|(id, _)| Some(*id) == source) else {
+            continue;
+        };
+        let params = &e["params"];
+        if types.get(&e["type"].as_u64().unwrap_or(u64::MAX))
+            == Some(&"HTTP_TRANSACTION_READ_RESPONSE_HEADERS")
+        {
+            request.status_line = params["headers"][0].as_str().map(str::to_owned);
+        }
+        if let Some(code) = params["net_error"].as_i64().filter(|c| *c < 0) {
+            request.net_error = Some(code);
+        }
+    }
+    requests.into_iter().map(|(_, r)| r).collect()
+}
+
+/// No console message at all (the page has no script), and every request made for the page
+/// — the page itself and any resource it pulls in — answered 2xx without a network error.
+fn assert_clean_load(run: &ChromiumRun, url: &str, origin: &str) {
+    let console: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| {
+            l.contains(":CONSOLE")
+                || l.contains("Failed to load resource")
+                || l.contains("Uncaught")
+        })
+        .collect();
+    assert!(
+        console.is_empty(),
+        "console messages while loading {url}:\n{}",
+        console.join("\n")
+    );
+    let requests = page_requests(&run.netlog, origin);
+    assert!(
+        requests.iter().any(|r| r.url == url),
+        "the NetLog records the page request {url}: {requests:?}"
+    );
+    let broken: Vec<&PageRequest> = requests
+        .iter()
+        .filter(|r| {
+            r.net_error.is_some()
+                || !r
+                    .status_line
+                    .as_deref()
+                    .and_then(|s| s.split(' ').nth(1))
+                    .is_some_and(|code| code.starts_with('2'))
+        })
+        .collect();
+    assert!(
+        broken.is_empty(),
+        "requests that failed while loading {url}: {broken:?}"
+    );
+}
+
+/// The part of `dom` from `<table id="{id}"` to its `</table>`.
+fn table<'a>(dom: &'a str, id: &str) -> &'a str {
+    let start = dom
+        .find(&format!("<table id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no table #{id} in the page:\n{dom}"));
+    let end = dom[start..].find("</table>").expect("table is closed") + start;
+    &dom[start..end]
+}
+
+/// Table rows of a table fragment, as their text cells.
+fn rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .split("<tr")
+        .skip(1)
+        .filter(|r| r.contains("<td"))
+        .map(|r| {
+            r.split("<td")
+                .skip(1)
+                .map(|cell| {
+                    let inner = &cell[cell.find('>').unwrap() + 1..];
+                    let inner = &inner[..inner.find("</td>").unwrap_or(inner.len())];
+                    strip_tags(inner)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn strip_tags(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.replace("&amp;", "&").trim().to_string()
+}
+
+/// The page as rendered shows every credential set with its verdict, the rollout rules and
+/// the mapping.
+fn assert_page_shows_the_report(dom: &str) {
+    assert!(dom.contains("grantshift: migration report"), "{dom}");
+    let report = rows(table(dom, "report"));
+    assert_eq!(
+        report.len(),
+        ROWS.len(),
+        "one row per credential set:\n{dom}"
+    );
+    for (verdict, client_id, username) in ROWS {
+        assert!(
+            report
+                .iter()
+                .any(|cells| cells.first().map(String::as_str) == Some(*verdict)
+                    && cells.iter().any(|c| c == client_id)
+                    && cells.iter().any(|c| c == username)),
+            "a {verdict} row for ({client_id}, {username}) in {report:?}"
+        );
+    }
+    // Most urgent first, as in /report.
+    let verdicts: Vec<&str> = report.iter().map(|cells| cells[0].as_str()).collect();
+    assert_eq!(
+        verdicts,
+        ROWS.iter().map(|r| r.0).collect::<Vec<_>>(),
+        "row order"
+    );
+
+    let rollout = rows(table(dom, "rollout"));
+    assert_eq!(
+        rollout,
+        vec![
+            vec!["1", LOGIN_HOST, "observe", "100%", "on"],
+            vec!["2", "*", "upgrade", "50%", "on"],
+        ],
+        "the rollout rules, in order"
+    );
+    let mappings = rows(table(dom, "credentials"));
+    assert_eq!(
+        mappings,
+        vec![vec![
+            acme_qa::USERNAME,
+            acme_qa::MY_DOMAIN,
+            "client_credentials",
+            "any"
+        ]],
+        "the mappings"
+    );
+}
+
+fn page_url(proxy: &TestProxy) -> (String, String) {
+    let origin = format!("http://{}", proxy.admin_addr());
+    (format!("{origin}/"), origin)
+}
+
+#[tokio::test]
+async fn admin_page_loads_in_chromium_without_console_errors_and_shows_the_report() {
+    let proxy = proxy_with_report_rows().await;
+    let (url, origin) = page_url(&proxy);
+    let run = chromium(url.clone(), vec!["--dump-dom".into()], true).await;
+    assert_clean_load(&run, &url, &origin);
+    assert_page_shows_the_report(&run.dom);
+}
+
+#[tokio::test]
+async fn admin_page_shows_the_report_with_javascript_disabled() {
+    let proxy = proxy_with_report_rows().await;
+    let (url, origin) = page_url(&proxy);
+    // Controls: the same browser settings do stop a script, and without them it runs.
+    let control_url = serve_script_control_page().await;
+    let control = |javascript| {
+        let url = control_url.clone();
+        async move {
+            chromium(url, vec!["--dump-dom".into()], javascript)
+                .await
+                .dom
+        }
+    };
+    let (off, on) = (control(false).await, control(true).await);
+    assert!(off.contains(">no-js<"), "JavaScript is off: {off}");
+    assert!(
+        on.contains(">js-ran<"),
+        "the control page detects JavaScript: {on}"
+    );
+
+    let run = chromium(url.clone(), vec!["--dump-dom".into()], false).await;
+    assert_clean_load(&run, &url, &origin);
+    assert_page_shows_the_report(&run.dom);
+}
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(png: &[u8]) -> (u32, u32) {
+    assert!(
+        png.len() > 24 && png.starts_with(b"\x89PNG\r\n\x1a\n") && &png[12..16] == b"IHDR",
+        "not a PNG"
+    );
+    let be = |b: &[u8]| u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    (be(&png[16..20]), be(&png[20..24]))
+}
+
+#[tokio::test]
+async fn admin_page_screenshot_is_a_full_window_png_with_content() {
+    let proxy = proxy_with_report_rows().await;
+    let (url, origin) = page_url(&proxy);
+    let blank_run = chromium(
+        "about:blank".into(),
+        vec![
+            "--window-size=1400,900".into(),
+            "--screenshot={dir}/blank.png".into(),
+        ],
+        true,
+    )
+    .await;
+    let run = chromium(
+        url.clone(),
+        vec![
+            "--window-size=1400,900".into(),
+            "--screenshot={dir}/page.png".into(),
+        ],
+        true,
+    )
+    .await;
+    assert_clean_load(&run, &url, &origin);
+    let shot = |run: &ChromiumRun, name: &str| {
+        let in_dir = run.dir.path().join(name);
+        std::fs::read(&in_dir).unwrap_or_else(|e| panic!("{}: {e}", in_dir.display()))
+    };
+    let (blank, page) = (shot(&blank_run, "blank.png"), shot(&run, "page.png"));
+    assert_eq!(png_size(&page), (1400, 900));
+    assert_eq!(png_size(&blank), (1400, 900));
+    assert!(
+        page.len() > 4 * blank.len(),
+        "the page is more than an empty window: {} bytes vs {} for about:blank",
+        page.len(),
+        blank.len()
+    );
+    // For a human look: target/tmp/admin-page.png.
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("admin-page.png");
+    std::fs::write(&keep, &page).unwrap();
+}

@@ -1,0 +1,116 @@
+//! The upgrade through the real `grantshift` binary, as an operator runs it: a mapped login is
+//! upgraded, a refused upgrade falls back, an unmapped login goes through unchanged; each
+//! token request logs one `token request` line and one line in the events file.
+
+use crate::GRANTSHIFT;
+use testkit::*;
+
+async fn start(up: &Upstreams) -> BinaryProxy {
+    let builder = TestProxy::builder().extra_toml(&acme_mapping());
+    BinaryProxy::start(GRANTSHIFT, up, &builder, "json", None).await
+}
+
+#[tokio::test]
+async fn binary_upgrades_a_mapped_login_to_its_my_domain() {
+    let up = Upstreams::start().await;
+    let mut bin = start(&up).await;
+    let reply = bin.login(LOGIN_HOST, &acme_password_form()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let seen = up.sf.token_requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].sni.as_deref(), Some(acme::MY_DOMAIN));
+    assert_eq!(seen[0].host_name(), Some(acme::MY_DOMAIN));
+    assert_eq!(
+        String::from_utf8_lossy(&seen[0].body),
+        form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", acme::CLIENT_ID),
+            ("client_secret", acme::CLIENT_SECRET),
+        ])
+    );
+    assert_no_password_login_parameters(&seen[0]);
+    assert_eq!(Some(&reply.body[..]), seen[0].response_body.as_deref());
+
+    let logged = bin.bin.wait_for_json_logs("token request", 1).await;
+    let fields = &logged[0]["fields"];
+    assert_eq!(logged[0]["level"], "INFO");
+    assert_eq!(fields["host"], LOGIN_HOST);
+    assert_eq!(fields["grant"], "password");
+    assert_eq!(fields["client_id"], acme::CLIENT_ID);
+    assert_eq!(fields["username"], acme::USERNAME);
+    assert_eq!(fields["action"], "upgraded");
+    assert_eq!(fields["flow"], "client_credentials");
+    assert_eq!(fields["target_host"], acme::MY_DOMAIN);
+    assert_eq!(fields["status"], 200);
+
+    bin.stop().await;
+    let events = bin.events_in_file();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["action"], "upgraded");
+    assert_eq!(events[0]["user_id"], acme::RUN_AS_USER_ID);
+}
+
+#[tokio::test]
+async fn binary_falls_back_to_the_password_login_when_the_upgrade_is_refused() {
+    let up = Upstreams::start().await;
+    up.sf
+        .edit(|w| w.org_mut(acme::ORG_ID).app_mut(acme::CLIENT_ID).run_as_user = None);
+    let mut bin = start(&up).await;
+    let body = acme_password_form();
+    let reply = bin.login(LOGIN_HOST, &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(reply.json()["id"]
+        .as_str()
+        .unwrap()
+        .ends_with(acme::USER_ID));
+
+    let seen = up.sf.token_requests();
+    let hosts: Vec<_> = seen.iter().map(|r| r.host_name().unwrap()).collect();
+    assert_eq!(hosts, [acme::MY_DOMAIN, LOGIN_HOST]);
+    assert!(
+        seen[1].body == body.as_bytes(),
+        "the replay is the original"
+    );
+
+    let logged = bin.bin.wait_for_json_logs("token request", 1).await;
+    assert_eq!(logged[0]["fields"]["action"], "fallback");
+    assert_eq!(logged[0]["fields"]["status"], 200);
+
+    bin.stop().await;
+    let events = bin.events_in_file();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["action"], "fallback");
+    assert_eq!(
+        events[0]["upstream_error"]["error_description"],
+        "no client credentials user enabled"
+    );
+}
+
+#[tokio::test]
+async fn binary_forwards_an_unmapped_login_unchanged() {
+    let up = Upstreams::start().await;
+    let mut bin = start(&up).await;
+    let body = password_form(
+        acme::CLIENT_ID,
+        acme::CLIENT_SECRET,
+        acme::REPORTS_USERNAME,
+        acme::REPORTS_PASSWORD,
+    );
+    let reply = bin.login(LOGIN_HOST, &body).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = up.sf.token_requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].host_name(), Some(LOGIN_HOST));
+    assert!(seen[0].body == body.as_bytes());
+    assert_eq!(Some(&reply.body[..]), seen[0].response_body.as_deref());
+
+    let logged = bin.bin.wait_for_json_logs("token request", 1).await;
+    assert_eq!(logged[0]["fields"]["action"], "unmapped");
+
+    bin.stop().await;
+    let events = bin.events_in_file();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["action"], "unmapped");
+    assert_eq!(events[0]["instance_url"], "https://acme.my.salesforce.com");
+}

@@ -1,0 +1,1053 @@
+//! The container deployment (Dockerfile, docker-compose.yml, deploy/) without a Docker engine:
+//! every file the compose file and the Dockerfile reference exists, and every port, volume,
+//! path and metric name they use agrees with grantshift's config and with what a running
+//! grantshift actually serves (its `/metrics` scrape, its `/healthz` probed by the
+//! Dockerfile's own HEALTHCHECK command).
+
+use grantshift::config::Config;
+use serde_yaml::Value as Yaml;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use testkit::admin::{admin_get, scrape};
+use testkit::*;
+
+const COMPOSE: &str = "docker-compose.yml";
+
+fn read(relative: &str) -> String {
+    std::fs::read_to_string(repo_path(relative))
+        .unwrap_or_else(|e| panic!("cannot read {relative}: {e}"))
+}
+
+fn yaml_file(path: &Path) -> Yaml {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_yaml::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
+}
+
+fn compose() -> Yaml {
+    yaml_file(&repo_path(COMPOSE))
+}
+
+fn service<'a>(compose: &'a Yaml, name: &str) -> &'a Yaml {
+    let s = &compose["services"][name];
+    assert!(s.is_mapping(), "{COMPOSE} has no service `{name}`");
+    s
+}
+
+fn str_of(v: &Yaml) -> String {
+    match v {
+        Yaml::String(s) => s.clone(),
+        Yaml::Number(n) => n.to_string(),
+        Yaml::Bool(b) => b.to_string(),
+        other => panic!("expected a scalar, got {other:?}"),
+    }
+}
+
+/// One entry of a service's `volumes`.
+#[derive(Debug, Clone)]
+struct Mount {
+    /// A host path (bind mount, resolved against the compose file's directory) or a volume name.
+    source: String,
+    target: String,
+    read_only: bool,
+}
+
+impl Mount {
+    fn is_bind(&self) -> bool {
+        self.source.starts_with('.') || self.source.starts_with('/')
+    }
+
+    fn host_path(&self) -> PathBuf {
+        assert!(self.is_bind(), "{self:?} is not a bind mount");
+        repo_path(self.source.trim_start_matches("./"))
+    }
+}
+
+fn mounts(service: &Yaml) -> Vec<Mount> {
+    service["volumes"]
+        .as_sequence()
+        .map(|v| v.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|entry| match entry {
+            Yaml::String(short) => {
+                let parts: Vec<&str> = short.split(':').collect();
+                assert!(
+                    (2..=3).contains(&parts.len()),
+                    "volume `{short}` is not source:target[:mode]"
+                );
+                Mount {
+                    source: parts[0].to_string(),
+                    target: parts[1].to_string(),
+                    read_only: parts
+                        .get(2)
+                        .is_some_and(|m| m.split(',').any(|o| o == "ro")),
+                }
+            }
+            long => Mount {
+                source: str_of(&long["source"]),
+                target: str_of(&long["target"]),
+                read_only: long["read_only"].as_bool().unwrap_or(false),
+            },
+        })
+        .collect()
+}
+
+/// Where the container path `path` comes from on the host, through the service's bind mounts.
+fn host_path_of(service: &Yaml, path: &str) -> PathBuf {
+    let mount = mounts(service)
+        .into_iter()
+        .filter(|m| m.is_bind())
+        .filter(|m| path == m.target || path.starts_with(&format!("{}/", m.target)))
+        .max_by_key(|m| m.target.len())
+        .unwrap_or_else(|| panic!("no bind mount provides {path}"));
+    let rest = path[mount.target.len()..].trim_start_matches('/');
+    let host = mount.host_path();
+    if rest.is_empty() {
+        host
+    } else {
+        host.join(rest)
+    }
+}
+
+/// `(host ip, host port, container port)` of a service's `ports`.
+fn published_ports(service: &Yaml) -> Vec<(Option<String>, u16, u16)> {
+    service["ports"]
+        .as_sequence()
+        .map(|v| v.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let text = str_of(p);
+            let parts: Vec<&str> = text.split(':').collect();
+            let port = |s: &str| -> u16 {
+                s.trim_end_matches("/tcp")
+                    .parse()
+                    .unwrap_or_else(|_| panic!("port `{text}`"))
+            };
+            match parts.as_slice() {
+                [ip, host, container] => (Some(ip.to_string()), port(host), port(container)),
+                [host, container] => (None, port(host), port(container)),
+                _ => panic!("ports entry `{text}` is not [ip:]host:container"),
+            }
+        })
+        .collect()
+}
+
+fn environment(service: &Yaml) -> BTreeMap<String, String> {
+    match &service["environment"] {
+        Yaml::Mapping(m) => m.iter().map(|(k, v)| (str_of(k), str_of(v))).collect(),
+        Yaml::Sequence(items) => items
+            .iter()
+            .map(|i| {
+                let s = str_of(i);
+                let (k, v) = s.split_once('=').unwrap_or((&s, ""));
+                (k.to_string(), v.to_string())
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// The config the grantshift service runs with: `GRANTSHIFT_CONFIG` in its environment, read
+/// from the host through its bind mount.
+fn grantshift_config_path(compose: &Yaml) -> PathBuf {
+    let gs = service(compose, "grantshift");
+    let in_container = environment(gs)
+        .remove("GRANTSHIFT_CONFIG")
+        .expect("the grantshift service sets GRANTSHIFT_CONFIG");
+    host_path_of(gs, &in_container)
+}
+
+fn grantshift_config(compose: &Yaml) -> Config {
+    let path = grantshift_config_path(compose);
+    Config::load_file(&path).unwrap_or_else(|e| panic!("{} is rejected: {e}", path.display()))
+}
+
+fn admin_port(config: &Config) -> u16 {
+    config
+        .proxy
+        .admin_addr()
+        .expect("the container config enables the admin server")
+        .port()
+}
+
+#[test]
+fn compose_bind_mounts_exist_and_named_volumes_are_declared() {
+    let compose = compose();
+    let declared: BTreeSet<String> = compose["volumes"]
+        .as_mapping()
+        .map(|m| m.keys().map(str_of).collect())
+        .unwrap_or_default();
+    let services = compose["services"].as_mapping().expect("services");
+    assert!(!services.is_empty());
+    let mut used = BTreeSet::new();
+    for (name, svc) in services {
+        let name = str_of(name);
+        for m in mounts(svc) {
+            if m.is_bind() {
+                assert!(
+                    m.host_path().exists(),
+                    "service {name} mounts {} which does not exist",
+                    m.source
+                );
+                assert!(
+                    m.read_only,
+                    "service {name}: the bind mount {} is read-only in the container",
+                    m.source
+                );
+            } else {
+                assert!(
+                    declared.contains(&m.source),
+                    "service {name} uses volume `{}`, not declared under top-level volumes",
+                    m.source
+                );
+                used.insert(m.source.clone());
+            }
+        }
+        if let Some(build) = svc.get("build") {
+            let context = match build {
+                Yaml::String(c) => c.clone(),
+                b => b["context"].as_str().unwrap_or(".").to_string(),
+            };
+            let dockerfile = build["dockerfile"].as_str().unwrap_or("Dockerfile");
+            assert!(
+                repo_path(context.trim_start_matches("./"))
+                    .join(dockerfile)
+                    .is_file(),
+                "service {name} builds {context}/{dockerfile}, which does not exist"
+            );
+        }
+        for dep in svc["depends_on"]
+            .as_sequence()
+            .map(|v| v.as_slice())
+            .unwrap_or_default()
+        {
+            assert!(
+                services.contains_key(dep),
+                "service {name} depends on unknown service {dep:?}"
+            );
+        }
+    }
+    assert_eq!(used, declared, "every declared volume is used");
+}
+
+#[test]
+fn compose_runs_grantshift_on_the_deploy_config_with_its_listen_and_admin_ports_published() {
+    let compose = compose();
+    let gs = service(&compose, "grantshift");
+    let config = grantshift_config(&compose);
+    assert_eq!(
+        grantshift_config_path(&compose),
+        repo_path("deploy/grantshift.toml")
+    );
+    let listen = config.proxy.listen;
+    let admin = config.proxy.admin_addr().expect("admin server enabled");
+    // Inside the container, loopback would be unreachable through the published ports.
+    assert!(listen.ip().is_unspecified(), "listen = {listen}");
+    assert!(admin.ip().is_unspecified(), "admin_listen = {admin}");
+    assert!(
+        !config.proxy.allow_clients.is_empty() || config.proxy.auth.is_some(),
+        "a proxy bound to every interface restricts its clients (allow_clients or auth)"
+    );
+
+    let ports = published_ports(gs);
+    let container: BTreeSet<u16> = ports.iter().map(|p| p.2).collect();
+    assert_eq!(
+        container,
+        BTreeSet::from([listen.port(), admin.port()]),
+        "published container ports = the config's listen and admin ports: {ports:?}"
+    );
+    for (ip, _, _) in &ports {
+        assert_eq!(
+            ip.as_deref(),
+            Some("127.0.0.1"),
+            "ports are published on the host's loopback only"
+        );
+    }
+
+    // The CA and the events file live in the writable named volume.
+    let data = mounts(gs)
+        .into_iter()
+        .find(|m| !m.is_bind())
+        .expect("grantshift has a named data volume");
+    assert!(!data.read_only, "the data volume is writable");
+    for (key, path) in [
+        ("ca.cert", config.ca.cert.clone()),
+        ("ca.key", config.ca.key.clone()),
+        ("telemetry.events", PathBuf::from(&config.telemetry.events)),
+    ] {
+        assert!(
+            path.starts_with(&data.target),
+            "{key} = {} is in the data volume {}",
+            path.display(),
+            data.target
+        );
+    }
+}
+
+#[tokio::test]
+async fn prometheus_scrapes_grantshift_metrics_path_on_its_admin_port() {
+    let compose = compose();
+    let config = grantshift_config(&compose);
+    let prom = service(&compose, "prometheus");
+    let config_flag = prom["command"]
+        .as_sequence()
+        .expect("prometheus command")
+        .iter()
+        .map(str_of)
+        .find_map(|a| a.strip_prefix("--config.file=").map(str::to_string))
+        .expect("prometheus --config.file");
+    let prom_config = yaml_file(&host_path_of(prom, &config_flag));
+    let expected_target = format!("grantshift:{}", admin_port(&config));
+    let jobs = prom_config["scrape_configs"]
+        .as_sequence()
+        .expect("scrape_configs");
+    let job = jobs
+        .iter()
+        .find(|job| {
+            job["static_configs"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .flat_map(|sc| sc["targets"].as_sequence().into_iter().flatten())
+                .any(|t| str_of(t) == expected_target)
+        })
+        .unwrap_or_else(|| panic!("no scrape job targets {expected_target}: {prom_config:?}"));
+    let path = job["metrics_path"].as_str().unwrap_or("/metrics");
+    assert_eq!(path, "/metrics");
+    assert_eq!(
+        job["scheme"].as_str().unwrap_or("http"),
+        "http",
+        "the admin server speaks plain HTTP"
+    );
+
+    // And grantshift's admin server does serve Prometheus text there.
+    let proxy = TestProxy::start("").await;
+    let reply = admin_get(proxy.admin_addr(), path).await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.text().contains("grantshift_connections_total"));
+}
+
+#[test]
+fn grafana_provisioning_points_at_prometheus_and_at_the_mounted_dashboards() {
+    let compose = compose();
+    let grafana = service(&compose, "grafana");
+    let provisioning = host_path_of(grafana, "/etc/grafana/provisioning");
+
+    let datasources = yaml_files(&provisioning.join("datasources"));
+    assert!(!datasources.is_empty(), "a provisioned datasource");
+    let prom_port = published_ports(service(&compose, "prometheus"))
+        .first()
+        .map(|p| p.2)
+        .expect("prometheus port");
+    let sources: Vec<Yaml> = datasources
+        .iter()
+        .flat_map(|f| {
+            yaml_file(f)["datasources"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    let prometheus = sources
+        .iter()
+        .find(|d| d["type"].as_str() == Some("prometheus"))
+        .expect("a prometheus datasource");
+    assert_eq!(
+        prometheus["url"].as_str(),
+        Some(format!("http://prometheus:{prom_port}").as_str()),
+        "the datasource is the compose prometheus service"
+    );
+    assert!(
+        prometheus["uid"].as_str().is_some(),
+        "the datasource has a uid"
+    );
+
+    let providers = yaml_files(&provisioning.join("dashboards"));
+    assert!(!providers.is_empty(), "a dashboard provider");
+    for file in providers {
+        for provider in yaml_file(&file)["providers"]
+            .as_sequence()
+            .expect("providers")
+        {
+            let path = provider["options"]["path"].as_str().expect("options.path");
+            let dir = host_path_of(grafana, path);
+            let dashboards: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect();
+            assert!(
+                !dashboards.is_empty(),
+                "{path} (host {}) holds dashboards",
+                dir.display()
+            );
+        }
+    }
+}
+
+/// `*.yml` / `*.yaml` files in `dir`.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dashboard queries against a real scrape
+
+/// Metric names (sample names as PromQL sees them) → label names, from `/metrics` of a running
+/// grantshift that has upgraded a login and fallen back on another.
+async fn exported_metrics() -> BTreeMap<String, BTreeSet<String>> {
+    let proxy = TestProxy::start(&acme_mapping()).await;
+    let reply = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(proxy.next_event().await["action"], "upgraded");
+    proxy
+        .sf
+        .edit(|w| w.org_mut(acme::ORG_ID).app_mut(acme::CLIENT_ID).run_as_user = None);
+    let reply = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(proxy.next_event().await["action"], "fallback");
+
+    let exposition = scrape(proxy.admin_addr()).await;
+    let mut names: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for family in &exposition.families {
+        let suffixes: &[&str] = match family.kind.as_str() {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_sum", "_count"],
+            _ => &[""],
+        };
+        for suffix in suffixes {
+            names.entry(format!("{}{suffix}", family.name)).or_default();
+        }
+        for sample in &family.samples {
+            names
+                .entry(sample.name.clone())
+                .or_default()
+                .extend(sample.labels.iter().map(|(k, _)| k.clone()));
+        }
+    }
+    names
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    Ident(String),
+    Str,
+    Num,
+    Range,
+    Punct(char),
+}
+
+fn tokenize(expr: &str) -> Vec<Tok> {
+    let chars: Vec<char> = expr.chars().collect();
+    let mut toks = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c.is_whitespace() {
+            i += 1;
+        } else if c == '"' || c == '\'' || c == '`' {
+            i += 1;
+            while i < chars.len() && chars[i] != c {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+            toks.push(Tok::Str);
+        } else if c == '[' {
+            while i < chars.len() && chars[i] != ']' {
+                i += 1;
+            }
+            i += 1;
+            toks.push(Tok::Range);
+        } else if c.is_ascii_digit()
+            || (c == '.' && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit()))
+        {
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
+                i += 1;
+            }
+            toks.push(Tok::Num);
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
+                i += 1;
+            }
+            toks.push(Tok::Ident(chars[start..i].iter().collect()));
+        } else {
+            toks.push(Tok::Punct(c));
+            i += 1;
+        }
+    }
+    toks
+}
+
+/// What a PromQL expression uses: metric names with the labels their selectors match on, and
+/// the labels of `by`/`without`/`on`/`ignoring` clauses.
+#[derive(Debug, Default)]
+struct Uses {
+    metrics: Vec<(String, Vec<String>)>,
+    grouping_labels: Vec<String>,
+}
+
+fn promql_uses(expr: &str) -> Uses {
+    const GROUPING: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    const KEYWORDS: &[&str] = &["and", "or", "unless", "bool", "offset", "inf", "nan"];
+    // Aggregation operators may be followed by `by (…)` before their parenthesis.
+    const AGGREGATORS: &[&str] = &[
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "limitk",
+        "limit_ratio",
+    ];
+    let toks = tokenize(expr);
+    let mut uses = Uses::default();
+    let mut i = 0;
+    let label_list = |i: &mut usize, out: &mut Vec<String>, close: char| {
+        while *i < toks.len() && toks[*i] != Tok::Punct(close) {
+            if let Tok::Ident(label) = &toks[*i] {
+                out.push(label.clone());
+                // Skip the operator and the value of a matcher.
+                while *i + 1 < toks.len()
+                    && !matches!(
+                        toks[*i + 1],
+                        Tok::Punct(',') | Tok::Punct('}') | Tok::Punct(')')
+                    )
+                {
+                    *i += 1;
+                }
+            }
+            *i += 1;
+        }
+    };
+    while i < toks.len() {
+        match &toks[i] {
+            Tok::Ident(word) if GROUPING.contains(&word.as_str()) => {
+                if toks.get(i + 1) == Some(&Tok::Punct('(')) {
+                    i += 2;
+                    let mut labels = Vec::new();
+                    label_list(&mut i, &mut labels, ')');
+                    uses.grouping_labels.extend(labels);
+                }
+                i += 1;
+            }
+            Tok::Ident(word) if KEYWORDS.contains(&word.as_str()) => i += 1,
+            Tok::Ident(word) if AGGREGATORS.contains(&word.as_str()) => i += 1,
+            Tok::Ident(_) if toks.get(i + 1) == Some(&Tok::Punct('(')) => i += 1, // a function
+            Tok::Ident(metric) => {
+                let metric = metric.clone();
+                let mut labels = Vec::new();
+                i += 1;
+                if toks.get(i) == Some(&Tok::Punct('{')) {
+                    i += 1;
+                    label_list(&mut i, &mut labels, '}');
+                    i += 1;
+                }
+                uses.metrics.push((metric, labels));
+            }
+            _ => i += 1,
+        }
+    }
+    uses
+}
+
+#[test]
+fn promql_reader_finds_metrics_matchers_and_grouping_labels() {
+    let uses = promql_uses(
+        "histogram_quantile(0.99, sum by (le, kind) (rate(a_bucket{x=\"1\",y=~\"b|c\"}[5m]))) / on(kind) b_total",
+    );
+    assert_eq!(
+        uses.metrics,
+        vec![
+            (
+                "a_bucket".to_string(),
+                vec!["x".to_string(), "y".to_string()]
+            ),
+            ("b_total".to_string(), vec![]),
+        ]
+    );
+    assert_eq!(uses.grouping_labels, ["le", "kind", "kind"]);
+}
+
+#[tokio::test]
+async fn dashboard_queries_use_only_metrics_and_labels_grantshift_exports() {
+    let compose = compose();
+    let grafana = service(&compose, "grafana");
+    let provisioning = host_path_of(grafana, "/etc/grafana/provisioning");
+    let datasource_uids: BTreeSet<String> = yaml_files(&provisioning.join("datasources"))
+        .iter()
+        .flat_map(|f| {
+            yaml_file(f)["datasources"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|d| d["uid"].as_str().map(str::to_string))
+        .collect();
+    let exported = exported_metrics().await;
+
+    let dir = host_path_of(grafana, "/var/lib/grafana/dashboards");
+    let mut queries = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let dashboard: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        let panels = dashboard["panels"].as_array().expect("panels");
+        assert!(!panels.is_empty(), "{} has panels", path.display());
+        for panel in panels {
+            let title = panel["title"].as_str().unwrap_or("?");
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let uid = target["datasource"]["uid"]
+                    .as_str()
+                    .or(panel["datasource"]["uid"].as_str())
+                    .unwrap_or_else(|| panic!("panel {title:?}: no datasource uid"));
+                assert!(
+                    datasource_uids.contains(uid),
+                    "panel {title:?} uses datasource {uid:?}, provisioned: {datasource_uids:?}"
+                );
+                let expr = target["expr"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("panel {title:?}: a target without expr"));
+                queries += 1;
+                let uses = promql_uses(expr);
+                assert!(
+                    !uses.metrics.is_empty(),
+                    "panel {title:?}: `{expr}` names no metric"
+                );
+                let mut expr_labels = BTreeSet::new();
+                for (metric, labels) in &uses.metrics {
+                    let known = exported.get(metric).unwrap_or_else(|| {
+                        panic!(
+                            "panel {title:?} queries `{metric}`, which grantshift does not export; \
+                             it exports {:?}",
+                            exported.keys().collect::<Vec<_>>()
+                        )
+                    });
+                    for label in labels {
+                        assert!(
+                            known.contains(label),
+                            "panel {title:?}: `{metric}` has no label `{label}` (it has {known:?})"
+                        );
+                    }
+                    expr_labels.extend(known.iter().cloned());
+                }
+                for label in &uses.grouping_labels {
+                    assert!(
+                        expr_labels.contains(label),
+                        "panel {title:?}: `{expr}` groups by `{label}`, which none of its metrics has"
+                    );
+                }
+            }
+        }
+    }
+    assert!(queries > 0, "the dashboards have queries");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dockerfile
+
+/// One Dockerfile instruction: keyword (upper case) and its arguments (continuations joined).
+#[derive(Debug)]
+struct Instruction {
+    keyword: String,
+    args: String,
+    /// Index of the build stage (`FROM`) it belongs to.
+    stage: usize,
+}
+
+fn dockerfile() -> Vec<Instruction> {
+    let text = read("Dockerfile");
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut stage = 0;
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        if trimmed.starts_with('#') {
+            continue;
+        }
+        if let Some(body) = trimmed.strip_suffix('\\') {
+            current.push_str(body);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(trimmed);
+        let (keyword, args) = current
+            .split_once(char::is_whitespace)
+            .unwrap_or((&current, ""));
+        let keyword = keyword.to_ascii_uppercase();
+        if keyword == "FROM" && !out.is_empty() {
+            stage += 1;
+        }
+        out.push(Instruction {
+            keyword,
+            args: args.trim().to_string(),
+            stage,
+        });
+        current.clear();
+    }
+    out
+}
+
+fn final_stage(instructions: &[Instruction]) -> impl Iterator<Item = &Instruction> {
+    let last = instructions.iter().map(|i| i.stage).max().unwrap_or(0);
+    instructions.iter().filter(move |i| i.stage == last)
+}
+
+/// A JSON-array (exec form) argument list.
+fn exec_form(args: &str) -> Vec<String> {
+    serde_json::from_str(args).unwrap_or_else(|e| panic!("not exec form ({e}): {args}"))
+}
+
+#[test]
+fn dockerfile_exposes_the_config_ports_and_runs_as_a_non_root_user() {
+    let instructions = dockerfile();
+    let config = grantshift_config(&compose());
+    let exposed: BTreeSet<u16> = final_stage(&instructions)
+        .filter(|i| i.keyword == "EXPOSE")
+        .flat_map(|i| {
+            i.args
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .map(|p| p.trim_end_matches("/tcp").parse().expect("EXPOSE port"))
+        .collect();
+    assert_eq!(
+        exposed,
+        BTreeSet::from([config.proxy.listen.port(), admin_port(&config)]),
+        "EXPOSE = the deploy config's listen and admin ports"
+    );
+
+    let user = final_stage(&instructions)
+        .filter(|i| i.keyword == "USER")
+        .last()
+        .expect("the runtime stage sets USER");
+    let name = user.args.split(':').next().unwrap();
+    assert!(
+        name != "root" && name != "0",
+        "the container runs as a non-root user, not {name}"
+    );
+
+    // The image's default config path is the one compose mounts the deploy config at.
+    let env_config = final_stage(&instructions)
+        .filter(|i| i.keyword == "ENV")
+        .find_map(|i| {
+            i.args
+                .strip_prefix("GRANTSHIFT_CONFIG=")
+                .map(str::to_string)
+        })
+        .expect("ENV GRANTSHIFT_CONFIG");
+    let compose = compose();
+    assert_eq!(
+        host_path_of(service(&compose, "grantshift"), &env_config),
+        repo_path("deploy/grantshift.toml")
+    );
+    // The volumes compose mounts are the image's declared ones.
+    let volumes: BTreeSet<String> = final_stage(&instructions)
+        .filter(|i| i.keyword == "VOLUME")
+        .flat_map(|i| exec_form(&i.args))
+        .collect();
+    let mounted: BTreeSet<String> = mounts(service(&compose, "grantshift"))
+        .into_iter()
+        .map(|m| m.target)
+        .collect();
+    assert_eq!(volumes, mounted, "VOLUME = what compose mounts");
+}
+
+#[test]
+fn dockerfile_copies_only_files_that_exist_and_are_not_dockerignored() {
+    let instructions = dockerfile();
+    let ignored: Vec<String> = read(".dockerignore")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    let mut copied = 0;
+    let stage_names: Vec<String> = instructions
+        .iter()
+        .filter(|i| i.keyword == "FROM")
+        .filter_map(|i| {
+            i.args
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .windows(2)
+                .find(|w| w[0].eq_ignore_ascii_case("as"))
+                .map(|w| w[1].to_string())
+        })
+        .collect();
+    for copy in instructions
+        .iter()
+        .filter(|i| i.keyword == "COPY" || i.keyword == "ADD")
+    {
+        let words: Vec<&str> = copy.args.split_whitespace().collect();
+        let from = words.iter().find_map(|w| w.strip_prefix("--from="));
+        let paths: Vec<&str> = words
+            .iter()
+            .filter(|w| !w.starts_with("--"))
+            .copied()
+            .collect();
+        assert!(paths.len() >= 2, "{} {}", copy.keyword, copy.args);
+        if let Some(stage) = from {
+            assert!(
+                stage_names.iter().any(|s| s == stage),
+                "COPY --from={stage}: no such build stage"
+            );
+            continue;
+        }
+        for source in &paths[..paths.len() - 1] {
+            copied += 1;
+            assert!(
+                repo_path(source).exists(),
+                "COPY {source}: not in the build context"
+            );
+            for pattern in &ignored {
+                let excluded = if let Some(ext) = pattern.strip_prefix('*') {
+                    !pattern[1..].contains(['*', '/']) && source.ends_with(ext)
+                } else {
+                    *source == pattern.as_str() || source.starts_with(&format!("{pattern}/"))
+                };
+                assert!(
+                    !excluded,
+                    "COPY {source}: excluded by .dockerignore `{pattern}`"
+                );
+            }
+        }
+    }
+    assert!(copied > 0, "the Dockerfile copies the sources");
+
+    // The binary the image runs is the one the build stage copied in.
+    let entrypoint = final_stage(&instructions)
+        .find(|i| i.keyword == "ENTRYPOINT")
+        .map(|i| exec_form(&i.args))
+        .expect("ENTRYPOINT");
+    assert!(
+        final_stage(&instructions)
+            .any(|i| i.keyword == "COPY" && i.args.ends_with(&format!(" {}", entrypoint[0]))),
+        "ENTRYPOINT {} is copied into the runtime stage",
+        entrypoint[0]
+    );
+}
+
+/// Paths (relative to the build stage's WORKDIR) that the build stage's COPY instructions put
+/// there from the build context.
+fn build_stage_copies(instructions: &[Instruction]) -> (usize, Vec<String>) {
+    let build = instructions
+        .iter()
+        .find(|i| i.keyword == "RUN" && i.args.contains("cargo build"))
+        .expect("a stage runs cargo build");
+    let mut copied = Vec::new();
+    for copy in instructions
+        .iter()
+        .filter(|i| i.stage == build.stage && i.keyword == "COPY")
+    {
+        let words: Vec<&str> = copy.args.split_whitespace().collect();
+        if words.iter().any(|w| w.starts_with("--from=")) {
+            continue;
+        }
+        let paths: Vec<&str> = words
+            .iter()
+            .filter(|w| !w.starts_with("--"))
+            .copied()
+            .collect();
+        let (dest, sources) = paths.split_last().expect("COPY src... dest");
+        let dest = dest.trim_start_matches("./").trim_end_matches('/');
+        for source in sources {
+            let source = source.trim_start_matches("./").trim_end_matches('/');
+            let name = Path::new(source).file_name().unwrap().to_string_lossy();
+            let into_dir = sources.len() > 1 || dest.is_empty() || dest == ".";
+            copied.push(match (into_dir, dest) {
+                (true, "" | ".") => name.to_string(),
+                (true, dir) => format!("{dir}/{name}"),
+                (false, file) => file.to_string(),
+            });
+        }
+    }
+    (build.stage, copied)
+}
+
+#[test]
+fn dockerfile_build_stage_copies_every_target_cargo_toml_declares() {
+    // `cargo build --bin grantshift` parses the whole manifest: every declared target's file
+    // (and every workspace member's and path dependency's manifest) must be in the image, or
+    // the build fails before compiling anything ("can't find `x` bench at `benches/x.rs`").
+    let instructions = dockerfile();
+    let (_, copied) = build_stage_copies(&instructions);
+    let available = |path: &str| {
+        copied
+            .iter()
+            .any(|c| path == c || path.starts_with(&format!("{c}/")))
+    };
+    for file in ["Cargo.toml", "Cargo.lock"] {
+        assert!(available(file), "the build stage copies {file}: {copied:?}");
+    }
+    let manifest: toml::Value = toml::from_str(&read("Cargo.toml")).expect("Cargo.toml parses");
+    let package = manifest["package"]["name"].as_str().unwrap().to_string();
+    let mut targets: Vec<(String, String)> = Vec::new();
+    let lib_path = manifest
+        .get("lib")
+        .and_then(|l| l.get("path"))
+        .and_then(|p| p.as_str())
+        .unwrap_or("src/lib.rs");
+    if manifest.get("lib").is_some() || repo_path("src/lib.rs").exists() {
+        targets.push(("lib".into(), lib_path.into()));
+    }
+    for (kind, dir) in [
+        ("bin", "src/bin"),
+        ("bench", "benches"),
+        ("example", "examples"),
+        ("test", "tests"),
+    ] {
+        for target in manifest
+            .get(kind)
+            .and_then(|t| t.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let name = target["name"].as_str().expect("target name");
+            let path = match target.get("path").and_then(|p| p.as_str()) {
+                Some(p) => p.to_string(),
+                None if kind == "bin" && name == package => "src/main.rs".into(),
+                None => {
+                    let flat = format!("{dir}/{name}.rs");
+                    if repo_path(&flat).exists() {
+                        flat
+                    } else {
+                        format!("{dir}/{name}/main.rs")
+                    }
+                }
+            };
+            targets.push((format!("{kind} `{name}`"), path));
+        }
+    }
+    if let Some(build) = manifest["package"].get("build").and_then(|b| b.as_str()) {
+        targets.push(("build script".into(), build.into()));
+    } else if repo_path("build.rs").exists() {
+        targets.push(("build script".into(), "build.rs".into()));
+    }
+    // Workspace members and path dependencies are manifests cargo loads as well, with their
+    // targets ("failed to load manifest for workspace member").
+    let mut packages: Vec<&str> = manifest
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(|m| m.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.as_str())
+        .collect();
+    for table in ["dependencies", "dev-dependencies", "build-dependencies"] {
+        for dep in manifest
+            .get(table)
+            .and_then(|t| t.as_table())
+            .into_iter()
+            .flat_map(|t| t.values())
+        {
+            packages.extend(dep.get("path").and_then(|p| p.as_str()));
+        }
+    }
+    let mut packages: Vec<&str> = packages
+        .into_iter()
+        .map(|dir| dir.trim_start_matches("./").trim_end_matches('/'))
+        .collect();
+    packages.sort_unstable();
+    packages.dedup();
+    for dir in packages {
+        if dir.is_empty() || dir == "." {
+            continue;
+        }
+        for file in ["Cargo.toml", "src/lib.rs", "src/main.rs"] {
+            let path = format!("{dir}/{file}");
+            if repo_path(&path).exists() {
+                targets.push((format!("package `{dir}`"), path));
+            }
+        }
+    }
+    let missing: Vec<String> = targets
+        .iter()
+        .filter(|(_, path)| !available(path.trim_start_matches("./")))
+        .map(|(what, path)| format!("{what} at {path}"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "Cargo.toml declares targets or packages whose files the Dockerfile's build stage does not COPY \
+         (cargo build in the image fails to parse the manifest): {missing:?}; the build stage \
+         copies {copied:?}"
+    );
+}
+
+#[tokio::test]
+async fn dockerfile_healthcheck_command_gets_200_from_healthz_on_the_admin_port() {
+    let instructions = dockerfile();
+    let config = grantshift_config(&compose());
+    let admin = admin_port(&config);
+    let healthcheck = final_stage(&instructions)
+        .find(|i| i.keyword == "HEALTHCHECK")
+        .expect("HEALTHCHECK");
+    let cmd_at = healthcheck.args.find("CMD").expect("HEALTHCHECK ... CMD");
+    let command = exec_form(healthcheck.args[cmd_at + 3..].trim());
+    let script = command.last().expect("a command").clone();
+    assert!(
+        script.contains("/healthz"),
+        "the healthcheck asks /healthz: {script}"
+    );
+    let endpoint = format!("/dev/tcp/127.0.0.1/{admin}");
+    assert!(
+        script.contains(&endpoint),
+        "the healthcheck connects to the admin port {admin}: {script}"
+    );
+
+    // Run that very command against a running grantshift's admin server.
+    let proxy = TestProxy::start("").await;
+    let probe = |script: String| {
+        let mut cmd = std::process::Command::new(&command[0]);
+        cmd.args(&command[1..command.len() - 1]).arg(script);
+        cmd
+    };
+    let live = script.replace(
+        &endpoint,
+        &format!("/dev/tcp/127.0.0.1/{}", proxy.admin_addr().port()),
+    );
+    let healthy = run_to_end(probe(live)).await;
+    assert!(
+        healthy.status.success(),
+        "healthcheck against a running grantshift: {healthy:?}"
+    );
+
+    // And it fails when nothing healthy answers there.
+    let closed = closed_port();
+    let dead = script.replace(&endpoint, &format!("/dev/tcp/127.0.0.1/{}", closed.port()));
+    let unhealthy = run_to_end(probe(dead)).await;
+    assert!(
+        !unhealthy.status.success(),
+        "healthcheck with nothing listening: {unhealthy:?}"
+    );
+}

@@ -1,0 +1,260 @@
+//! The rule: "Never a password, client secret, access token, assertion, signature or private
+//! key." Every path (upgraded with client credentials and with JWT, fallback after a
+//! Salesforce refusal and after a refused connection, failed, observed, unmapped, skipped,
+//! passed refresh / client-credentials / JWT grants; HTTP/1.1 and HTTP/2; parameters in the
+//! body and in the URL) goes through the real binary at `RUST_LOG=debug`, in both log formats,
+//! and none of the secrets involved may appear in its stderr, its stdout or its events file.
+
+use crate::GRANTSHIFT;
+use http::Method;
+use testkit::salesforce::{fixture, sign_jwt_with_fixture_key, JWT_BEARER_GRANT};
+use testkit::*;
+
+const DOWN_MY_DOMAIN: &str = "down.my.salesforce.com";
+const REFRESH_TOKEN: &str = "5Aep861-SECRET-refresh-e3b0";
+
+/// One binary, one run of every path. Returns the secrets that were in play and what the
+/// process wrote (stderr, stdout, events file).
+async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, String, String) {
+    let up = Upstreams::start().await;
+    up.sf.edit(|w| {
+        w.org_mut(acme::ORG_ID)
+            .app_mut(acme::CLIENT_ID)
+            .refresh_tokens
+            .push((REFRESH_TOKEN.into(), acme::USERNAME.into()));
+        // The sandbox app lost its Run As user: its in-place upgrade fails.
+        w.org_mut(acme_qa::ORG_ID)
+            .app_mut(acme_qa::CLIENT_ID)
+            .run_as_user = None;
+    });
+    let config = [
+        rollout_toml(TEST_HOST, "observe", 100, true),
+        rollout_toml(acme_qa::MY_DOMAIN, "upgrade", 100, false),
+        rollout_toml("*", "upgrade", 100, true),
+        credentials_toml(acme::USERNAME, acme::MY_DOMAIN),
+        credentials_toml(acme::PLUS_USERNAME, DOWN_MY_DOMAIN),
+        jwt_credentials_toml(
+            acme::REPORTS_USERNAME,
+            Some(acme::MY_DOMAIN),
+            "jwt-app.pkcs8.pem",
+        ),
+    ]
+    .concat();
+    let builder = TestProxy::builder()
+        .connect_to(&format!("{DOWN_MY_DOMAIN}:443"), closed_port())
+        .extra_toml(&config);
+    let mut bin = BinaryProxy::start(GRANTSHIFT, &up, &builder, log_format, Some("debug")).await;
+
+    let basic = basic_auth(acme::CLIENT_ID, acme::CLIENT_SECRET);
+    let exp = unix_now() + 180;
+    let client_assertion = sign_jwt_with_fixture_key(&serde_json::json!({
+        "iss": acme::CLIENT_ID, "sub": acme::USERNAME,
+        "aud": "https://login.salesforce.com", "exp": exp,
+    }));
+
+    let expect = |reply: &Reply, status: u16, what: &str| {
+        assert_eq!(reply.status.as_u16(), status, "{what}: {}", reply.text());
+    };
+
+    // upgraded (client credentials), HTTP/1.1, body
+    let reply = bin.login(LOGIN_HOST, &acme_password_form()).await;
+    expect(&reply, 200, "upgraded");
+    // upgraded, HTTP/2, everything in the URL
+    let mut h2 = bin.intercepted(acme::MY_DOMAIN, Http::H2).await;
+    expect(
+        &login_in_query(&mut h2, acme::MY_DOMAIN, &acme_password_form()).await,
+        200,
+        "upgraded over HTTP/2 from the query string",
+    );
+    // upgraded (JWT bearer)
+    let reports = password_form(
+        acme::CLIENT_ID,
+        acme::CLIENT_SECRET,
+        acme::REPORTS_USERNAME,
+        acme::REPORTS_PASSWORD,
+    );
+    expect(&bin.login(LOGIN_HOST, &reports).await, 200, "jwt");
+    // fallback after Salesforce refuses (this app has no client-credentials flow)
+    let other_app = password_form(
+        acme::OTHER_CLIENT_ID,
+        acme::OTHER_CLIENT_SECRET,
+        acme::USERNAME,
+        acme::PASSWORD,
+    );
+    expect(
+        &bin.login(LOGIN_HOST, &other_app).await,
+        200,
+        "fallback (400)",
+    );
+    // fallback after a refused connection
+    let plus = password_form(
+        acme::CLIENT_ID,
+        acme::CLIENT_SECRET,
+        acme::PLUS_USERNAME,
+        acme::PLUS_PASSWORD,
+    );
+    expect(
+        &bin.login(LOGIN_HOST, &plus).await,
+        200,
+        "fallback (refused)",
+    );
+    // failed (fallback off)
+    let qa = acme_qa_password_form();
+    expect(&bin.login(acme_qa::MY_DOMAIN, &qa).await, 400, "failed");
+    // observed
+    expect(&bin.login(TEST_HOST, &qa).await, 200, "observed");
+    // unmapped
+    let run_as = password_form(
+        acme::CLIENT_ID,
+        acme::CLIENT_SECRET,
+        acme::RUN_AS_USERNAME,
+        acme::RUN_AS_PASSWORD,
+    );
+    expect(&bin.login(LOGIN_HOST, &run_as).await, 200, "unmapped");
+    // skipped
+    let bad = format!("{}&x=%zz", acme_password_form());
+    bin.login(LOGIN_HOST, &bad).await;
+    // passed: refresh token, client credentials with Basic, the client's own JWT
+    let refresh = form(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", REFRESH_TOKEN),
+        ("client_id", acme::CLIENT_ID),
+        ("client_secret", acme::CLIENT_SECRET),
+    ]);
+    expect(
+        &bin.login(LOGIN_HOST, &refresh).await,
+        200,
+        "passed refresh",
+    );
+    let mut conn = bin.intercepted(acme::MY_DOMAIN, Http::H1).await;
+    let req = conn
+        .request(Method::POST, acme::MY_DOMAIN, TOKEN_PATH)
+        .header("authorization", &basic)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(full("grant_type=client_credentials"))
+        .unwrap();
+    expect(&conn.send(req).await, 200, "passed client credentials");
+    let jwt = form(&[
+        ("grant_type", JWT_BEARER_GRANT),
+        ("assertion", &client_assertion),
+    ]);
+    expect(&bin.login(LOGIN_HOST, &jwt).await, 200, "passed jwt");
+
+    bin.stop().await;
+
+    // The secrets that were in play.
+    let mut secrets: Vec<(String, String)> = [
+        ("password", acme::PASSWORD),
+        ("password", acme::REPORTS_PASSWORD),
+        ("password", acme::PLUS_PASSWORD),
+        ("password", acme::RUN_AS_PASSWORD),
+        ("password", acme_qa::PASSWORD),
+        ("client secret", acme::CLIENT_SECRET),
+        ("client secret", acme::OTHER_CLIENT_SECRET),
+        ("client secret", acme_qa::CLIENT_SECRET),
+        ("refresh token", REFRESH_TOKEN),
+        ("Basic credentials", basic.trim_start_matches("Basic ")),
+        ("client's assertion", client_assertion.as_str()),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for issued in up.sf.issued() {
+        let random = issued.access_token.split_once('!').unwrap().1.to_string();
+        secrets.push(("access token".into(), issued.access_token.clone()));
+        secrets.push(("access token (after the org id)".into(), random));
+        if let Some(sig) = issued.signature {
+            secrets.push(("signature".into(), sig));
+        }
+    }
+    let mut assertions = 0;
+    for r in up.sf.token_requests() {
+        if let Some(assertion) = r.param("assertion") {
+            assertions += 1;
+            let signature = assertion.rsplit('.').next().unwrap().to_string();
+            secrets.push(("assertion".into(), assertion));
+            secrets.push(("assertion signature".into(), signature));
+        }
+    }
+    assert_eq!(assertions, 2, "grantshift's assertion and the client's");
+    for key in ["jwt-app.pkcs8.pem", "jwt-app.pkcs1.pem"] {
+        let pem = std::fs::read_to_string(fixture(key)).unwrap();
+        for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+            secrets.push((format!("private key ({key})"), line.to_string()));
+        }
+    }
+    secrets.push(("private key".into(), "PRIVATE KEY".into()));
+    // Also as they look inside a form (signatures and tokens have reserved characters).
+    let encoded: Vec<(String, String)> = secrets
+        .iter()
+        .map(|(k, v)| {
+            let form = serde_urlencoded::to_string([("", v.as_str())]).unwrap();
+            (format!("{k} (form-encoded)"), form[1..].to_string())
+        })
+        .filter(|(_, v)| !secrets.iter().any(|(_, s)| s == v))
+        .collect();
+    secrets.extend(encoded);
+
+    let events = std::fs::read_to_string(bin.events_path()).unwrap_or_default();
+    (secrets, bin.bin.stderr(), bin.bin.stdout(), events)
+}
+
+fn assert_no_secret_in(what: &str, text: &str, secrets: &[(String, String)]) {
+    let plain = strip_ansi(text);
+    for (kind, secret) in secrets {
+        for line in plain.lines() {
+            assert!(
+                !line.contains(secret.as_str()),
+                "a {kind} appears in {what}:\n{line}"
+            );
+        }
+    }
+}
+
+async fn no_secret_reaches_logs_stdout_or_events(log_format: &str) {
+    let (secrets, stderr, stdout, events) = run_every_path(log_format).await;
+    // The checks below can fail: there is output to look at.
+    let event_lines: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON event"))
+        .collect();
+    assert_eq!(
+        event_lines.len(),
+        12,
+        "one event per token request:\n{events}"
+    );
+    let actions: Vec<&str> = event_lines
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "upgraded", "upgraded", "upgraded", "fallback", "fallback", "failed", "observed",
+            "unmapped", "skipped", "passed", "passed", "passed"
+        ]
+    );
+    assert!(
+        strip_ansi(&stderr).contains("DEBUG"),
+        "debug logging was on:\n{stderr}"
+    );
+    assert_eq!(
+        strip_ansi(&stderr).matches("token request").count(),
+        12,
+        "one log line per token request"
+    );
+
+    assert_no_secret_in("the events file", &events, &secrets);
+    assert_no_secret_in("stderr", &stderr, &secrets);
+    assert_no_secret_in("stdout", &stdout, &secrets);
+}
+
+#[tokio::test]
+async fn no_secret_reaches_debug_logs_stdout_or_events_with_json_logs() {
+    no_secret_reaches_logs_stdout_or_events("json").await;
+}
+
+#[tokio::test]
+async fn no_secret_reaches_debug_logs_stdout_or_events_with_human_logs() {
+    no_secret_reaches_logs_stdout_or_events("human").await;
+}
