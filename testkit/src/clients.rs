@@ -824,9 +824,19 @@ pub struct ConfiguredProxy {
 
 impl ConfiguredProxy {
     pub async fn start(text: &str) -> ConfiguredProxy {
+        ConfiguredProxy::start_with_env(text, &[]).await
+    }
+
+    /// [`ConfiguredProxy::start`] with environment variables for the config's `password_env`
+    /// keys, seen by this proxy only (the process environment is not touched).
+    pub async fn start_with_env(text: &str, env: &[(&str, &str)]) -> ConfiguredProxy {
         let dir = tempfile::tempdir().expect("proxy tempdir");
         std::fs::write(dir.path().join("grantshift.toml"), text).expect("write grantshift.toml");
-        let running = Running::start(text, dir.path()).await;
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let running = Running::start(text, dir.path(), &env).await;
         ConfiguredProxy { running, dir }
     }
 

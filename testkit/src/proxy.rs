@@ -10,6 +10,7 @@ use super::{within, ECHO_HOST, SALESFORCE_HOSTS, TUNNEL_HOST, UNTRUSTED_HOST};
 use grantshift::config::Config;
 use grantshift::telemetry::events::Event;
 use grantshift::{Proxy, ProxyHandle, Reloader};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -85,6 +86,7 @@ pub struct TestProxyBuilder {
     proxy_lines: String,
     upstream_lines: String,
     extra_toml: String,
+    env: HashMap<String, String>,
 }
 
 impl Default for TestProxyBuilder {
@@ -103,6 +105,7 @@ impl Default for TestProxyBuilder {
             proxy_lines: String::new(),
             upstream_lines: String::new(),
             extra_toml: String::new(),
+            env: HashMap::new(),
         }
     }
 }
@@ -181,6 +184,14 @@ impl TestProxyBuilder {
     /// TOML appended verbatim after the generated file: only for tables this builder does not
     /// write (`[proxy]`, `[ca]`, `[upstream]`, `[upstream.connect_to]`, `[intercept]`,
     /// `[telemetry]`), e.g. `[[rollout]]` and `[[credentials]]`.
+    /// An environment variable for the config's `password_env` keys, seen by this proxy only:
+    /// the config is loaded with it as its secrets lookup, and the process environment (which
+    /// every test in the binary shares) is not touched.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.insert(name.to_string(), value.to_string());
+        self
+    }
+
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
         self
@@ -287,7 +298,7 @@ impl TestProxyBuilder {
         let text = self.render_for(&addrs);
         let config_path = dir.path().join("grantshift.toml");
         std::fs::write(&config_path, &text).expect("write grantshift.toml");
-        let running = Running::start(&text, dir.path()).await;
+        let running = Running::start(&text, dir.path(), &self.env).await;
         TestProxy {
             sf: up.sf,
             tunnel: up.tunnel,
@@ -324,10 +335,11 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    /// Serve the config `text`, its relative paths resolved in `dir`.
-    pub(crate) async fn start(text: &str, dir: &Path) -> Running {
+    /// Serve the config `text`, its relative paths resolved in `dir` and the environment
+    /// variables it names looked up in `env`.
+    pub(crate) async fn start(text: &str, dir: &Path, env: &HashMap<String, String>) -> Running {
         super::init_crypto();
-        let config = Config::from_toml_str(text, dir)
+        let config = Config::from_toml_str_with(text, dir, env)
             .unwrap_or_else(|e| panic!("test config rejected: {e}\n---\n{text}"));
         let proxy = Proxy::new(config).unwrap_or_else(|e| panic!("Proxy::new failed: {e}"));
         let ca_pem = proxy.ca_cert_pem();
@@ -518,7 +530,7 @@ impl TestProxy {
     pub fn reload(&mut self, builder: TestProxyBuilder) {
         let text = builder.render_for(&self.addrs);
         std::fs::write(self.config_path(), &text).expect("write grantshift.toml");
-        let config = Config::from_toml_str(&text, self.dir.path())
+        let config = Config::from_toml_str_with(&text, self.dir.path(), &builder.env)
             .unwrap_or_else(|e| panic!("reloaded config rejected: {e}\n---\n{text}"));
         self.running.reloader.apply(config);
         self.builder = builder;
@@ -530,7 +542,7 @@ impl TestProxy {
     pub async fn restart(mut self) -> TestProxy {
         self.begin_shutdown();
         self.stopped().await.expect("serve() returns Ok");
-        self.running = Running::start(&self.config_text, self.dir.path()).await;
+        self.running = Running::start(&self.config_text, self.dir.path(), &self.builder.env).await;
         self
     }
 

@@ -1,11 +1,12 @@
-//! Who may use the proxy (README "Safety and limits"): loopback-only defaults; Basic proxy
+//! Who may use the proxy (docs/operating.md, "Who may use the proxy"): loopback-only defaults; Basic proxy
 //! authentication with the password from the environment (407 + challenge otherwise, curl's
 //! `-x http://user:pass@…` works, the password never reaches a log); client address ranges
 //! (403 outside); a read-only admin server (405 for writes); no start with a CA key that
 //! others can read.
 //!
-//! Each test that sets a password variable uses its own variable name: the environment is
-//! shared by every test of this binary (all of tests/it).
+//! The in-process proxies get their password variables through the test proxy's own secrets
+//! lookup (`TestProxyBuilder::env`), never the process environment every test shares; the
+//! binary gets them in its own environment.
 
 use crate::GRANTSHIFT;
 use base64::engine::general_purpose::STANDARD;
@@ -106,8 +107,11 @@ async fn proxy_and_admin_listen_on_loopback_by_default() {
 async fn connect_without_valid_proxy_credentials_gets_407_with_a_basic_challenge() {
     const VAR: &str = "GRANTSHIFT_TEST_ACCESS_PW_407";
     const PASS: &str = "pw-SECRET-proxy-407-a1";
-    std::env::set_var(VAR, PASS);
-    let proxy = TestProxy::builder().proxy(&auth_line(VAR)).start().await;
+    let proxy = TestProxy::builder()
+        .env(VAR, PASS)
+        .proxy(&auth_line(VAR))
+        .start()
+        .await;
 
     for (what, credentials) in [
         ("no Proxy-Authorization", None),
@@ -142,8 +146,11 @@ async fn connect_without_valid_proxy_credentials_gets_407_with_a_basic_challenge
 async fn connect_with_the_right_proxy_credentials_opens_a_working_tunnel() {
     const VAR: &str = "GRANTSHIFT_TEST_ACCESS_PW_OK";
     const PASS: &str = "pw-SECRET-proxy-ok-b2";
-    std::env::set_var(VAR, PASS);
-    let proxy = TestProxy::builder().proxy(&auth_line(VAR)).start().await;
+    let proxy = TestProxy::builder()
+        .env(VAR, PASS)
+        .proxy(&auth_line(VAR))
+        .start()
+        .await;
     let (status, _, body, mut tunnel) =
         connect_echo(proxy.addr(), Some(&basic_auth("ops", PASS))).await;
     assert_eq!(status, 200, "{body}");
@@ -154,8 +161,11 @@ async fn connect_with_the_right_proxy_credentials_opens_a_working_tunnel() {
 async fn curl_with_credentials_in_the_proxy_url_reaches_login_and_without_them_sees_407() {
     const VAR: &str = "GRANTSHIFT_TEST_ACCESS_PW_CURL";
     const PASS: &str = "pw-SECRET-proxy-curl-c3";
-    std::env::set_var(VAR, PASS);
-    let proxy = TestProxy::builder().proxy(&auth_line(VAR)).start().await;
+    let proxy = TestProxy::builder()
+        .env(VAR, PASS)
+        .proxy(&auth_line(VAR))
+        .start()
+        .await;
     let dir = tempfile::tempdir().unwrap();
 
     let mut cmd = curl_without_environment(dir.path());
@@ -200,10 +210,10 @@ async fn curl_with_credentials_in_the_proxy_url_reaches_login_and_without_them_s
 async fn proxy_credentials_of_a_plain_http_request_are_not_forwarded_upstream() {
     const VAR: &str = "GRANTSHIFT_TEST_ACCESS_PW_PLAIN";
     const PASS: &str = "pw-SECRET-proxy-plain-d4";
-    std::env::set_var(VAR, PASS);
     let plain = PlainHttpServer::start().await;
     let proxy = TestProxy::builder()
         .connect_to("plain.example:80", plain.addr())
+        .env(VAR, PASS)
         .proxy(&auth_line(VAR))
         .start()
         .await;
@@ -298,9 +308,9 @@ async fn proxy_password_never_appears_in_the_binarys_debug_logs() {
 #[tokio::test]
 async fn unset_password_env_is_a_config_error_naming_proxy_auth_password_env() {
     const VAR: &str = "GRANTSHIFT_TEST_ACCESS_PW_UNSET";
-    std::env::remove_var(VAR);
     let text = format!("[proxy]\n{}\n", auth_line(VAR));
-    let err = Config::from_toml_str(&text, Path::new("/"))
+    let no_variables = std::collections::HashMap::new();
+    let err = Config::from_toml_str_with(&text, Path::new("/"), &no_variables)
         .expect_err("a missing password variable is an error")
         .to_string();
     assert!(err.contains("proxy.auth.password_env"), "{err}");

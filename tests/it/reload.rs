@@ -331,3 +331,40 @@ async fn sighup_with_an_invalid_file_keeps_the_config_then_a_valid_file_applies(
     assert_eq!(last.host_name(), Some(acme::MY_DOMAIN));
     echo_through(&mut tunnel, b"still open").await;
 }
+
+#[tokio::test]
+async fn sighup_changing_keys_that_need_a_restart_warns_naming_them_and_applies_the_rest() {
+    let up = Upstreams::start().await;
+    let restart_only = |max_connections: u32, leaf_cache_size: u32| {
+        TestProxy::builder()
+            .proxy(&format!("max_connections = {max_connections}"))
+            .proxy(&format!("leaf_cache_size = {leaf_cache_size}"))
+    };
+    let before = restart_only(500, 100).extra_toml(&config_with_percent(0));
+    let bin = BinaryProxy::start(GRANTSHIFT, &up, &before, "json", None).await;
+    assert_eq!(
+        bin.login(LOGIN_HOST, &acme_password_form()).await.status,
+        200
+    );
+    assert_eq!(token_request_actions(&bin, 1).await, ["observed"]);
+
+    let after = restart_only(400, 50).extra_toml(&config_with_percent(100));
+    std::fs::write(bin.config_path(), after.render(&up)).unwrap();
+    bin.bin.signal("HUP");
+    let warned = nth_log_starting_with(&bin, "these changes take effect after a restart", 1).await;
+    assert_eq!(warned["level"], "WARN", "{warned}");
+    assert_eq!(
+        warned["fields"]["keys"], "proxy.max_connections, proxy.leaf_cache_size",
+        "{warned}"
+    );
+    // The rest of the file applies: the next login is upgraded.
+    nth_log_starting_with(&bin, "config reloaded", 1).await;
+    assert_eq!(
+        bin.login(LOGIN_HOST, &acme_password_form()).await.status,
+        200
+    );
+    assert_eq!(
+        token_request_actions(&bin, 2).await,
+        ["observed", "upgraded"]
+    );
+}

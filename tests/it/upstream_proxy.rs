@@ -16,15 +16,16 @@ const CORP_PASSWORD_ENV: &str = "GRANTSHIFT_TEST_CORP_PROXY_PW";
 const CORP_PASSWORD: &str = "corp-SECRET-3e9b";
 const WRONG_PASSWORD_ENV: &str = "GRANTSHIFT_TEST_CORP_PROXY_WRONG_PW";
 
-fn set_password_env() {
-    std::env::set_var(CORP_PASSWORD_ENV, CORP_PASSWORD);
-    std::env::set_var(WRONG_PASSWORD_ENV, "not-the-corp-password");
-}
+/// The password variables, given to each in-process proxy's own secrets lookup (the process
+/// environment is shared by every test and is not touched).
+const PASSWORD_VARS: [(&str, &str); 2] = [
+    (CORP_PASSWORD_ENV, CORP_PASSWORD),
+    (WRONG_PASSWORD_ENV, "not-the-corp-password"),
+];
 
 /// The corporate proxy: Basic auth required, intercepts nothing, reaches the fake Salesforce
 /// and the tunnel server only through `connect_to`.
 async fn corporate_proxy(up: &Upstreams) -> ConfiguredProxy {
-    set_password_env();
     let mut routes: Vec<(String, std::net::SocketAddr)> = SALESFORCE_HOSTS
         .iter()
         .map(|h| (format!("{h}:443"), up.sf.addr()))
@@ -43,7 +44,7 @@ async fn corporate_proxy(up: &Upstreams) -> ConfiguredProxy {
         toml_str(CORP_PASSWORD_ENV),
         connect_to_lines(&routes),
     );
-    ConfiguredProxy::start(&text).await
+    ConfiguredProxy::start_with_env(&text, &PASSWORD_VARS).await
 }
 
 /// grantshift chained to `corp` with `proxy_auth` (`None`: no credentials), the acme user
@@ -53,7 +54,6 @@ async fn chained_grantshift(
     corp: &ConfiguredProxy,
     password_env: Option<&str>,
 ) -> ConfiguredProxy {
-    set_password_env();
     let auth = password_env
         .map(|env| {
             format!(
@@ -73,7 +73,7 @@ async fn chained_grantshift(
         toml_str(format!("http://{}", corp.addr())),
         acme_mapping(),
     );
-    ConfiguredProxy::start(&text).await
+    ConfiguredProxy::start_with_env(&text, &PASSWORD_VARS).await
 }
 
 /// `CONNECT tunnel.example:443` through `proxy`, TLS trusting only the tunnel server's CA, one
