@@ -1,4 +1,4 @@
-//! README "Seeing the migration", the admin server: `GET /healthz` → `200 ok`, `/metrics` (OpenMetrics), `/report`
+//! docs/operating.md, "The events file", the admin server: `GET /healthz` → `200 ok`, `/metrics` (OpenMetrics), `/report`
 //! (JSON), `/` (HTML); read-only (every write method gets `405` and changes nothing);
 //! `admin_listen = ""` turns it off.
 

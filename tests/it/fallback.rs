@@ -1,4 +1,4 @@
-//! README "The upgrade", fallback: when the upgraded attempt fails (a Salesforce error, a refused
+//! docs/operating.md, "The upgrade", fallback: when the upgraded attempt fails (a Salesforce error, a refused
 //! connection, a timeout), the original password request is replayed unchanged to the original
 //! host and the client gets that response; one `fallback` event carries the failed attempt in
 //! `upstream_error`. With `fallback = false` the client gets the failed attempt as is, and the

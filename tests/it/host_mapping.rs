@@ -1,5 +1,5 @@
 //! Which `[[credentials]]` entry a password grant maps to, and what happens without one
-//! (README "The upgrade"): usernames compare case-insensitively after form decoding; an entry with a
+//! (docs/operating.md, "The upgrade"): usernames compare case-insensitively after form decoding; an entry with a
 //! `client_id` matches only that connected app; a generic login host with no mapping is left
 //! alone (`unmapped`), because Salesforce refuses client credentials there.
 

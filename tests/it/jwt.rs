@@ -1,4 +1,4 @@
-//! README "The upgrade", `flow = "jwt_bearer"`: the password grant becomes
+//! docs/operating.md, "The upgrade", `flow = "jwt_bearer"`: the password grant becomes
 //! `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=<JWT>` (+ `format`),
 //! the JWT signed RS256 with the credential's key (PKCS#8 or PKCS#1 PEM) and carrying
 //! `iss`=client_id, `sub`=username, `aud`=login (test for test/sandbox hosts, or

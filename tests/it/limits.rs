@@ -1,4 +1,4 @@
-//! Limits (README "Safety and limits"): the connection cap makes extra clients wait instead of
+//! Limits (docs/operating.md, "Safety and limits"): the connection cap makes extra clients wait instead of
 //! being refused; a request head must arrive within `header_read_timeout` and fit in
 //! `max_header_bytes`; idle client connections and idle blind tunnels are closed, a tunnel with
 //! bytes moving is not; the leaf-certificate cache stays within `leaf_cache_size`.

@@ -1,4 +1,4 @@
-//! README "Seeing the migration" metrics on the admin server's `/metrics`: after a known sequence of requests every
+//! docs/operating.md, "The events file" metrics on the admin server's `/metrics`: after a known sequence of requests every
 //! counter has exactly the expected value and label set, the gauges return to zero once the
 //! client connections are closed, the histogram counts every upstream request, config reloads
 //! are counted by result, and the whole exposition parses as strict OpenMetrics text.

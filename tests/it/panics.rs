@@ -1,4 +1,4 @@
-//! Do no harm (README "Safety and limits"): a panic in one request's task ends only that
+//! Do no harm (docs/operating.md, "Safety and limits"): a panic in one request's task ends only that
 //! connection; a panic while deciding or rewriting a token request sends the original request
 //! through untouched, recorded `skipped` with reason `internal`.
 //!

@@ -1,6 +1,6 @@
 //! Token requests that are not password grants (refresh_token, client_credentials, JWT bearer,
 //! anything else) go through unchanged and are recorded `passed`; requests that are not token
-//! requests on intercepted hosts are not recorded at all (README "What happens to a connection", "The upgrade", "Seeing the migration").
+//! requests on intercepted hosts are not recorded at all (docs/operating.md, "What happens to a connection", "The upgrade", "The events file").
 
 use http::Method;
 use testkit::salesforce::{sign_jwt_with_fixture_key, JWT_BEARER_GRANT};

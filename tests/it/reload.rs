@@ -1,4 +1,4 @@
-//! Reloading the config (README "Reload", README "Configuration", "The upgrade"): a new `percent` takes effect for the
+//! Reloading the config (docs/operating.md, "Reloading the config (SIGHUP)", "The config file", "The upgrade"): a new `percent` takes effect for the
 //! next login, also on connections opened before the reload, while open blind tunnels keep
 //! working; raising `percent` only adds sets; SIGHUP on the binary with an invalid file keeps
 //! the running config (and says so), and a valid file then applies.

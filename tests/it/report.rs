@@ -1,4 +1,4 @@
-//! README "Seeing the migration", the report: real logins through the proxy against the fake Salesforce
+//! docs/operating.md, "The events file", the report: real logins through the proxy against the fake Salesforce
 //! produce each verdict; the live `/report` and `grantshift report --json` over the events file
 //! agree; several replicas' files merge; `--suggest-config` prints `[[credentials]]` that
 //! `grantshift check` accepts and that, loaded, upgrade the learned sets.

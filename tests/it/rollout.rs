@@ -1,4 +1,4 @@
-//! README "The upgrade", rollout: the first `[[rollout]]` rule matching the request host decides.
+//! docs/operating.md, "The upgrade", rollout: the first `[[rollout]]` rule matching the request host decides.
 //! `observe` forwards unchanged and records what it learns; `upgrade` upgrades the credential
 //! sets whose stable bucket is below `percent` and observes the rest (`reason: "percent"`),
 //! the same way on every login and after a restart.

@@ -1,4 +1,4 @@
-//! README "The upgrade": a token request grantshift cannot parse faithfully (body over `max_token_body`,
+//! docs/operating.md, "The upgrade": a token request grantshift cannot parse faithfully (body over `max_token_body`,
 //! compressed, not a form, bad percent-encoding, duplicate `grant_type` or credentials, no
 //! client secret for client credentials, JWT without a client_id) is forwarded untouched to
 //! the host it was sent to, and recorded `skipped` with a reason. Every case here would

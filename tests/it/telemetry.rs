@@ -1,4 +1,4 @@
-//! README "Events": one JSON object per line per token request in `[telemetry].events`,
+//! docs/operating.md, "The events file": one JSON object per line per token request in `[telemetry].events`,
 //! written when the response has gone back, with `ts` (RFC 3339), `client`, `host`, `grant`,
 //! `client_id`, `username`, `action`, `flow`, `target_host`, `status`, `upstream_error`,
 //! `org_id`, `user_id`, `instance_url`, `latency_ms`, `reason`, and never a secret.
@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 use testkit::*;
 
-/// The event field names (README "Events").
+/// The event field names (docs/operating.md, "The events file").
 const EVENT_FIELDS: &[&str] = &[
     "ts",
     "client",

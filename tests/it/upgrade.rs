@@ -1,4 +1,4 @@
-//! README "The upgrade": a password grant for a mapped username becomes a client-credentials
+//! docs/operating.md, "The upgrade": a password grant for a mapped username becomes a client-credentials
 //! login at the org's My Domain. What arrives at Salesforce has no username or password
 //! anywhere; everything else the client sent (`format`, `scope`, `Authorization: Basic`) is
 //! kept; the client gets Salesforce's client-credentials response unchanged and can use it.
