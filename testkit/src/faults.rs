@@ -199,12 +199,13 @@ pub async fn read_until_closed<S: AsyncRead + Unpin>(s: &mut S, secs: u64, what:
 
 /// One echo round trip through a tunnel to the echo server.
 pub async fn echo_round_trip(tunnel: &mut TcpStream, payload: &[u8]) {
-    tunnel.write_all(payload).await.expect("write to tunnel");
-    let mut back = vec![0u8; payload.len()];
-    within(10, "echo through the tunnel", tunnel.read_exact(&mut back))
-        .await
-        .expect("read echo");
-    assert_eq!(back, payload, "the tunnel carries bytes both ways");
+    within(
+        10,
+        "echo through the tunnel",
+        super::client::try_echo(tunnel, payload),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the tunnel carries bytes both ways: {e}"));
 }
 
 // ---------------------------------------------------------------------------------------------
