@@ -108,16 +108,7 @@ pub fn open_fds() -> usize {
 
 /// What each open fd is (`socket:[…]`, a file path, …), for a failure message.
 pub fn fd_targets() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter_map(|e| std::fs::read_link(e.path()).ok())
-                .map(|p| p.display().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    super::process::fd_targets_of("self")
 }
 
 /// How long [`eventually`] waits before failing.

@@ -24,6 +24,7 @@
 //! - [`admin`]: the admin server from a test's side, its OpenMetrics text, `grantshift report`.
 //! - [`faults`]: the hardening tests' leak checks, a process of its own for a test that counts
 //!   file descriptors, and misbehaving upstreams.
+//! - [`process`]: a process's memory and file descriptors from `/proc`, the open-file limit.
 //!
 //! Paths into the repository (`tests/fixtures`, `tests/clients`, `target/clients`) are resolved
 //! from the repository root, the parent of this crate's directory: see [`repo_path`].
@@ -36,6 +37,7 @@ pub mod clients;
 pub mod edges;
 pub mod faults;
 pub mod logins;
+pub mod process;
 pub mod proxy;
 pub mod routes;
 pub mod salesforce;
