@@ -5,8 +5,8 @@
 //! # Layout
 //! - [`ca`]: a test certificate authority that issues leaf certificates for host lists.
 //! - [`upstreams`]: the fake Salesforce (TLS, several hosts by SNI, h2 + http/1.1), a plain-HTTP
-//!   twin of it, a tunnel-only TLS server with its own CA, a raw TCP echo server, a server that
-//!   accepts and never answers, and a closed port.
+//!   twin of it, a tunnel-only TLS server with its own CA, a raw TCP echo server (also in a
+//!   flavour for load), a server that accepts and never answers, and a closed port.
 //! - [`routes`]: what the fake upstreams answer (`/echo`, `/bytes`, `/trailers`, `/ws`, `/hold`,
 //!   and the Salesforce OAuth endpoints).
 //! - [`salesforce`]: the fake's orgs, connected apps and users, and its token endpoint,
