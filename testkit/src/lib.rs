@@ -7,6 +7,8 @@
 //! - [`upstreams`]: the fake Salesforce (TLS, several hosts by SNI, h2 + http/1.1), a plain-HTTP
 //!   twin of it, a tunnel-only TLS server with its own CA, a raw TCP echo server (also in a
 //!   flavour for load), a server that accepts and never answers, and a closed port.
+//! - [`fast_salesforce`]: a small fixed-answer fake Salesforce token endpoint for the load
+//!   tools (the end-to-end benchmark, the soak tool), where the full fake would cost too much.
 //! - [`routes`]: what the fake upstreams answer (`/echo`, `/bytes`, `/trailers`, `/ws`, `/hold`,
 //!   and the Salesforce OAuth endpoints).
 //! - [`salesforce`]: the fake's orgs, connected apps and users, and its token endpoint,
@@ -35,6 +37,7 @@ pub mod ca;
 pub mod client;
 pub mod clients;
 pub mod edges;
+pub mod fast_salesforce;
 pub mod faults;
 pub mod logins;
 pub mod process;

@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::CertificateDer;
+use rustls::server::ResolvesServerCertUsingSni;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -18,7 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-fn server_config_builder() -> rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier> {
+pub(crate) fn server_config_builder(
+) -> rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier> {
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
@@ -43,6 +45,29 @@ where
         .await;
 }
 
+/// One leaf certificate per host name from `ca`, chosen by SNI.
+pub(crate) fn sni_resolver(ca: &TestCa, hosts: &[&str]) -> Arc<ResolvesServerCertUsingSni> {
+    let mut resolver = ResolvesServerCertUsingSni::new();
+    for host in hosts {
+        resolver
+            .add(host, ca.issue(&[host]).certified_key())
+            .expect("add SNI certificate");
+    }
+    Arc::new(resolver)
+}
+
+/// TLS with the certificates of `resolver`, offering `alpn`.
+pub(crate) fn sni_acceptor(
+    resolver: Arc<ResolvesServerCertUsingSni>,
+    alpn: &[&[u8]],
+) -> TlsAcceptor {
+    let mut config = server_config_builder()
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsAcceptor::from(Arc::new(config))
+}
+
 /// A stand-in for Salesforce: TLS on 127.0.0.1 with its own test CA, one certificate per
 /// [`SALESFORCE_HOSTS`] name chosen by SNI, ALPN h2 and http/1.1, serving [`routes`]; its
 /// OAuth endpoints start with [`World::standard`] (change it with [`FakeSalesforce::edit`]).
@@ -65,19 +90,7 @@ impl FakeSalesforce {
 
     pub async fn start_with_alpn(alpn: &[&[u8]]) -> FakeSalesforce {
         let ca = TestCa::new("Fake Salesforce Test CA");
-        let resolver = {
-            let mut r = rustls::server::ResolvesServerCertUsingSni::new();
-            for host in SALESFORCE_HOSTS {
-                r.add(host, ca.issue(&[host]).certified_key())
-                    .expect("add SNI certificate");
-            }
-            r
-        };
-        let mut config = server_config_builder()
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let acceptor = sni_acceptor(sni_resolver(&ca, SALESFORCE_HOSTS), alpn);
         let (listener, addr) = bind().await;
         let shared = Shared::with_oauth(OAuthState::with_world(World::standard()));
         let s = shared.clone();
