@@ -19,7 +19,7 @@
 //! - [`proxy`]: grantshift itself, configured against those upstreams, served in-process.
 //! - [`bin`]: the `grantshift` binary: one-shot commands and a running proxy read from its JSON log.
 //!   Only the root package's integration tests know where cargo built it, so they pass it in as
-//!   a [`Binary`].
+//!   a [`Binary`]. The load tools run the release binary as a [`ProxyProcess`].
 //! - [`client`]: CONNECT through the proxy, TLS on top, HTTP/1.1 or HTTP/2 requests, raw exchanges.
 //! - [`clients`]: real client programs (Python, Node.js, Java, Go, curl) pointed at grantshift,
 //!   and grantshift instances a test configures in full.
@@ -46,7 +46,10 @@ pub mod routes;
 pub mod salesforce;
 pub mod upstreams;
 
-pub use bin::{run_to_end, strip_ansi, Binary, BinaryProxy, Finished, RunningBinary};
+pub use bin::{
+    clean_env, profile_dir, run_to_end, strip_ansi, Binary, BinaryProxy, Finished, LoadConfig,
+    ProxyProcess, RunningBinary,
+};
 pub use ca::TestCa;
 pub use client::*;
 pub use logins::*;
