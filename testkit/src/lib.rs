@@ -1,6 +1,7 @@
 //! grantshift's test harness: fake upstreams, the proxy on port 0, and clients that go through
-//! it. A workspace member of its own (`publish = false`), used by the integration tests as a
-//! dev-dependency; it depends on grantshift with the `fault-injection` feature on.
+//! it. A workspace member of its own (`publish = false`), used by the integration tests and the
+//! benchmarks as a dev-dependency and by the soak tool (`tools/soak`); it depends on grantshift
+//! with the `fault-injection` feature on (the load tools run the release binary, built without).
 //!
 //! # Layout
 //! - [`ca`]: a test certificate authority that issues leaf certificates for host lists.
