@@ -8,8 +8,10 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # Cargo.toml declares the benches: the manifest does not load without them.
 COPY benches ./benches
-# Nor without the test harness, a workspace member and dev-dependency (not built here).
+# Nor without the test harness, a workspace member and dev-dependency (not built here),
+# or the soak tool, another workspace member (not built here either).
 COPY testkit ./testkit
+COPY tools ./tools
 RUN cargo build --release --locked --bin grantshift \
  && strip target/release/grantshift
 

@@ -38,6 +38,55 @@ pub async fn admin_get(admin: SocketAddr, path: &str) -> Reply {
     admin_request(admin, Method::GET, path, None).await
 }
 
+/// `GET path` on the admin server over a fresh connection, bounded by `timeout`: the body of
+/// a `200`, else an error (for the load tools, which report it rather than panic).
+pub async fn try_admin_get(
+    admin: SocketAddr,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Result<String, String> {
+    use http_body_util::{BodyExt, Empty};
+    let fetch = async {
+        let tcp = tokio::net::TcpStream::connect(admin)
+            .await
+            .map_err(|e| format!("connecting to the admin server: {e}"))?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                .await
+                .map_err(|e| format!("admin handshake: {e}"))?;
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header("host", admin.to_string())
+            .header("connection", "close")
+            .body(Empty::<bytes::Bytes>::new())
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?
+            .to_bytes();
+        drop(sender);
+        let _ = conn.await;
+        if status != http::StatusCode::OK {
+            return Err(format!("GET {path}: status {status}"));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    };
+    tokio::time::timeout(timeout, fetch)
+        .await
+        .unwrap_or_else(|_| Err(format!("GET {path}: no answer within {timeout:?}")))
+}
+
 /// `GET /report`, parsed (status 200 and a JSON content type asserted).
 pub async fn live_report(admin: SocketAddr) -> serde_json::Value {
     let reply = admin_get(admin, "/report").await;

@@ -1,15 +1,21 @@
 //! Running the `grantshift` binary: one-shot commands (`check`, `ca`) and a long-running proxy
 //! whose log on stderr (JSON or human) tells the test where it listens. A test can wait for a
 //! log line (no sleeping) and read everything the process wrote to stdout and stderr.
+//!
+//! The load tools (the benchmark, the soak tool) run the release binary for minutes with
+//! thousands of connections: [`ProxyProcess`] (errors returned, not panics; its log drained
+//! into a file, WARN/ERROR lines counted) on a [`LoadConfig`], found with [`profile_dir`].
 
 use super::client::{connect_tunnel, tls_connect, Http, HttpConn, Reply};
 use super::proxy::{post_form, read_events, TestProxyBuilder, Upstreams, EVENTS_FILE};
 use super::within;
-use std::io::{BufRead, BufReader};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 /// The `grantshift` executable under test. Cargo tells only the root package's integration
@@ -34,14 +40,23 @@ impl Binary {
     pub fn command(&self, cwd: &Path) -> Command {
         let mut cmd = Command::new(self.path);
         cmd.current_dir(cwd);
-        for var in ["GRANTSHIFT_CONFIG", "RUST_LOG"]
-            .iter()
-            .chain(super::PROXY_VARS)
-        {
-            cmd.env_remove(var);
-        }
+        clean_env(&mut cmd);
         cmd
     }
+}
+
+/// Remove from `cmd`'s environment what would point grantshift elsewhere than its command line
+/// and config say: `GRANTSHIFT_CONFIG`, `RUST_LOG` and the proxy variables ([`PROXY_VARS`]).
+///
+/// [`PROXY_VARS`]: super::PROXY_VARS
+pub fn clean_env(cmd: &mut Command) -> &mut Command {
+    for var in ["GRANTSHIFT_CONFIG", "RUST_LOG"]
+        .iter()
+        .chain(super::PROXY_VARS)
+    {
+        cmd.env_remove(var);
+    }
+    cmd
 }
 
 /// What a finished command printed.
@@ -249,10 +264,7 @@ impl Drop for RunningBinary {
 /// The address in a `proxy listening` log line: JSON (`fields.addr`) or human (`addr=…`).
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-        if v["fields"]["message"] != "proxy listening" {
-            return None;
-        }
-        return v["fields"]["addr"].as_str()?.parse().ok();
+        return json_logged_addr(&v, "proxy listening");
     }
     let plain = strip_ansi(line);
     if !plain.contains("proxy listening") {
@@ -260,6 +272,15 @@ pub fn listening_addr(line: &str) -> Option<SocketAddr> {
     }
     let (_, rest) = plain.split_once("addr=")?;
     rest.split_whitespace().next()?.parse().ok()
+}
+
+/// `fields.addr` of a JSON log line whose message is `message` (`proxy listening`, `admin
+/// listening`).
+fn json_logged_addr(line: &serde_json::Value, message: &str) -> Option<SocketAddr> {
+    if line["fields"]["message"] != message {
+        return None;
+    }
+    line["fields"]["addr"].as_str()?.parse().ok()
 }
 
 /// `text` without ANSI escape sequences (the human log format colours fields).
@@ -364,4 +385,285 @@ impl BinaryProxy {
     pub fn events_in_file(&self) -> Vec<serde_json::Value> {
         read_events(&self.events_path())
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The release binary as the load tools run it
+
+/// The cargo profile directory the running executable was built into (`target/release` for
+/// `target/release/soak` and for a bench's `target/release/deps/e2e-…`): where cargo puts the
+/// `grantshift` binary of that profile too. Its parent is the target directory.
+pub fn profile_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let mut dir = exe.parent()?;
+    if matches!(dir.file_name()?.to_str()?, "deps" | "examples") {
+        dir = dir.parent()?;
+    }
+    Some(dir.to_path_buf())
+}
+
+/// The config a load tool runs `grantshift run` on: its listeners, the fake Salesforce's CA as
+/// the only extra root, every host the tool's clients name routed by `connect_to` (and nothing
+/// else dialled: `connect_to_only`), one `[[credentials]]` mapping to client credentials, and
+/// the events file. grantshift creates its CA (`grantshift-ca.pem`) next to the config.
+pub struct LoadConfig<'a> {
+    /// Who wrote it (the first line's comment).
+    pub generated_by: &'a str,
+    pub listen: &'a str,
+    pub admin_listen: &'a str,
+    pub max_connections: usize,
+    pub shutdown_grace: &'a str,
+    pub extra_root_cert: &'a Path,
+    /// `host:port` and where it really is, in this order.
+    pub connect_to: &'a [(String, SocketAddr)],
+    pub username: &'a str,
+    pub my_domain: &'a str,
+    /// `[telemetry] events`: a path, or `""` for none.
+    pub events: &'a str,
+}
+
+impl LoadConfig<'_> {
+    pub fn render(&self) -> String {
+        let q = |s: &str| serde_json::to_string(s).expect("a string encodes");
+        let mut routes = String::new();
+        for (authority, addr) in self.connect_to {
+            routes.push_str(&format!("{} = {}\n", q(authority), q(&addr.to_string())));
+        }
+        format!(
+            r#"# Generated by {generated_by}
+[proxy]
+listen = {listen}
+admin_listen = {admin_listen}
+max_connections = {max_connections}
+shutdown_grace = {shutdown_grace}
+
+[ca]
+cert = "grantshift-ca.pem"
+key = "grantshift-ca.key"
+
+[upstream]
+extra_root_certs = [{ca}]
+connect_to_only = true
+
+[upstream.connect_to]
+{routes}
+[[credentials]]
+username = {username}
+my_domain = {my_domain}
+
+[telemetry]
+events = {events}
+"#,
+            generated_by = self.generated_by,
+            listen = q(self.listen),
+            admin_listen = q(self.admin_listen),
+            max_connections = self.max_connections,
+            shutdown_grace = q(self.shutdown_grace),
+            ca = q(&self.extra_root_cert.display().to_string()),
+            username = q(self.username),
+            my_domain = q(self.my_domain),
+            events = q(self.events),
+        )
+    }
+}
+
+/// The first WARN/ERROR lines a [`ProxyProcess`] keeps.
+const KEPT_WARN_LINES: usize = 20;
+/// The last lines of its log it keeps, for a failure report.
+const TAIL_LINES: usize = 40;
+
+/// What a [`ProxyProcess`] has logged so far.
+#[derive(Clone, Debug, Default)]
+pub struct ProxyLog {
+    pub lines: usize,
+    /// WARN and ERROR lines; a line that is not JSON (e.g. `grantshift: <error>` on exit)
+    /// counts as an error.
+    pub warn_error_count: usize,
+    /// The first of them.
+    pub warn_error: Vec<String>,
+    /// The last lines.
+    pub tail: VecDeque<String>,
+    /// From its `proxy listening` and `admin listening` lines (logged at INFO).
+    pub proxy_addr: Option<SocketAddr>,
+    pub admin_addr: Option<SocketAddr>,
+}
+
+/// `grantshift run --log-format json` as a child process of a load tool: its stderr drained
+/// line by line into a log file by a thread of its own (so the pipe never fills), and read as
+/// it goes into a [`ProxyLog`]. Errors are returned, not panics. Killed (SIGKILL) on drop if it
+/// has not exited.
+pub struct ProxyProcess {
+    child: Child,
+    pid: u32,
+    log: Arc<Mutex<ProxyLog>>,
+    drain: Option<std::thread::JoinHandle<()>>,
+    exited: Option<ExitStatus>,
+}
+
+impl ProxyProcess {
+    /// Spawn `cmd` (`grantshift run … --log-format json`, or a wrapper that execs it, such as
+    /// `taskset`, so that the pid is grantshift's) with stdin and stdout closed; its stderr goes
+    /// to `log_file`.
+    pub fn spawn(mut cmd: Command, log_file: &Path) -> Result<ProxyProcess, String> {
+        let file = std::fs::File::create(log_file)
+            .map_err(|e| format!("creating {}: {e}", log_file.display()))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", Path::new(cmd.get_program()).display()))?;
+        let pid = child.id();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = Arc::new(Mutex::new(ProxyLog::default()));
+        let drain = {
+            let log = log.clone();
+            std::thread::spawn(move || drain_json_log(stderr, file, &log))
+        };
+        Ok(ProxyProcess {
+            child,
+            pid,
+            log,
+            drain: Some(drain),
+            exited: None,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> ProxyLog {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The last lines of its log, one per line.
+    pub fn tail(&self) -> String {
+        let log = self.log.lock().unwrap();
+        log.tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    /// Its exit status, once it has exited.
+    pub fn try_exited(&mut self) -> Result<Option<ExitStatus>, String> {
+        if self.exited.is_none() {
+            self.exited = self
+                .child
+                .try_wait()
+                .map_err(|e| format!("waiting for the proxy: {e}"))?;
+        }
+        Ok(self.exited)
+    }
+
+    /// Wait (at most `timeout`) for its `proxy listening` and `admin listening` log lines
+    /// (logged at INFO: not with `RUST_LOG=warn`). Returns both addresses.
+    pub async fn wait_listening(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<(SocketAddr, SocketAddr), String> {
+        let waited = Instant::now();
+        loop {
+            {
+                let log = self.log.lock().unwrap();
+                if let (Some(proxy), Some(admin)) = (log.proxy_addr, log.admin_addr) {
+                    return Ok((proxy, admin));
+                }
+            }
+            if let Some(status) = self.try_exited()? {
+                self.join_drain().await;
+                return Err(format!(
+                    "the proxy exited with {status} before listening; its log:\n{}",
+                    self.tail()
+                ));
+            }
+            if waited.elapsed() > timeout {
+                return Err(format!(
+                    "no `proxy listening` and `admin listening` log lines within {}s; log:\n{}",
+                    timeout.as_secs(),
+                    self.tail()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, then wait (at most `timeout`) for the exit status and the end of its log.
+    pub async fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status()
+            .map_err(|e| format!("running kill: {e}"))?;
+        if !sent.success() {
+            return Err(format!("kill -TERM {} failed", self.pid));
+        }
+        let waited = Instant::now();
+        let status = loop {
+            match self.try_exited()? {
+                Some(status) => break status,
+                None if waited.elapsed() > timeout => {
+                    return Err(format!(
+                        "the proxy has not exited {}s after SIGTERM; log tail:\n{}",
+                        timeout.as_secs(),
+                        self.tail()
+                    ))
+                }
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        self.join_drain().await;
+        Ok(status)
+    }
+
+    /// Wait for the drain thread: it ends when the process has closed its stderr.
+    async fn join_drain(&mut self) {
+        if let Some(drain) = self.drain.take() {
+            let _ = tokio::task::spawn_blocking(move || drain.join()).await;
+        }
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.try_exited() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Copy the proxy's JSON log into `file` line by line until it closes stderr, and read each
+/// line into `log`.
+fn drain_json_log(stderr: std::process::ChildStderr, file: std::fs::File, log: &Mutex<ProxyLog>) {
+    let mut file = std::io::LineWriter::new(file);
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        let _ = writeln!(file, "{line}");
+        let parsed = serde_json::from_str::<serde_json::Value>(&line).ok();
+        let mut log = log.lock().unwrap();
+        log.lines += 1;
+        if let Some(v) = &parsed {
+            if let Some(addr) = json_logged_addr(v, "proxy listening") {
+                log.proxy_addr = Some(addr);
+            }
+            if let Some(addr) = json_logged_addr(v, "admin listening") {
+                log.admin_addr = Some(addr);
+            }
+        }
+        let level = parsed
+            .as_ref()
+            .and_then(|v| v["level"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| "ERROR".into());
+        if level == "WARN" || level == "ERROR" {
+            log.warn_error_count += 1;
+            if log.warn_error.len() < KEPT_WARN_LINES {
+                log.warn_error.push(line.clone());
+            }
+        }
+        if log.tail.len() == TAIL_LINES {
+            log.tail.pop_front();
+        }
+        log.tail.push_back(line);
+    }
+    let _ = file.flush();
 }

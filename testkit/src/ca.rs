@@ -1,5 +1,6 @@
 //! A test certificate authority: one self-signed CA (PEM written into its own TempDir) that
-//! issues server certificates for lists of host names.
+//! issues server certificates for lists of host names, as DER for rustls servers or as PEM files
+//! for servers that load them (the real edges, the benchmark's nginx).
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -29,6 +30,32 @@ impl Leaf {
             .expect("test leaf key is usable by ring");
         rustls::sign::CertifiedKey::new(self.chain.clone(), signer)
     }
+
+    /// The certificate chain as PEM (`CERTIFICATE` blocks), for a server's certificate file.
+    pub fn chain_pem(&self) -> String {
+        pem_blocks("CERTIFICATE", self.chain.iter().map(|c| c.as_ref()))
+    }
+
+    /// The private key as PEM (a PKCS#8 `PRIVATE KEY` block), for a server's key file.
+    pub fn key_pem(&self) -> String {
+        pem_blocks("PRIVATE KEY", std::iter::once(self.key.secret_der()))
+    }
+}
+
+/// DER items as PEM blocks labelled `label`.
+fn pem_blocks<'a>(label: &str, ders: impl Iterator<Item = &'a [u8]>) -> String {
+    use base64::Engine as _;
+    let mut text = String::new();
+    for der in ders {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+        text.push_str(&format!("-----BEGIN {label}-----\n"));
+        for chunk in b64.as_bytes().chunks(64) {
+            text.push_str(std::str::from_utf8(chunk).expect("base64 is ASCII"));
+            text.push('\n');
+        }
+        text.push_str(&format!("-----END {label}-----\n"));
+    }
+    text
 }
 
 impl TestCa {

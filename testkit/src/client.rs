@@ -1,5 +1,6 @@
 //! Clients that go through the proxy: a raw CONNECT, TLS on top of it, HTTP/1.1 or HTTP/2
-//! requests with hyper's connection-level client, and raw byte exchanges for malformed input.
+//! requests with hyper's connection-level client, and raw byte exchanges for malformed input;
+//! and the fallible pieces the load tools (the benchmark, the soak tool) build their clients of.
 
 use super::within;
 use bytes::Bytes;
@@ -212,6 +213,120 @@ pub async fn connect_error(proxy: SocketAddr, authority: &str) -> RawResponse {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Load clients (the benchmark, the soak tool): errors returned, not panics; no per-byte reads
+
+/// Send `CONNECT authority` on `s` and read the response head in chunks (the helpers above
+/// read byte by byte, so that nothing past the head is consumed; a load client must not pay a
+/// system call per byte on the side it measures). Returns the status. After a `200` nothing
+/// may follow the head: the far end of a tunnel speaks only when spoken to, and TLS starts
+/// with the client.
+pub async fn send_connect<S>(s: &mut S, authority: &str) -> Result<u16, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("writing CONNECT: {e}"))?;
+    let mut head = Vec::with_capacity(128);
+    let mut buf = [0u8; 512];
+    loop {
+        let n = s
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("reading the CONNECT response: {e}"))?;
+        if n == 0 {
+            return Err(format!(
+                "the proxy closed the connection after {:?}",
+                String::from_utf8_lossy(&head)
+            ));
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let text = String::from_utf8_lossy(&head[..end]).into_owned();
+            let status = text
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| format!("bad CONNECT response {text:?}"))?;
+            if status == 200 && head.len() > end + 4 {
+                return Err(format!(
+                    "{} unexpected bytes after the CONNECT response head",
+                    head.len() - end - 4
+                ));
+            }
+            return Ok(status);
+        }
+        if head.len() > 16 * 1024 {
+            return Err("CONNECT response head too large".into());
+        }
+    }
+}
+
+/// A new TCP connection to `proxy` (`TCP_NODELAY`) and a tunnel through it: `CONNECT
+/// authority`, which must be answered `200`.
+pub async fn try_tunnel(proxy: SocketAddr, authority: &str) -> Result<TcpStream, String> {
+    let mut tcp = TcpStream::connect(proxy)
+        .await
+        .map_err(|e| format!("connecting to the proxy: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let status = send_connect(&mut tcp, authority).await?;
+    if status != 200 {
+        return Err(format!("CONNECT {authority} answered {status}"));
+    }
+    Ok(tcp)
+}
+
+/// Write `msg` on `s` and read it back: the far end (an echo server, through a tunnel) must
+/// return exactly those bytes.
+pub async fn try_echo<S>(s: &mut S, msg: &[u8]) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    s.write_all(msg).await.map_err(|e| format!("write: {e}"))?;
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    if back != msg {
+        return Err(format!(
+            "echoed {:?}, sent {:?}",
+            String::from_utf8_lossy(&back),
+            String::from_utf8_lossy(msg)
+        ));
+    }
+    Ok(())
+}
+
+/// TLS for `host` over `io` with `tls`, then an HTTP/1.1 client handshake; a spawned task
+/// drives the connection. Any body type (the load clients send `Full<Bytes>`, unboxed).
+pub async fn try_h1_over_tls<IO, B>(
+    io: IO,
+    host: &str,
+    tls: &TlsConnector,
+) -> Result<http1::SendRequest<B>, String>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let name =
+        ServerName::try_from(host.to_string()).map_err(|e| format!("server name {host:?}: {e}"))?;
+    let stream = tls
+        .connect(name, io)
+        .await
+        .map_err(|e| format!("TLS with {host}: {e}"))?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("HTTP/1.1 handshake with {host}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+// ---------------------------------------------------------------------------------------------
 // TLS
 
 /// Every certificate in a PEM text.
@@ -223,21 +338,32 @@ pub fn pem_certs(pem: &str) -> Vec<CertificateDer<'static>> {
 
 /// A rustls client trusting exactly the certificates in `root_pems` (no web PKI), offering `alpn`.
 pub fn client_config(root_pems: &[&str], alpn: &[&[u8]]) -> rustls::ClientConfig {
+    try_client_config(root_pems, alpn).unwrap_or_else(|e| panic!("client TLS config: {e}"))
+}
+
+/// [`client_config`], with an error instead of a panic (for the load tools, which report it).
+pub fn try_client_config(
+    root_pems: &[&str],
+    alpn: &[&[u8]],
+) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     for pem in root_pems {
-        for cert in pem_certs(pem) {
-            roots.add(cert).expect("add trusted root");
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let cert = cert.map_err(|e| format!("not a PEM certificate: {e}"))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("adding a trusted root: {e}"))?;
         }
     }
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
-    .expect("ring supports the default protocol versions")
+    .map_err(|e| format!("ring and the default protocol versions: {e}"))?
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    config
+    Ok(config)
 }
 
 /// TLS handshake over `stream` for `server_name` with `config`; the error says why it failed.

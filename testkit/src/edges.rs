@@ -27,8 +27,6 @@ use super::client::{tls_connect, Http, HttpConn};
 use super::proxy::TestProxyBuilder;
 use super::upstreams::FakeSalesforce;
 use super::SALESFORCE_HOSTS;
-use base64::Engine as _;
-use rustls::pki_types::CertificateDer;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -158,16 +156,8 @@ impl Edge {
         loop {
             attempt += 1;
             let dir = tempfile::tempdir().expect("edge tempdir");
-            write_pem(
-                &dir.path().join("edge.crt"),
-                "CERTIFICATE",
-                leaf.chain.iter().map(|c: &CertificateDer| c.as_ref()),
-            );
-            write_pem(
-                &dir.path().join("edge.key"),
-                "PRIVATE KEY",
-                std::iter::once(leaf.key.secret_der()),
-            );
+            std::fs::write(dir.path().join("edge.crt"), leaf.chain_pem()).expect("write PEM");
+            std::fs::write(dir.path().join("edge.key"), leaf.key_pem()).expect("write PEM");
             // Both ports bound at once so they differ, then released for the server.
             let main = free_listener();
             let status = (kind == EdgeKind::H2o).then(free_listener);
@@ -798,21 +788,6 @@ fn is_root() -> bool {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|ids| ids.split_whitespace().nth(1).map(|euid| euid == "0"))
         .unwrap_or(false)
-}
-
-/// Write DER items as PEM blocks labelled `label`.
-fn write_pem<'a>(path: &Path, label: &str, ders: impl Iterator<Item = &'a [u8]>) {
-    let mut text = String::new();
-    for der in ders {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-        text.push_str(&format!("-----BEGIN {label}-----\n"));
-        for chunk in b64.as_bytes().chunks(64) {
-            text.push_str(std::str::from_utf8(chunk).unwrap());
-            text.push('\n');
-        }
-        text.push_str(&format!("-----END {label}-----\n"));
-    }
-    std::fs::write(path, text).expect("write PEM");
 }
 
 /// A blocking HTTP/1.0 GET on loopback; the body.

@@ -108,16 +108,7 @@ pub fn open_fds() -> usize {
 
 /// What each open fd is (`socket:[…]`, a file path, …), for a failure message.
 pub fn fd_targets() -> Vec<String> {
-    let mut out: Vec<String> = std::fs::read_dir("/proc/self/fd")
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter_map(|e| std::fs::read_link(e.path()).ok())
-                .map(|p| p.display().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    super::process::fd_targets_of("self")
 }
 
 /// How long [`eventually`] waits before failing.
@@ -199,12 +190,13 @@ pub async fn read_until_closed<S: AsyncRead + Unpin>(s: &mut S, secs: u64, what:
 
 /// One echo round trip through a tunnel to the echo server.
 pub async fn echo_round_trip(tunnel: &mut TcpStream, payload: &[u8]) {
-    tunnel.write_all(payload).await.expect("write to tunnel");
-    let mut back = vec![0u8; payload.len()];
-    within(10, "echo through the tunnel", tunnel.read_exact(&mut back))
-        .await
-        .expect("read echo");
-    assert_eq!(back, payload, "the tunnel carries bytes both ways");
+    within(
+        10,
+        "echo through the tunnel",
+        super::client::try_echo(tunnel, payload),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the tunnel carries bytes both ways: {e}"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,12 +1,15 @@
 //! grantshift's test harness: fake upstreams, the proxy on port 0, and clients that go through
-//! it. A workspace member of its own (`publish = false`), used by the integration tests as a
-//! dev-dependency; it depends on grantshift with the `fault-injection` feature on.
+//! it. A workspace member of its own (`publish = false`), used by the integration tests and the
+//! benchmarks as a dev-dependency and by the soak tool (`tools/soak`); it depends on grantshift
+//! with the `fault-injection` feature on (the load tools run the release binary, built without).
 //!
 //! # Layout
 //! - [`ca`]: a test certificate authority that issues leaf certificates for host lists.
 //! - [`upstreams`]: the fake Salesforce (TLS, several hosts by SNI, h2 + http/1.1), a plain-HTTP
-//!   twin of it, a tunnel-only TLS server with its own CA, a raw TCP echo server, a server that
-//!   accepts and never answers, and a closed port.
+//!   twin of it, a tunnel-only TLS server with its own CA, a raw TCP echo server (also in a
+//!   flavour for load), a server that accepts and never answers, and a closed port.
+//! - [`fast_salesforce`]: a small fixed-answer fake Salesforce token endpoint for the load
+//!   tools (the end-to-end benchmark, the soak tool), where the full fake would cost too much.
 //! - [`routes`]: what the fake upstreams answer (`/echo`, `/bytes`, `/trailers`, `/ws`, `/hold`,
 //!   and the Salesforce OAuth endpoints).
 //! - [`salesforce`]: the fake's orgs, connected apps and users, and its token endpoint,
@@ -17,13 +20,14 @@
 //! - [`proxy`]: grantshift itself, configured against those upstreams, served in-process.
 //! - [`bin`]: the `grantshift` binary: one-shot commands and a running proxy read from its JSON log.
 //!   Only the root package's integration tests know where cargo built it, so they pass it in as
-//!   a [`Binary`].
+//!   a [`Binary`]. The load tools run the release binary as a [`ProxyProcess`].
 //! - [`client`]: CONNECT through the proxy, TLS on top, HTTP/1.1 or HTTP/2 requests, raw exchanges.
 //! - [`clients`]: real client programs (Python, Node.js, Java, Go, curl) pointed at grantshift,
 //!   and grantshift instances a test configures in full.
 //! - [`admin`]: the admin server from a test's side, its OpenMetrics text, `grantshift report`.
 //! - [`faults`]: the hardening tests' leak checks, a process of its own for a test that counts
 //!   file descriptors, and misbehaving upstreams.
+//! - [`process`]: a process's memory and file descriptors from `/proc`, the open-file limit.
 //!
 //! Paths into the repository (`tests/fixtures`, `tests/clients`, `target/clients`) are resolved
 //! from the repository root, the parent of this crate's directory: see [`repo_path`].
@@ -34,14 +38,19 @@ pub mod ca;
 pub mod client;
 pub mod clients;
 pub mod edges;
+pub mod fast_salesforce;
 pub mod faults;
 pub mod logins;
+pub mod process;
 pub mod proxy;
 pub mod routes;
 pub mod salesforce;
 pub mod upstreams;
 
-pub use bin::{run_to_end, strip_ansi, Binary, BinaryProxy, Finished, RunningBinary};
+pub use bin::{
+    clean_env, profile_dir, run_to_end, strip_ansi, Binary, BinaryProxy, Finished, LoadConfig,
+    ProxyProcess, RunningBinary,
+};
 pub use ca::TestCa;
 pub use client::*;
 pub use logins::*;

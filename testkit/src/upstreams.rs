@@ -10,14 +10,17 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::CertificateDer;
+use rustls::server::ResolvesServerCertUsingSni;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-fn server_config_builder() -> rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier> {
+pub(crate) fn server_config_builder(
+) -> rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier> {
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .expect("ring supports the default protocol versions")
@@ -42,6 +45,29 @@ where
         .await;
 }
 
+/// One leaf certificate per host name from `ca`, chosen by SNI.
+pub(crate) fn sni_resolver(ca: &TestCa, hosts: &[&str]) -> Arc<ResolvesServerCertUsingSni> {
+    let mut resolver = ResolvesServerCertUsingSni::new();
+    for host in hosts {
+        resolver
+            .add(host, ca.issue(&[host]).certified_key())
+            .expect("add SNI certificate");
+    }
+    Arc::new(resolver)
+}
+
+/// TLS with the certificates of `resolver`, offering `alpn`.
+pub(crate) fn sni_acceptor(
+    resolver: Arc<ResolvesServerCertUsingSni>,
+    alpn: &[&[u8]],
+) -> TlsAcceptor {
+    let mut config = server_config_builder()
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsAcceptor::from(Arc::new(config))
+}
+
 /// A stand-in for Salesforce: TLS on 127.0.0.1 with its own test CA, one certificate per
 /// [`SALESFORCE_HOSTS`] name chosen by SNI, ALPN h2 and http/1.1, serving [`routes`]; its
 /// OAuth endpoints start with [`World::standard`] (change it with [`FakeSalesforce::edit`]).
@@ -64,19 +90,7 @@ impl FakeSalesforce {
 
     pub async fn start_with_alpn(alpn: &[&[u8]]) -> FakeSalesforce {
         let ca = TestCa::new("Fake Salesforce Test CA");
-        let resolver = {
-            let mut r = rustls::server::ResolvesServerCertUsingSni::new();
-            for host in SALESFORCE_HOSTS {
-                r.add(host, ca.issue(&[host]).certified_key())
-                    .expect("add SNI certificate");
-            }
-            r
-        };
-        let mut config = server_config_builder()
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(resolver));
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let acceptor = sni_acceptor(sni_resolver(&ca, SALESFORCE_HOSTS), alpn);
         let (listener, addr) = bind().await;
         let shared = Shared::with_oauth(OAuthState::with_world(World::standard()));
         let s = shared.clone();
@@ -299,43 +313,99 @@ impl TunnelServer {
 /// Appended by [`TcpEchoServer`] once it has read end-of-stream from its client.
 pub const EOF_MARKER: &[u8] = b"<saw eof>";
 
-/// Raw TCP: echoes every byte back; when the client shuts down its write side, sends
-/// [`EOF_MARKER`] and closes.
+/// Raw TCP: echoes every byte back. [`start`](Self::start) (the tests'): when the client shuts
+/// down its write side, sends [`EOF_MARKER`] and closes. [`start_for_load`](Self::start_for_load)
+/// (the benchmark's and the soak tool's, thousands of tunnels): `TCP_NODELAY`, a deep listen
+/// backlog, a small buffer per connection, and on end-of-stream just a shutdown.
 pub struct TcpEchoServer {
     addr: SocketAddr,
+    /// Connections currently open.
+    open: Arc<AtomicUsize>,
+}
+
+/// How a [`TcpEchoServer`] serves.
+#[derive(Clone, Copy)]
+enum EchoKind {
+    Test,
+    Load,
 }
 
 impl TcpEchoServer {
     pub async fn start() -> TcpEchoServer {
         let (listener, addr) = bind().await;
+        TcpEchoServer::serve(listener, addr, EchoKind::Test)
+    }
+
+    /// The echo server of the load tools (see the type's doc).
+    pub fn start_for_load() -> std::io::Result<TcpEchoServer> {
+        let listener = bind_loopback_deep()?;
+        let addr = listener.local_addr()?;
+        Ok(TcpEchoServer::serve(listener, addr, EchoKind::Load))
+    }
+
+    fn serve(listener: TcpListener, addr: SocketAddr, kind: EchoKind) -> TcpEchoServer {
+        let open = Arc::new(AtomicUsize::new(0));
+        let counter = open.clone();
         tokio::spawn(async move {
-            while let Ok((mut tcp, _)) = listener.accept().await {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let counter = counter.clone();
                 tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        match tcp.read(&mut buf).await {
-                            Ok(0) => {
-                                let _ = tcp.write_all(EOF_MARKER).await;
-                                let _ = tcp.shutdown().await;
-                                return;
-                            }
-                            Ok(n) => {
-                                if tcp.write_all(&buf[..n]).await.is_err() {
-                                    return;
-                                }
-                            }
-                            Err(_) => return,
+                    match kind {
+                        EchoKind::Test => {
+                            echo(tcp, &mut vec![0u8; 64 * 1024], Some(EOF_MARKER)).await
+                        }
+                        EchoKind::Load => {
+                            let _ = tcp.set_nodelay(true);
+                            echo(tcp, &mut [0u8; 512], None).await
                         }
                     }
+                    counter.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
-        TcpEchoServer { addr }
+        TcpEchoServer { addr, open }
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
+
+    /// Client connections open now (accepted and not yet closed by the echo side).
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+}
+
+/// Echo until end-of-stream (then `at_eof`, if any, and a shutdown) or an error.
+async fn echo(mut tcp: TcpStream, buf: &mut [u8], at_eof: Option<&[u8]>) {
+    loop {
+        match tcp.read(buf).await {
+            Ok(0) => {
+                if let Some(marker) = at_eof {
+                    let _ = tcp.write_all(marker).await;
+                }
+                let _ = tcp.shutdown().await;
+                return;
+            }
+            Ok(n) => {
+                if tcp.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+/// 127.0.0.1, port 0, with a 4096-deep listen backlog, so that no SYN is dropped when a load
+/// tool opens hundreds of connections at once (the fakes and echo servers of the benchmark and
+/// the soak tool).
+pub fn bind_loopback_deep() -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    socket.listen(4096)
 }
 
 /// Accepts TCP connections and never reads or writes on them.
