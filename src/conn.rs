@@ -80,10 +80,11 @@ impl Target {
     }
 }
 
-/// The span of one request: method and path, never the query (a token request's query
-/// string may carry a password). On an intercepted connection the host is the connection's.
-pub fn request_span(method: &http::Method, uri: &Uri) -> tracing::Span {
-    tracing::info_span!("request", method = %method, path = uri.path())
+/// The span of one request on `conn`: method and path, never the query (a token request's
+/// query string may carry a password); the host is the connection's. Its parent is named:
+/// hyper runs each HTTP/2 stream as a task of its own, outside the connection's span.
+pub fn request_span(conn: &ClientConn, method: &http::Method, uri: &Uri) -> tracing::Span {
+    tracing::info_span!(parent: &conn.span, "request", method = %method, path = uri.path())
 }
 
 /// The span of one absolute-form `http://` request on the proxy port: its host too, since one

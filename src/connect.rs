@@ -27,10 +27,9 @@ where
     let config = state.config_snapshot();
     let io = IdleTimeout::new(tcp, conn.activity.clone());
     let svc_state = state.clone();
-    let span = conn.span.clone();
-    let svc = hyper::service::service_fn(move |req| {
-        front(req, conn.clone(), svc_state.clone()).instrument(span.clone())
-    });
+    // HTTP/1.1: hyper polls each request's future inside the connection's, so it runs in the
+    // connection's span (this function's caller instruments the connection).
+    let svc = hyper::service::service_fn(move |req| front(req, conn.clone(), svc_state.clone()));
     // `with_upgrades` is what lets a CONNECT's 200 hand the socket over to
     // `hyper::upgrade::on`; without it the upgrade silently never happens.
     let served = hyper::server::conn::http1::Builder::new()

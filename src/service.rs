@@ -20,7 +20,7 @@ pub async fn handle(
     conn: Arc<ClientConn>,
     state: Arc<State>,
 ) -> Result<Response<Body>, Infallible> {
-    let span = request_span(req.method(), req.uri());
+    let span = request_span(&conn, req.method(), req.uri());
     Ok(dispatch(req, &target, &conn, &state).instrument(span).await)
 }
 

@@ -114,3 +114,60 @@ async fn binary_forwards_an_unmapped_login_unchanged() {
     assert_eq!(events[0]["action"], "unmapped");
     assert_eq!(events[0]["instance_url"], "https://acme.my.salesforce.com");
 }
+
+/// The `spans` of a JSON log line, by span name.
+fn span<'a>(line: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    line["spans"]
+        .as_array()
+        .and_then(|spans| spans.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no `{name}` span in {line}"))
+}
+
+#[tokio::test]
+async fn log_lines_name_their_client_connection_and_request_but_never_the_query() {
+    const GONE: &str = "gone.my.salesforce.com";
+    let up = Upstreams::start().await;
+    let builder = TestProxy::builder()
+        .connect_to(&format!("{GONE}:443"), closed_port())
+        .extra_toml(&acme_mapping());
+    let bin = BinaryProxy::start(GRANTSHIFT, &up, &builder, "json", None).await;
+
+    // A login over HTTP/1.1: its `token request` line sits in both spans.
+    assert_eq!(
+        bin.login(LOGIN_HOST, &acme_password_form()).await.status,
+        200
+    );
+    let token = &bin.bin.wait_for_json_logs("token request", 1).await[0];
+    let conn = span(token, "conn");
+    assert_eq!(conn["listener"], "proxy", "{token}");
+    assert_eq!(conn["kind"], "intercept", "{token}");
+    assert_eq!(conn["host"], LOGIN_HOST, "{token}");
+    let client: std::net::SocketAddr = conn["client"].as_str().unwrap().parse().unwrap();
+    assert!(client.ip().is_loopback(), "{token}");
+    let request = span(token, "request");
+    assert_eq!(request["method"], "POST", "{token}");
+    assert_eq!(request["path"], TOKEN_PATH, "{token}");
+
+    // A failing request over HTTP/2 (hyper runs each stream as a task of its own): the
+    // warning names the connection and the path, not the query string.
+    let mut h2 = bin.intercepted(GONE, Http::H2).await;
+    let reply = h2
+        .get(GONE, "/services/data?password=pw-SECRET-in-a-query")
+        .await;
+    assert_eq!(reply.status, 502);
+    let failed = &bin
+        .bin
+        .wait_for_json_logs("upstream request failed", 1)
+        .await[0];
+    assert_eq!(failed["level"], "WARN", "{failed}");
+    assert_eq!(span(failed, "conn")["host"], GONE, "{failed}");
+    assert_eq!(
+        span(failed, "request")["path"],
+        "/services/data",
+        "{failed}"
+    );
+    assert!(
+        !bin.bin.stderr().contains("pw-SECRET-in-a-query"),
+        "{failed}"
+    );
+}
