@@ -54,33 +54,47 @@ async fn front(
     conn: Arc<ClientConn>,
     state: Arc<State>,
 ) -> Result<Response<Body>, Infallible> {
+    let is_connect = req.method() == Method::CONNECT;
+    let mut resp = route(req, conn, state).await;
+    if is_connect && !resp.status().is_success() {
+        // Bytes a client sent right behind its CONNECT were meant for the tunnel: they must
+        // not be read as proxy requests once the tunnel is refused.
+        resp.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    Ok(resp)
+}
+
+async fn route(req: Request<Incoming>, conn: Arc<ClientConn>, state: Arc<State>) -> Response<Body> {
     {
         let config = state.config();
         if !access::client_allowed(&config.proxy.allow_clients, conn.addr.ip()) {
             tracing::info!("refused: client address not in proxy.allow_clients");
-            return Ok(text_response(
+            return text_response(
                 StatusCode::FORBIDDEN,
                 "grantshift: this client address may not use the proxy",
-            ));
+            );
         }
         if let Some(auth) = &config.proxy.auth_resolved {
             if !auth.accepts(req.headers()) {
                 tracing::info!("proxy authentication required or failed");
-                return Ok(challenge());
+                return challenge();
             }
         }
     }
     if req.method() == Method::CONNECT {
-        return Ok(connect(req, conn, state).await);
+        return connect(req, conn, state).await;
     }
     if req.uri().scheme() == Some(&http::uri::Scheme::HTTP) && req.uri().authority().is_some() {
         let span = plain_request_span(req.method(), req.uri());
-        return Ok(forward_plain(req, &state).instrument(span).await);
+        return forward_plain(req, &state).instrument(span).await;
     }
-    Ok(text_response(
+    text_response(
         StatusCode::BAD_REQUEST,
         "grantshift: this is a forward proxy: send CONNECT host:port, or an absolute http:// URI",
-    ))
+    )
 }
 
 /// `CONNECT host:port`: refuse ports outside `allowed_connect_ports`; intercept listed hosts;

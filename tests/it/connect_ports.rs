@@ -54,3 +54,47 @@ async fn port_443_is_refused_when_not_listed() {
     assert_eq!(proxy.connect("login.salesforce.com:443").await.0, 403);
     assert_eq!(proxy.connect("tunnel.example:8443").await.0, 200);
 }
+
+#[tokio::test]
+async fn a_refused_connect_closes_the_connection_so_bytes_behind_it_are_never_served() {
+    let plain = PlainHttpServer::start().await;
+    let proxy = TestProxy::builder()
+        .connect_to("plain.example:80", plain.addr())
+        .connect_to("gone.example:443", closed_port())
+        .start()
+        .await;
+    for (what, authority, status) in [
+        ("a port not allowed", "login.salesforce.com:22", "403"),
+        ("an unreachable host", "gone.example:443", "502"),
+    ] {
+        // A client that sends bytes right behind its CONNECT (a body, then what looks like a
+        // proxy request) before it has read the answer.
+        let request = format!(
+            "CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 5\r\n\r\nhello\
+             GET http://plain.example/echo HTTP/1.1\r\nHost: plain.example\r\n\r\n"
+        );
+        let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut s, request.as_bytes())
+            .await
+            .unwrap();
+        let got = faults::read_until_closed(&mut s, 10, what).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {text}"
+        );
+        assert_eq!(
+            text.matches("HTTP/1.1 ").count(),
+            1,
+            "{what}: one answer, then the connection closes: {text}"
+        );
+        assert!(
+            text.to_ascii_lowercase().contains("connection: close"),
+            "{what}: {text}"
+        );
+    }
+    assert!(
+        plain.requests().is_empty(),
+        "nothing behind a refused CONNECT was forwarded"
+    );
+}
