@@ -23,59 +23,17 @@ pub async fn serve_intercepted<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
-        Ok(start) => start,
-        Err(e) => {
-            tracing::debug!(error = %e, "no TLS ClientHello");
-            return;
-        }
+    // The TLS handshake is the head of an intercepted connection: it must be done within
+    // header_read_timeout, as a request head must (a client that sends nothing after its
+    // CONNECT would otherwise hold the connection until idle_timeout).
+    let deadline = state.config().proxy.header_read_timeout;
+    let Ok(accepted) = tokio::time::timeout(deadline, handshake(io, target, &conn, &state)).await
+    else {
+        tracing::debug!(after = ?deadline, "no TLS handshake within header_read_timeout; closing");
+        return;
     };
-    let sni = start.client_hello().server_name().map(str::to_owned);
-    // grantshift never mints certificates for names the operator did not list.
-    let intercepted = |name: &str| state.config().intercept.hosts.matches(name);
-    let (target, cert_host) = match (target, sni) {
-        (Some(target), None) => {
-            let host = target.host.clone();
-            (target, host)
-        }
-        (Some(target), Some(sni))
-            if sni.eq_ignore_ascii_case(&target.host) || intercepted(&sni) =>
-        {
-            (target, sni)
-        }
-        (Some(target), Some(sni)) => {
-            tracing::warn!(connect_host = %target.host, %sni, "SNI names a host that is not intercepted; closing");
-            return;
-        }
-        (None, Some(sni)) if intercepted(&sni) => {
-            conn.became("intercept", &sni);
-            (
-                Target {
-                    host: sni.to_ascii_lowercase(),
-                    port: 443,
-                },
-                sni,
-            )
-        }
-        (None, sni) => {
-            // The transparent listener is no open relay: only listed hosts are served.
-            tracing::warn!(sni = ?sni, "transparent TLS: SNI missing or not an intercepted host; refusing");
-            return;
-        }
-    };
-    let tls_config = match state.ca.server_config_for(&cert_host) {
-        Ok(config) => config,
-        Err(e) => {
-            tracing::error!(host = %cert_host, error = %e, "cannot mint leaf certificate");
-            return;
-        }
-    };
-    let tls = match start.into_stream(tls_config).await {
-        Ok(tls) => tls,
-        Err(e) => {
-            tracing::debug!(host = %cert_host, error = %e, "client TLS handshake failed (does it trust grantshift's CA?)");
-            return;
-        }
+    let Some((tls, target)) = accepted else {
+        return;
     };
     let _active = state
         .metrics
@@ -108,4 +66,72 @@ pub async fn serve_intercepted<IO>(
     if let Err(e) = ended {
         tracing::debug!(error = %e, "intercepted connection ended with an error");
     }
+}
+
+/// Read the ClientHello, pick the target and the leaf for its name, and complete the
+/// handshake; `None` (logged) when the connection is not to be served.
+async fn handshake<IO>(
+    io: IO,
+    target: Option<Target>,
+    conn: &ClientConn,
+    state: &State,
+) -> Option<(tokio_rustls::server::TlsStream<IO>, Target)>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = match LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io).await {
+        Ok(start) => start,
+        Err(e) => {
+            tracing::debug!(error = %e, "no TLS ClientHello");
+            return None;
+        }
+    };
+    let sni = start.client_hello().server_name().map(str::to_owned);
+    // grantshift never mints certificates for names the operator did not list.
+    let intercepted = |name: &str| state.config().intercept.hosts.matches(name);
+    let (target, cert_host) = match (target, sni) {
+        (Some(target), None) => {
+            let host = target.host.clone();
+            (target, host)
+        }
+        (Some(target), Some(sni))
+            if sni.eq_ignore_ascii_case(&target.host) || intercepted(&sni) =>
+        {
+            (target, sni)
+        }
+        (Some(target), Some(sni)) => {
+            tracing::warn!(connect_host = %target.host, %sni, "SNI names a host that is not intercepted; closing");
+            return None;
+        }
+        (None, Some(sni)) if intercepted(&sni) => {
+            conn.became("intercept", &sni);
+            (
+                Target {
+                    host: sni.to_ascii_lowercase(),
+                    port: 443,
+                },
+                sni,
+            )
+        }
+        (None, sni) => {
+            // The transparent listener is no open relay: only listed hosts are served.
+            tracing::warn!(sni = ?sni, "transparent TLS: SNI missing or not an intercepted host; refusing");
+            return None;
+        }
+    };
+    let tls_config = match state.ca.server_config_for(&cert_host) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(host = %cert_host, error = %e, "cannot mint leaf certificate");
+            return None;
+        }
+    };
+    let tls = match start.into_stream(tls_config).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::debug!(host = %cert_host, error = %e, "client TLS handshake failed (does it trust grantshift's CA?)");
+            return None;
+        }
+    };
+    Some((tls, target))
 }

@@ -96,6 +96,33 @@ async fn slowloris_half_request_head_is_disconnected_after_header_read_timeout()
 }
 
 #[tokio::test]
+async fn a_client_that_sends_no_tls_handshake_after_connect_is_disconnected() {
+    // idle_timeout stays far away: only header_read_timeout can close the silent client.
+    let proxy = TestProxy::builder()
+        .proxy("header_read_timeout = \"300ms\"")
+        .proxy("idle_timeout = \"60s\"")
+        .start()
+        .await;
+    let (status, mut silent) = proxy.connect("login.salesforce.com:443").await;
+    assert_eq!(status, 200, "an intercepted host is answered at once");
+
+    // Meanwhile a normal client is intercepted and served.
+    let mut ok = proxy.intercepted("login.salesforce.com", Http::H1).await;
+    assert_eq!(ok.get("login.salesforce.com", "/echo").await.status, 200);
+
+    let got = read_until_closed(
+        &mut silent,
+        5,
+        "the client without a TLS handshake being disconnected",
+    )
+    .await;
+    assert!(
+        got.is_empty(),
+        "nothing is sent to a client that never said hello: {got:?}"
+    );
+}
+
+#[tokio::test]
 async fn slowloris_half_request_head_inside_interception_is_disconnected() {
     let proxy = TestProxy::builder()
         .proxy("header_read_timeout = \"300ms\"")
