@@ -33,14 +33,33 @@ pub fn suggested_credentials(report: &Report) -> String {
                 "certs/REPLACE-with-the-connected-app-key.pem".into(),
             );
         }
+        // The hint quotes what clients sent (usernames, client ids): one comment line, always.
         out.push_str(&format!(
             "\n# {}: {}\n[[credentials]]\n",
             row.verdict.as_str(),
-            row.hint
+            printable(&row.hint)
         ));
         out.push_str(&toml::to_string(&entry).expect("table serializes"));
     }
     out
+}
+
+/// `text` with every control character (newlines, escape sequences) written as its Rust
+/// escape (`\n`, `\u{1b}`): text an attacker may have shaped stays one inert line.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// An aligned plain-text table for terminals.
@@ -60,6 +79,7 @@ pub fn table(report: &Report) -> String {
         .credentials
         .iter()
         .map(|r| {
+            // Cells quote what clients sent: no control character reaches the terminal.
             [
                 r.verdict.as_str().to_string(),
                 r.client_id.clone(),
@@ -74,6 +94,7 @@ pub fn table(report: &Report) -> String {
                 r.counts.values().sum::<u64>().to_string(),
                 r.hint.clone(),
             ]
+            .map(|cell| printable(&cell).into_owned())
         })
         .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -244,5 +265,57 @@ mod tests {
         assert!(!page.contains("<script>"));
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("a&amp;b@x.com"));
+    }
+
+    fn shared_app_report(evil: &str) -> Report {
+        let mut b = ReportBuilder::default();
+        for username in ["a@acme.com", evil] {
+            let mut e = Event::new("127.0.0.1:1".parse().unwrap(), "login.salesforce.com");
+            e.grant = Some("password".into());
+            e.client_id = Some("app".into());
+            e.username = Some(username.into());
+            e.action = crate::telemetry::events::Action::Observed;
+            e.status = 200;
+            e.org_id = Some("00D000000000001AAA".into());
+            e.instance_url = Some("https://acme.my.salesforce.com".into());
+            b.add(&e);
+        }
+        b.report()
+    }
+
+    #[test]
+    fn a_username_cannot_forge_a_suggested_credentials_entry() {
+        let evil = "x@acme.com\n[[credentials]]\nusername = \"victim@acme.com\"\nmy_domain = \"evil.my.salesforce.com\"\n#";
+        let text = suggested_credentials(&shared_app_report(evil));
+        let parsed: toml::Table = toml::from_str(&text).expect(&text);
+        let entries = parsed["credentials"].as_array().unwrap();
+        assert_eq!(entries.len(), 2, "{text}");
+        let usernames: Vec<&str> = entries
+            .iter()
+            .map(|e| e["username"].as_str().unwrap())
+            .collect();
+        assert!(
+            usernames.contains(&evil),
+            "the set is kept as it was sent: {text}"
+        );
+        assert!(!usernames.contains(&"victim@acme.com"), "{text}");
+        assert!(
+            entries
+                .iter()
+                .all(|e| e["my_domain"].as_str() == Some("acme.my.salesforce.com")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_terminal_table_prints_no_control_characters() {
+        let evil = "x@acme.com\u{1b}[2J\nFORGED  row";
+        let text = table(&shared_app_report(evil));
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert_eq!(text.lines().count(), 3, "a header and two rows: {text}");
+        assert!(text.contains("x@acme.com\\u{1b}[2j\\nforged"), "{text}");
     }
 }
