@@ -174,13 +174,27 @@ async fn connect(
     Response::new(empty_body())
 }
 
-/// Absolute-form `http://host/path`: forwarded unchanged but for hop-by-hop fields (no
-/// rewriting here: Salesforce is HTTPS-only).
+/// Absolute-form `http://host/path`: forwarded unchanged but for hop-by-hop fields and a
+/// `Host` made from the target (no rewriting here: Salesforce is HTTPS-only).
 async fn forward_plain(req: Request<Incoming>, state: &State) -> Response<Body> {
     let host = req.uri().host().unwrap_or_default().to_string();
     let _active = state.metrics.open(Kind::Http);
     let (mut parts, body) = req.into_parts();
     hop_by_hop::strip(&mut parts.headers);
+    // RFC 9112 §3.2.2: the Host of an absolute-form request is made from its target, never
+    // forwarded as received (which could name another host, or be sent twice).
+    let authority = match parts.uri.port_u16() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.clone(),
+    };
+    match http::HeaderValue::from_str(&authority) {
+        Ok(value) => {
+            parts.headers.insert(http::header::HOST, value);
+        }
+        Err(_) => {
+            parts.headers.remove(http::header::HOST);
+        }
+    }
     forward(Request::from_parts(parts, body.boxed()), &host, state).await
 }
 

@@ -155,3 +155,28 @@ async fn plain_http_to_refused_upstream_gets_502_naming_host() {
     assert_eq!(reply.status, 502);
     assert!(reply.text().contains("gone.test"), "{}", reply.text());
 }
+
+#[tokio::test]
+async fn the_host_of_an_absolute_form_request_is_made_from_its_target() {
+    let (proxy, plain) = proxy_with_plain_upstream().await;
+    for (target, host) in [
+        ("http://plain.test/echo?n=1", "plain.test"),
+        ("http://plain.test:8080/echo?n=2", "plain.test:8080"),
+    ] {
+        // Two Host fields, neither naming the target (RFC 9112 §3.2.2: a proxy generates Host
+        // from the request target rather than forwarding the received one).
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nHost: evil.example\r\nX-A: 1\r\nHost: other.example\r\n\r\n"
+        );
+        let (status, _, _) = raw_request(proxy.addr(), request.as_bytes()).await;
+        assert_eq!(status, 200, "{target}");
+        let seen = plain.requests().pop().unwrap();
+        let hosts: Vec<&str> = seen
+            .headers
+            .iter()
+            .filter(|(n, _)| n == "host")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(hosts, [host], "{target}: {:?}", seen.headers);
+    }
+}
