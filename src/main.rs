@@ -152,9 +152,9 @@ fn ca(config: Option<PathBuf>) -> anyhow::Result<()> {
         Arc::new(rustls::crypto::ring::default_provider()),
     )?;
     let path = ca.cert_path().display().to_string();
-    println!("grantshift CA certificate: {path}\n");
-    print!("{}", ca.cert_pem());
-    println!(
+    out(&format!("grantshift CA certificate: {path}\n\n"))?;
+    out(ca.cert_pem())?;
+    out(&format!(
         "
 Clients must trust this certificate (only the certificate: never copy the key).
 
@@ -168,9 +168,9 @@ Clients must trust this certificate (only the certificate: never copy the key).
   Debian/Ubuntu: sudo cp {path} /usr/local/share/ca-certificates/grantshift-ca.crt \\
                    && sudo update-ca-certificates
 
-Then point the client at the proxy: export HTTPS_PROXY=http://127.0.0.1:3128"
-    );
-    Ok(())
+Then point the client at the proxy: export HTTPS_PROXY=http://127.0.0.1:3128
+"
+    ))
 }
 
 fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
@@ -190,9 +190,10 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
     };
     let handle = Arc::new(arc_swap::ArcSwap::from_pointee(config.clone()));
     grantshift::upstream::Dialer::new(handle, Arc::new(rustls::crypto::ring::default_provider()))?;
-    println!("# config OK (CA {ca_state}); effective settings:");
-    print!("{}", config.to_toml());
-    Ok(())
+    out(&format!(
+        "# config OK (CA {ca_state}); effective settings:\n{}",
+        config.to_toml()
+    ))
 }
 
 fn report(
@@ -217,14 +218,26 @@ fn report(
     events.iter().for_each(|e| builder.add(e));
     let report = builder.report();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out(&(serde_json::to_string_pretty(&report)? + "\n"))
     } else if suggest_config {
-        print!(
-            "{}",
-            grantshift::telemetry::render::suggested_credentials(&report)
-        );
+        out(&grantshift::telemetry::render::suggested_credentials(
+            &report,
+        ))
     } else {
-        print!("{}", grantshift::telemetry::render::table(&report));
+        out(&grantshift::telemetry::render::table(&report))
     }
-    Ok(())
+}
+
+/// Write a command's output to stdout. A reader that has gone (`grantshift check | head -1`)
+/// ends the output quietly, as it does for other command-line tools, instead of a panic.
+fn out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }

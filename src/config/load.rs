@@ -70,9 +70,9 @@ impl Config {
         match path.map(Path::to_path_buf).or(from_env) {
             Some(file) => Config::load_file(&file),
             None => {
-                let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
+                let cwd = std::env::current_dir().map_err(|error| ConfigError::Read {
                     file: "(working directory)".into(),
-                    source,
+                    error,
                 })?;
                 Config::parse("(defaults)", "", &cwd, &ProcessSecrets)
             }
@@ -81,9 +81,9 @@ impl Config {
 
     /// Load and validate one file.
     pub fn load_file(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(file).map_err(|error| ConfigError::Read {
             file: file.display().to_string(),
-            source,
+            error,
         })?;
         let base = file
             .parent()

@@ -24,11 +24,10 @@ pub const DEFAULT_LEAF_CACHE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
+    /// The OS error is part of the message, not a `source`: printed with its chain
+    /// (`{:#}`), the error would name it twice.
+    #[error("{file}: cannot read: {error}")]
+    Read { file: String, error: std::io::Error },
     #[error("{file}: {key}: {problem}")]
     Invalid {
         file: String,

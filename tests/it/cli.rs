@@ -133,3 +133,44 @@ async fn grantshift_config_env_names_the_file_when_c_is_absent() {
         "-c must override GRANTSHIFT_CONFIG: {out:?}"
     );
 }
+
+#[tokio::test]
+async fn a_file_that_cannot_be_read_is_named_with_the_os_error_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let out = check(dir.path(), &["-c", missing.to_str().unwrap()], None).await;
+    assert!(!out.status.success(), "{out:?}");
+    let line = out.stderr.trim_end();
+    assert!(line.contains("nope.toml: cannot read"), "{line}");
+    assert_eq!(
+        line.matches("No such file or directory").count(),
+        1,
+        "the OS error once: {line}"
+    );
+}
+
+#[tokio::test]
+async fn output_into_a_closed_pipe_ends_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "grantshift.toml", GOOD);
+    let mut cmd = GRANTSHIFT.command(dir.path());
+    cmd.arg("check")
+        .arg("-c")
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = within(30, "grantshift check writing into a closed pipe", async {
+        tokio::task::spawn_blocking(move || {
+            let mut child = cmd.spawn().expect("start grantshift check");
+            // The reader goes away before the output is written (`grantshift check | head -0`).
+            drop(child.stdout.take());
+            child.wait_with_output().expect("wait for grantshift check")
+        })
+        .await
+        .unwrap()
+    })
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+}
