@@ -2,6 +2,7 @@
 //! report and the rollout rules). Read-only and secret-free by construction: it only renders
 //! metrics, the report and the rollout rules.
 
+use crate::access;
 use crate::body::{full_body, text_response, Body};
 use crate::server::accept_loop;
 use crate::state::State;
@@ -9,7 +10,7 @@ use crate::telemetry::render;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -31,12 +32,32 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) {
         |tcp, peer, slot| {
             let conn_state = state.clone();
             let span = tracing::info_span!("admin", client = %peer);
+            let config = state.config();
+            // The proxy's client allow-list covers the admin server too: it shows who logs in.
+            let allowed = access::client_allowed(&config.proxy.allow_clients, peer.ip());
+            let header_read_timeout = config.proxy.header_read_timeout;
+            drop(config);
             state.tasks.spawn(
                 async move {
                     let _slot = slot;
                     let svc_state = conn_state.clone();
-                    let svc = hyper::service::service_fn(move |req| route(req, svc_state.clone()));
+                    let svc = hyper::service::service_fn(move |req| {
+                        let state = svc_state.clone();
+                        async move {
+                            if !allowed {
+                                tracing::info!("admin: client address not in proxy.allow_clients");
+                                return Ok(text_response(
+                                    StatusCode::FORBIDDEN,
+                                    "grantshift: this client address may not use the admin server",
+                                ));
+                            }
+                            route(req, state).await
+                        }
+                    });
+                    // A request head must arrive in time here as on the proxy port (slowloris).
                     let served = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header_read_timeout)
                         .serve_connection(TokioIo::new(tcp), svc);
                     let ended = conn_state
                         .tasks

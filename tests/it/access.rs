@@ -355,6 +355,42 @@ async fn client_outside_allow_clients_gets_403() {
 }
 
 #[tokio::test]
+async fn the_admin_server_answers_403_outside_allow_clients_and_200_inside() {
+    for (ranges, status) in [("10.0.0.0/8", 403), ("127.0.0.0/8", 200)] {
+        let proxy = TestProxy::builder()
+            .proxy(&format!("allow_clients = [\"{ranges}\"]"))
+            .start()
+            .await;
+        for path in ["/healthz", "/metrics", "/report", "/"] {
+            let reply = admin_get(proxy.admin_addr(), path).await;
+            assert_eq!(reply.status, status, "{path} with allow_clients {ranges}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slow_admin_request_head_is_disconnected_after_header_read_timeout() {
+    let proxy = TestProxy::builder()
+        .proxy("header_read_timeout = \"300ms\"")
+        .proxy("idle_timeout = \"60s\"")
+        .start()
+        .await;
+    let mut slow = tokio::net::TcpStream::connect(proxy.admin_addr())
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut slow, b"GET /metrics HTTP/1.1\r\nHost: adm")
+        .await
+        .unwrap();
+    assert_eq!(admin_get(proxy.admin_addr(), "/healthz").await.status, 200);
+    let got =
+        faults::read_until_closed(&mut slow, 5, "the slow admin client being disconnected").await;
+    assert!(
+        !String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+        "a half request head is never answered: {got:?}"
+    );
+}
+
+#[tokio::test]
 async fn client_inside_allow_clients_is_served() {
     let proxy = TestProxy::builder()
         .proxy("allow_clients = [\"127.0.0.0/8\"]")
