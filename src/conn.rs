@@ -51,6 +51,14 @@ impl ClientConn {
     }
 }
 
+/// The one form of a host name that grantshift matches, records and dials: ASCII lowercase,
+/// without the brackets of an IPv6 literal and without a trailing dot (`LOGIN.salesforce.com.`
+/// and `login.salesforce.com` are the same host, and must meet the same rollout rule).
+pub fn canonical_host(host: &str) -> String {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
 /// Where an intercepted connection's requests go: the CONNECT authority (or the SNI, port
 /// 443, on the transparent TLS listener).
 #[derive(Debug, Clone)]
@@ -92,4 +100,23 @@ pub fn request_span(conn: &ClientConn, method: &http::Method, uri: &Uri) -> trac
 pub fn plain_request_span(method: &http::Method, uri: &Uri) -> tracing::Span {
     let host = uri.host().unwrap_or_default();
     tracing::info_span!("request", method = %method, host, path = uri.path())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_host;
+
+    #[test]
+    fn hosts_compare_in_one_form() {
+        assert_eq!(
+            canonical_host("LOGIN.Salesforce.com."),
+            "login.salesforce.com"
+        );
+        assert_eq!(
+            canonical_host("login.salesforce.com"),
+            "login.salesforce.com"
+        );
+        assert_eq!(canonical_host("[::1]"), "::1");
+        assert_eq!(canonical_host("a."), "a");
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::access;
 use crate::body::{empty_body, text_response, Body};
-use crate::conn::{plain_request_span, ClientConn, Target};
+use crate::conn::{canonical_host, plain_request_span, ClientConn, Target};
 use crate::forward::{forward, upstream_failed};
 use crate::hop_by_hop;
 use crate::idle::IdleTimeout;
@@ -104,15 +104,11 @@ async fn connect(
     conn: Arc<ClientConn>,
     state: Arc<State>,
 ) -> Response<Body> {
-    let Some((host, port)) = req.uri().authority().and_then(|a| {
-        Some((
-            a.host()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string(),
-            a.port_u16()?,
-        ))
-    }) else {
+    let Some((host, port)) = req
+        .uri()
+        .authority()
+        .and_then(|a| Some((canonical_host(a.host()), a.port_u16()?)))
+    else {
         return text_response(
             StatusCode::BAD_REQUEST,
             "grantshift: CONNECT needs host:port",
@@ -177,15 +173,20 @@ async fn connect(
 /// Absolute-form `http://host/path`: forwarded unchanged but for hop-by-hop fields and a
 /// `Host` made from the target (no rewriting here: Salesforce is HTTPS-only).
 async fn forward_plain(req: Request<Incoming>, state: &State) -> Response<Body> {
-    let host = req.uri().host().unwrap_or_default().to_string();
+    let host = canonical_host(req.uri().host().unwrap_or_default());
     let _active = state.metrics.open(Kind::Http);
     let (mut parts, body) = req.into_parts();
     hop_by_hop::strip(&mut parts.headers);
     // RFC 9112 §3.2.2: the Host of an absolute-form request is made from its target, never
     // forwarded as received (which could name another host, or be sent twice).
+    let name = if host.contains(':') {
+        format!("[{host}]") // an IPv6 literal
+    } else {
+        host.clone()
+    };
     let authority = match parts.uri.port_u16() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.clone(),
+        Some(port) => format!("{name}:{port}"),
+        None => name,
     };
     match http::HeaderValue::from_str(&authority) {
         Ok(value) => {

@@ -222,3 +222,33 @@ async fn no_matching_rule_observes_with_reason_no_rule() {
         vec![(LOGIN_HOST.to_string(), body.into_bytes())]
     );
 }
+
+#[tokio::test]
+async fn a_trailing_dot_or_capitals_in_the_connect_host_meet_the_same_rule() {
+    // Observe the login host exactly, upgrade everything else: a login to the login host must
+    // be observed however its name is written.
+    let toml = format!(
+        "{}{}{}",
+        rollout_toml(LOGIN_HOST, "observe", 100, true),
+        rollout_toml("*", "upgrade", 100, true),
+        acme_mapping()
+    );
+    let proxy = TestProxy::start(&toml).await;
+    for written in ["login.salesforce.com.", "LOGIN.Salesforce.COM."] {
+        let (status, tcp) = connect_tunnel(proxy.addr(), &format!("{written}:443")).await;
+        assert_eq!(status, 200, "{written}");
+        let tls = tls_connect(tcp, LOGIN_HOST, proxy.ca_pem(), &[b"http/1.1"]).await;
+        let mut conn = HttpConn::handshake(tls, Http::H1).await;
+        let reply = post_form(&mut conn, LOGIN_HOST, TOKEN_PATH, &acme_password_form()).await;
+        assert_eq!(reply.status, 200, "{written}: {}", reply.text());
+        let event = proxy.next_event().await;
+        assert_eq!(event["action"], "observed", "{written}: {event}");
+        assert_eq!(event["host"], LOGIN_HOST, "{written}: {event}");
+    }
+    assert!(
+        upstream_logins(&proxy.sf)
+            .iter()
+            .all(|(host, _)| host == LOGIN_HOST),
+        "nothing was sent to the My Domain"
+    );
+}
