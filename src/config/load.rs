@@ -216,6 +216,19 @@ impl Config {
                         format!("`{domain}` is not a host name (e.g. acme.my.salesforce.com)"),
                     ));
                 }
+                // The upgraded login carries the client secret to this host, and the generic
+                // login hosts refuse client credentials.
+                if !credential.allow_non_salesforce_host && !crate::oauth::is_my_domain_host(domain)
+                {
+                    return Err((
+                        key("my_domain"),
+                        format!(
+                            "`{domain}` is not a Salesforce My Domain host (X.my.salesforce.com, \
+                             X--S.sandbox.my.salesforce.com): it would receive the client secret; \
+                             set allow_non_salesforce_host = true on this entry if it is meant"
+                        ),
+                    ));
+                }
             }
             match (credential.flow, &credential.jwt_private_key) {
                 (Flow::JwtBearer, None) => {
@@ -329,6 +342,39 @@ mod tests {
             Path::new("/etc/grantshift"),
             &std::collections::HashMap::new(),
         )
+    }
+
+    #[test]
+    fn my_domain_must_be_a_salesforce_my_domain_unless_the_entry_says_otherwise() {
+        let entry = |domain: &str, extra: &str| {
+            format!(
+                "[[credentials]]\nusername = \"int@acme.com\"\nmy_domain = \"{domain}\"\n{extra}"
+            )
+        };
+        for domain in [
+            "acme.example.com",
+            "login.salesforce.com",
+            "test.salesforce.com",
+        ] {
+            let err = parse(&entry(domain, "")).unwrap_err().to_string();
+            assert!(err.contains("credentials[0].my_domain"), "{domain}: {err}");
+            assert!(
+                err.contains("not a Salesforce My Domain host"),
+                "{domain}: {err}"
+            );
+        }
+        for domain in [
+            "acme.my.salesforce.com",
+            "acme--qa.sandbox.my.salesforce.com",
+        ] {
+            assert!(parse(&entry(domain, "")).is_ok(), "{domain}");
+        }
+        let allowed = parse(&entry(
+            "acme.example.com",
+            "allow_non_salesforce_host = true\n",
+        ))
+        .expect("allowed explicitly");
+        assert!(allowed.credentials[0].allow_non_salesforce_host);
     }
 
     #[test]

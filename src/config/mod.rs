@@ -345,6 +345,10 @@ pub struct Credential {
     pub jwt_private_key: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_audience: Option<String>,
+    /// Let `my_domain` name a host that is not a Salesforce My Domain (a test double): it
+    /// receives the client secret.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_non_salesforce_host: bool,
     /// The loaded `jwt_private_key` (redacting `Debug`; never serialized).
     #[serde(skip)]
     pub jwt_key: Option<crate::oauth::jwt::JwtKey>,
