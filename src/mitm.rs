@@ -1,7 +1,7 @@
 //! TLS termination for intercepted hosts: read the ClientHello, present a leaf for its SNI
 //! (falling back to the CONNECT host), then serve the decrypted HTTP/1.1 or HTTP/2 requests.
 
-use crate::conn::{ClientConn, Target};
+use crate::conn::{canonical_host, ClientConn, Target};
 use crate::service;
 use crate::state::State;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -107,7 +107,7 @@ where
             conn.became("intercept", &sni);
             (
                 Target {
-                    host: sni.to_ascii_lowercase(),
+                    host: canonical_host(&sni),
                     port: 443,
                 },
                 sni,
