@@ -36,6 +36,9 @@ where
         .preserve_header_case(true)
         .timer(TokioTimer::new())
         .header_read_timeout(config.proxy.header_read_timeout)
+        // The request line and header fields, exactly (the read buffer's own limit is
+        // looser: it may hold more than one read's worth).
+        .max_header_size(config.proxy.max_header_bytes)
         .max_buf_size(config.proxy.max_header_bytes)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();

@@ -5,7 +5,6 @@ use crate::conn::{canonical_host, ClientConn, Target};
 use crate::service;
 use crate::state::State;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
@@ -46,23 +45,35 @@ pub async fn serve_intercepted<IO>(
         service::handle(req, target.clone(), conn.clone(), svc_state.clone())
     });
     let config = state.config_snapshot();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .preserve_header_case(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.proxy.header_read_timeout)
-        .max_buf_size(config.proxy.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(config.proxy.max_header_bytes as u32);
-    drop(config);
-    let served = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-    let ended = state
-        .tasks
-        .serve_until_drained(served, |c| c.graceful_shutdown())
-        .await;
+    // RFC 9113 §3.2: over TLS, HTTP/2 is chosen by ALPN; everything else is HTTP/1.1.
+    let ended = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(config.proxy.max_header_bytes as u32)
+            // Every stream may hold a token body; hyper's default (200) times
+            // max_token_body per connection is what a client could make grantshift buffer.
+            .max_concurrent_streams(config.proxy.max_concurrent_streams)
+            .serve_connection(TokioIo::new(tls), svc);
+        drop(config);
+        state
+            .tasks
+            .serve_until_drained(served, |c| c.graceful_shutdown())
+            .await
+    } else {
+        let served = hyper::server::conn::http1::Builder::new()
+            .preserve_header_case(true)
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.proxy.header_read_timeout)
+            .max_header_size(config.proxy.max_header_bytes)
+            .max_buf_size(config.proxy.max_header_bytes)
+            .serve_connection(TokioIo::new(tls), svc)
+            .with_upgrades();
+        drop(config);
+        state
+            .tasks
+            .serve_until_drained(served, |c| c.graceful_shutdown())
+            .await
+    };
     if let Err(e) = ended {
         tracing::debug!(error = %e, "intercepted connection ended with an error");
     }

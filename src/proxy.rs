@@ -213,7 +213,7 @@ impl ProxyHandle {
 /// Applies a new config to a running proxy. Requests already in flight keep the snapshot they
 /// started with; open tunnels are not touched. Rollout, credentials, intercept hosts,
 /// connect_to, timeouts and the events file take effect; the listeners, `max_connections`,
-/// `leaf_cache_size`, the CA and the upstream root certificates need a restart (a reload that
+/// `leaf_cache_size`, `token_body_budget`, the CA and the upstream root certificates need a restart (a reload that
 /// changes them says so in a warning).
 #[derive(Clone)]
 pub struct Reloader {
@@ -240,6 +240,10 @@ impl Reloader {
             (
                 "proxy.leaf_cache_size",
                 old.proxy.leaf_cache_size != new.proxy.leaf_cache_size,
+            ),
+            (
+                "proxy.token_body_budget",
+                old.proxy.token_body_budget != new.proxy.token_body_budget,
             ),
             ("ca.cert", old.ca.cert != new.ca.cert),
             ("ca.key", old.ca.key != new.ca.key),

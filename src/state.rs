@@ -1,6 +1,7 @@
 //! [`State`]: what every connection of one proxy shares. Built by the proxy at start;
 //! read by every stage below it.
 
+use crate::body::MemoryBudget;
 use crate::ca::CertificateAuthority;
 use crate::config::Config;
 use crate::fault::Faults;
@@ -25,6 +26,9 @@ pub struct State {
     /// Client connections served at once (`max_connections`), on the proxy port and the
     /// transparent TLS listener together.
     pub slots: Arc<Semaphore>,
+    /// Memory for buffered token request bodies, shared by every connection
+    /// (`token_body_budget`).
+    pub token_bodies: MemoryBudget,
     /// Test-only panic points (nothing in a normal build).
     pub faults: Faults,
 }
@@ -42,6 +46,10 @@ pub struct Parts {
 impl State {
     pub fn new(parts: Parts) -> State {
         let slots = Arc::new(Semaphore::new(parts.config.load().proxy.max_connections));
+        let token_bodies = MemoryBudget::new(
+            parts.config.load().proxy.token_body_budget,
+            parts.metrics.token_body_bytes.clone(),
+        );
         State {
             config: parts.config,
             ca: parts.ca,
@@ -51,6 +59,7 @@ impl State {
             report: parts.report,
             tasks: Tasks::default(),
             slots,
+            token_bodies,
             faults: Faults::default(),
         }
     }

@@ -305,6 +305,21 @@ impl Config {
         if self.proxy.max_token_body == 0 {
             return Err(("proxy.max_token_body", "must be more than 0".into()));
         }
+        if self.proxy.token_body_budget < self.proxy.max_token_body {
+            return Err((
+                "proxy.token_body_budget",
+                format!(
+                    "must be at least proxy.max_token_body ({} bytes): otherwise no token request could be buffered whole",
+                    self.proxy.max_token_body
+                ),
+            ));
+        }
+        if self.proxy.token_body_timeout.is_zero() {
+            return Err(("proxy.token_body_timeout", "must be more than 0s".into()));
+        }
+        if self.proxy.max_concurrent_streams == 0 {
+            return Err(("proxy.max_concurrent_streams", "must be more than 0".into()));
+        }
         if self.proxy.allowed_connect_ports.is_empty() {
             return Err((
                 "proxy.allowed_connect_ports",

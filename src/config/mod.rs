@@ -70,6 +70,15 @@ pub struct ProxyConfig {
     /// Token requests larger than this are forwarded untouched (`skipped`, `body_too_large`):
     /// only a token request is ever buffered, and only this much.
     pub max_token_body: usize,
+    /// Token request bodies buffered at once, in bytes, over every connection: past it a
+    /// token request is forwarded untouched (`skipped`, `memory_budget`).
+    pub token_body_budget: usize,
+    /// A token request's body must arrive within this after its head; one that is slower is
+    /// forwarded untouched as it comes (`skipped`, `body_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub token_body_timeout: Duration,
+    /// Concurrent HTTP/2 streams a client may open on one intercepted connection.
+    pub max_concurrent_streams: u32,
     /// Basic proxy authentication; the password is read from the named environment variable.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
@@ -124,6 +133,9 @@ impl Default for ProxyConfig {
             allowed_connect_ports: vec![443],
             shutdown_grace: Duration::from_secs(30),
             max_token_body: 65536,
+            token_body_budget: 64 * 1024 * 1024,
+            token_body_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 100,
             auth: None,
             allow_clients: Vec::new(),
             max_connections: 10_000,

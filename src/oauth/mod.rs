@@ -24,6 +24,10 @@ pub fn is_token_request(method: &Method, path: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SkipReason {
     TooLarge,
+    /// The body did not arrive within `token_body_timeout`.
+    BodyTimeout,
+    /// `token_body_budget` was in use by other token requests.
+    MemoryBudget,
     Compressed,
     NotForm,
     BadEncoding,
@@ -38,6 +42,8 @@ impl SkipReason {
     pub fn as_str(self) -> &'static str {
         match self {
             SkipReason::TooLarge => "body_too_large",
+            SkipReason::BodyTimeout => "body_timeout",
+            SkipReason::MemoryBudget => "memory_budget",
             SkipReason::Compressed => "compressed",
             SkipReason::NotForm => "not_form",
             SkipReason::BadEncoding => "bad_encoding",

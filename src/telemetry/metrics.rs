@@ -73,6 +73,8 @@ pub struct Metrics {
     upstream_duration: Histogram,
     upstream_connections: Family<ProtocolLabels, Counter>,
     config_reloads: Family<ResultLabels, Counter>,
+    /// Bytes of token request bodies buffered now (the shared `token_body_budget` in use).
+    pub token_body_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -127,6 +129,12 @@ impl Metrics {
             "Config reloads (SIGHUP) by result",
             config_reloads.clone(),
         );
+        let token_body_bytes = Gauge::default();
+        registry.register(
+            "grantshift_token_body_bytes",
+            "Bytes of token request bodies buffered now (at most proxy.token_body_budget)",
+            token_body_bytes.clone(),
+        );
         // Series that should read 0 rather than be absent before anything happens.
         for kind in [Kind::Tunnel, Kind::Intercept, Kind::Http] {
             let _ = connections_total.get_or_create(&kind.label());
@@ -151,6 +159,7 @@ impl Metrics {
             upstream_duration,
             upstream_connections,
             config_reloads,
+            token_body_bytes,
         }
     }
 

@@ -1,20 +1,30 @@
 //! The non-secret facts of a token response (org, user, instance; or the error), read from a
 //! bounded copy of its body: the client still gets the bytes exactly as they came.
 
-use crate::body::{empty_body, Body, Buffered};
+use crate::body::{empty_body, Body, Buffered, Limits, Stopped};
 use crate::telemetry::events::ResponseFacts;
 use bytes::Bytes;
 use http::{HeaderMap, Response};
+use std::time::Duration;
 
 /// Token responses are small; past this a response streams on without being read.
 const MAX_TOKEN_RESPONSE: usize = 256 * 1024;
 
-/// Read a token response (up to `MAX_TOKEN_RESPONSE`, 256 KiB) for its non-secret facts, and give
-/// back a response with the same bytes.
-pub async fn read_facts(resp: Response<Body>) -> (Response<Body>, ResponseFacts) {
+/// Read a token response (up to `MAX_TOKEN_RESPONSE`, 256 KiB, and for at most `within`) for
+/// its non-secret facts, and give back a response with the same bytes. An upstream that
+/// stalls mid-body does not hold the response back: past `within` the client gets what came
+/// so far and the rest as it comes, and the facts stay unknown.
+pub async fn read_facts(resp: Response<Body>, within: Duration) -> (Response<Body>, ResponseFacts) {
     let (parts, body) = resp.into_parts();
-    match Buffered::read(body, MAX_TOKEN_RESPONSE).await {
+    let limits = Limits {
+        deadline: Some(tokio::time::Instant::now() + within),
+        ..Limits::max(MAX_TOKEN_RESPONSE)
+    };
+    match Buffered::read(body, limits).await {
         Ok(buffered) => {
+            if buffered.stopped == Some(Stopped::Deadline) {
+                tracing::debug!(after = ?within, "token response body still arriving; streaming it on unread");
+            }
             let facts = if buffered.rest.is_none() {
                 // Clients that accept gzip (python-requests does) get compressed answers:
                 // decode a copy to read the facts; the client gets the bytes as they came.

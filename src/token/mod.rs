@@ -10,11 +10,11 @@
 pub mod facts;
 pub mod plan;
 
-use crate::body::{full_body, text_response, Body, Buffered, RecordOnEnd};
+use crate::body::{full_body, text_response, Body, Buffered, Limits, RecordOnEnd, Stopped};
 use crate::conn::Target;
 use crate::forward::{to_client, upstream_failed};
 use crate::hop_by_hop;
-use crate::oauth;
+use crate::oauth::{self, SkipReason};
 use crate::state::State;
 use crate::telemetry::events::{Action, Event, UpstreamErrorInfo};
 use crate::upstream::UpstreamError;
@@ -45,7 +45,12 @@ pub async fn handle(
         let resp = forward_original(&parts, body.boxed(), target, state).await;
         return finish(resp, record(event, skip), state, started).await;
     }
-    let buffered = match Buffered::read(body, config.proxy.max_token_body).await {
+    let limits = Limits {
+        max: config.proxy.max_token_body,
+        deadline: Some(tokio::time::Instant::now() + config.proxy.token_body_timeout),
+        budget: Some(&state.token_bodies),
+    };
+    let buffered = match Buffered::read(body, limits).await {
         Ok(buffered) => buffered,
         Err(e) => {
             // The client's upload broke off: nothing can be forwarded faithfully.
@@ -63,9 +68,11 @@ pub async fn handle(
         host: &target.host,
         query: parts.uri.query(),
         headers: &parts.headers,
-        body: match buffered.rest {
+        body: match buffered.stopped {
             None => BodyRead::Complete(&buffered.data),
-            Some(_) => BodyRead::TooLarge,
+            Some(Stopped::TooLarge) => BodyRead::Unread(SkipReason::TooLarge),
+            Some(Stopped::Deadline) => BodyRead::Unread(SkipReason::BodyTimeout),
+            Some(Stopped::Budget) => BodyRead::Unread(SkipReason::MemoryBudget),
         },
     };
     let (plan, login) = plan::plan(&request, &config, unix_now(), &state.faults);
@@ -92,7 +99,7 @@ pub async fn handle(
         }
         Ok(resp) => {
             let status = resp.status();
-            let (resp, facts) = read_facts(resp).await;
+            let (resp, facts) = read_facts(resp, state.upstream.request_timeout()).await;
             let info = UpstreamErrorInfo {
                 status: Some(status.as_u16()),
                 error: facts.error,
@@ -215,7 +222,7 @@ async fn finish(
 ) -> Response<Body> {
     let resp = match resp {
         Ok(resp) if resp.status().is_success() => {
-            let (resp, facts) = read_facts(resp).await;
+            let (resp, facts) = read_facts(resp, state.upstream.request_timeout()).await;
             event.org_id = facts.org_id;
             event.user_id = facts.user_id;
             event.instance_url = facts.instance_url;

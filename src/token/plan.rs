@@ -26,10 +26,11 @@ pub struct TokenRequest<'a> {
     pub body: BodyRead<'a>,
 }
 
-/// How much of the body could be read within `max_token_body`.
+/// The body, or why it could not be read whole (over `max_token_body`, past
+/// `token_body_timeout`, no room in `token_body_budget`).
 pub enum BodyRead<'a> {
     Complete(&'a [u8]),
-    TooLarge,
+    Unread(SkipReason),
 }
 
 /// Forward the original request unchanged, and record this.
@@ -96,11 +97,8 @@ pub fn check_headers(headers: &HeaderMap, config: &Config) -> Option<Forward> {
 pub fn plan(req: &TokenRequest, config: &Config, now: u64, faults: &Faults) -> (Plan, Login) {
     let body = match req.body {
         BodyRead::Complete(body) => body,
-        BodyRead::TooLarge => {
-            return (
-                Plan::Forward(Forward::skipped(SkipReason::TooLarge)),
-                Login::default(),
-            )
+        BodyRead::Unread(reason) => {
+            return (Plan::Forward(Forward::skipped(reason)), Login::default())
         }
     };
     let params = match TokenParams::parse(req.query, body) {
@@ -259,7 +257,7 @@ mod tests {
             host: ACME,
             query: None,
             headers: &HeaderMap::new(),
-            body: BodyRead::TooLarge,
+            body: BodyRead::Unread(SkipReason::TooLarge),
         };
         let (plan, login) = plan(&req, &config(""), 0, &Faults::default());
         assert_eq!(

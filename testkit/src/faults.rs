@@ -41,6 +41,18 @@ impl TestProxy {
         gauge(&self.handle().metrics_text(), kind)
     }
 
+    /// `grantshift_token_body_bytes`: token request body bytes buffered now.
+    pub fn token_body_bytes(&self) -> i64 {
+        let text = self.handle().metrics_text();
+        let exposition = super::admin::parse_openmetrics(&text).expect("valid exposition");
+        exposition
+            .series("grantshift_token_body_bytes")
+            .values()
+            .next()
+            .copied()
+            .expect("grantshift_token_body_bytes is exposed") as i64
+    }
+
     /// Wait (bounded) until every `grantshift_connections_active` gauge is 0.
     pub async fn assert_no_active_connections(&self) {
         eventually(
@@ -260,6 +272,9 @@ pub enum Misbehaviour {
     ResetMidBody { declared: usize, sent: usize },
     /// Read the request and everything after it, never answer; close when the peer closes.
     NeverAnswer,
+    /// Answer `200` (JSON) with `Content-Length: declared`, send `sent` body bytes, then stall:
+    /// send nothing more, close when the peer closes.
+    StallMidBody { declared: usize, sent: usize },
 }
 
 /// A TLS upstream (its own test CA, one certificate for its hosts, HTTP/1.1 only) that reads
@@ -327,6 +342,22 @@ impl MisbehavingUpstream {
                             }
                             let _ = tls.get_ref().0.set_zero_linger();
                             // Dropped here: with SO_LINGER 0 the close is a reset.
+                        }
+                        Misbehaviour::StallMidBody { declared, sent } => {
+                            let mut resp = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
+                            )
+                            .into_bytes();
+                            resp.extend(std::iter::repeat_n(b'{', sent));
+                            if tls.write_all(&resp).await.is_err() || tls.flush().await.is_err() {
+                                return;
+                            }
+                            while let Ok(n) = tls.read(&mut buf).await {
+                                if n == 0 {
+                                    return;
+                                }
+                                received_tx.send_modify(|r| *r += n);
+                            }
                         }
                         Misbehaviour::NeverAnswer => loop {
                             match tls.read(&mut buf).await {

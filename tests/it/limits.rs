@@ -333,3 +333,48 @@ async fn leaf_cache_stays_within_leaf_cache_size_after_2000_distinct_hosts() {
          visit; at most 100 can have been kept"
     );
 }
+
+/// A request head of exactly `len` bytes (request line and fields, the blank line included):
+/// `start` and `fields`, padded with an `X-Pad` field.
+fn head_of(len: usize, start: &str) -> String {
+    let bare = format!("{start}X-Pad: \r\n\r\n");
+    assert!(bare.len() < len);
+    format!("{start}X-Pad: {}\r\n\r\n", "a".repeat(len - bare.len()))
+}
+
+#[tokio::test]
+async fn max_header_bytes_is_exact_on_the_front_and_on_intercepted_connections() {
+    let limit = 65536;
+    let proxy = TestProxy::builder()
+        .proxy(&format!("max_header_bytes = {limit}"))
+        .start()
+        .await;
+    let connect = "CONNECT echo.example:443 HTTP/1.1\r\nHost: echo.example:443\r\n";
+    for (len, want) in [(limit, 200), (limit + 1, 431), (100_000, 431)] {
+        let head = raw_head(proxy.addr(), head_of(len, connect).as_bytes())
+            .await
+            .expect("answered");
+        assert_eq!(status_of(&head), want, "a {len}-byte CONNECT head: {head}");
+    }
+    // Intercepted, with a limit the upstream (whose own limit is 16 KiB) also accepts.
+    let limit = 8192;
+    let proxy = TestProxy::builder()
+        .proxy(&format!("max_header_bytes = {limit}"))
+        .start()
+        .await;
+    let get = "GET /echo HTTP/1.1\r\nHost: login.salesforce.com\r\n";
+    for (len, want) in [(limit, 200), (limit + 1, 431)] {
+        let mut tls = proxy
+            .intercept_tls("login.salesforce.com", &[b"http/1.1"])
+            .await;
+        let _ = tls.write_all(head_of(len, get).as_bytes()).await;
+        let head = within(10, "the intercepted answer", try_read_head(&mut tls))
+            .await
+            .expect("answered");
+        assert_eq!(
+            status_of(&head),
+            want,
+            "a {len}-byte intercepted head: {head}"
+        );
+    }
+}

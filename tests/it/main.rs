@@ -47,6 +47,7 @@ mod secrets;
 mod shutdown;
 mod skipped;
 mod telemetry;
+mod token_bounds;
 mod transparency;
 mod transparent_tls;
 mod tunnel;
