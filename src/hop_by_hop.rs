@@ -21,7 +21,9 @@
 //! differ from the client's: the authority travels in `:authority` over HTTP/2 and in `Host`
 //! over HTTP/1.1, and cookies are one field over HTTP/1.1 (RFC 9113 §8.3.1, §8.2.3).
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, TE, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, TE, TRANSFER_ENCODING, UPGRADE,
+};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 const ALWAYS: [&str; 7] = [
@@ -34,22 +36,66 @@ const ALWAYS: [&str; 7] = [
     "upgrade",
 ];
 
-/// Remove the hop-by-hop fields from `headers`. `TE: trailers` is kept: it is the one TE
-/// value every hop of ours supports, and HTTP/2 upstreams (e.g. gRPC) require it end to end.
+/// Remove the hop-by-hop fields from `headers`, but for what the next hop still needs:
+///
+/// - `TE: trailers` (alone, or the `trailers` member of a longer `TE`): it is the one TE value
+///   every hop of ours supports, and HTTP/2 upstreams (e.g. gRPC) require it end to end;
+/// - the transfer codings other than `chunked` (RFC 9112 §6.1): hyper removes the chunked
+///   framing it read, but not a `gzip` coding under it, so the bytes passed on are still
+///   gzip; the next HTTP/1.1 hop must be told (hyper re-adds `chunked` when it writes). An
+///   HTTP/2 hop cannot carry a transfer coding at all: see [`transfer_codings`].
 pub fn strip(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = connection_options(headers)
         .filter_map(|opt| HeaderName::from_bytes(opt.as_bytes()).ok())
         .collect();
-    let te_is_trailers = headers
+    let te_trailers = list_members(headers, &TE).any(|m| m.eq_ignore_ascii_case("trailers"));
+    let te_only_trailers = headers
         .get_all(TE)
         .iter()
         .all(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    let codings = transfer_codings(headers);
     let drop = |name: &HeaderName| {
-        ALWAYS.contains(&name.as_str()) || named.contains(name) || (*name == TE && !te_is_trailers)
+        ALWAYS.contains(&name.as_str())
+            || named.contains(name)
+            || (*name == TE && !te_only_trailers)
     };
     if headers.keys().any(drop) {
         retain(headers, |name| !drop(name));
     }
+    if te_trailers && !te_only_trailers && !named.contains(&TE) {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    if let Some(codings) = codings.filter(|c| !c.is_empty()) {
+        if let Ok(value) = HeaderValue::from_str(&codings.join(", ")) {
+            headers.insert(TRANSFER_ENCODING, value);
+        }
+    }
+}
+
+/// The transfer codings of a message other than `chunked`, in the order they were applied
+/// (`Transfer-Encoding: gzip, chunked` → `["gzip"]`); `None` without a `Transfer-Encoding`.
+pub fn transfer_codings(headers: &HeaderMap) -> Option<Vec<String>> {
+    if !headers.contains_key(TRANSFER_ENCODING) {
+        return None;
+    }
+    Some(
+        list_members(headers, &TRANSFER_ENCODING)
+            .filter(|m| !m.eq_ignore_ascii_case("chunked"))
+            .map(str::to_ascii_lowercase)
+            .collect(),
+    )
+}
+
+/// The members of a comma-separated list field, over all its lines, trimmed, empty ones
+/// skipped (RFC 9110 §5.6.1).
+fn list_members<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
 }
 
 /// Keep the fields `keep` accepts, in the order they came.
@@ -350,7 +396,36 @@ mod tests {
         assert_eq!(h.get(TE).unwrap(), "trailers");
         let mut h = headers(&[("te", "gzip, trailers")]);
         strip(&mut h);
+        assert_eq!(
+            h.get(TE).unwrap(),
+            "trailers",
+            "the member every hop supports"
+        );
+        let mut h = headers(&[("te", "gzip")]);
+        strip(&mut h);
         assert!(h.get(TE).is_none());
+        let mut h = headers(&[("connection", "te"), ("te", "trailers, gzip")]);
+        strip(&mut h);
+        assert!(h.get(TE).is_none(), "named in Connection: removed whole");
+    }
+
+    #[test]
+    fn transfer_codings_other_than_chunked_are_kept_for_the_next_hop() {
+        let mut h = headers(&[("transfer-encoding", "gzip, chunked"), ("x-a", "1")]);
+        assert_eq!(transfer_codings(&h), Some(vec!["gzip".to_string()]));
+        strip(&mut h);
+        assert_eq!(h.get(TRANSFER_ENCODING).unwrap(), "gzip");
+        let mut h = headers(&[("transfer-encoding", "Chunked")]);
+        assert_eq!(transfer_codings(&h), Some(vec![]));
+        strip(&mut h);
+        assert!(h.get(TRANSFER_ENCODING).is_none());
+        let mut h = headers(&[
+            ("transfer-encoding", "gzip"),
+            ("transfer-encoding", "deflate, chunked"),
+        ]);
+        strip(&mut h);
+        assert_eq!(h.get(TRANSFER_ENCODING).unwrap(), "gzip, deflate");
+        assert_eq!(transfer_codings(&headers(&[("x", "1")])), None);
     }
 
     #[test]

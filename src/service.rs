@@ -21,7 +21,25 @@ pub async fn handle(
     state: Arc<State>,
 ) -> Result<Response<Body>, Infallible> {
     let span = request_span(&conn, req.method(), req.uri());
-    Ok(dispatch(req, &target, &conn, &state).instrument(span).await)
+    let to_http2 = req.version() == http::Version::HTTP_2;
+    let resp = dispatch(req, &target, &conn, &state)
+        .instrument(span.clone())
+        .await;
+    if to_http2 {
+        if let Some(codings) = hop_by_hop::transfer_codings(resp.headers()) {
+            // hyper would drop the field and send the coded bytes as the content.
+            let _enter = span.enter();
+            tracing::warn!(codings = %codings.join(", "), "response with a transfer coding cannot go back over HTTP/2");
+            return Ok(text_response(
+                StatusCode::BAD_GATEWAY,
+                &format!(
+                    "grantshift: the upstream answered with Transfer-Encoding {}, which HTTP/2 cannot carry",
+                    codings.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(resp)
 }
 
 async fn dispatch(

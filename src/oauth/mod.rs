@@ -59,7 +59,11 @@ impl SkipReason {
 /// Can the body of this token request be read as a form at all? Checked from the headers,
 /// before anything is buffered.
 pub fn body_is_readable(headers: &HeaderMap, max_body: usize) -> Result<(), SkipReason> {
-    if headers.contains_key(http::header::CONTENT_ENCODING) {
+    // A content coding, or a transfer coding other than chunked (hop_by_hop::strip keeps
+    // those): the bytes are not the form.
+    if headers.contains_key(http::header::CONTENT_ENCODING)
+        || headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
         return Err(SkipReason::Compressed);
     }
     if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
@@ -299,6 +303,10 @@ mod tests {
         h.insert("content-encoding", "gzip".parse().unwrap());
         assert_eq!(body_is_readable(&h, 10), Err(SkipReason::Compressed));
         h.remove("content-encoding");
+        // What hop_by_hop::strip leaves of `Transfer-Encoding: gzip, chunked`.
+        h.insert("transfer-encoding", "gzip".parse().unwrap());
+        assert_eq!(body_is_readable(&h, 10), Err(SkipReason::Compressed));
+        h.remove("transfer-encoding");
         h.insert("content-type", "application/json".parse().unwrap());
         assert_eq!(body_is_readable(&h, 10), Err(SkipReason::NotForm));
     }

@@ -216,6 +216,18 @@ impl Pool {
                     (conn?, false)
                 }
             };
+            if conn.hop() == Hop::Http2 {
+                if let Some(codings) = hop_by_hop::transfer_codings(&parts.headers) {
+                    // hyper would drop the field and send the coded bytes as the content.
+                    return Err(UpstreamError::Request {
+                        host: origin.host.clone(),
+                        cause: format!(
+                            "it speaks HTTP/2, which cannot carry the request's Transfer-Encoding ({})",
+                            codings.join(", ")
+                        ),
+                    });
+                }
+            }
             hop_by_hop::fit_to_hop(
                 &mut parts,
                 conn.hop(),

@@ -275,6 +275,9 @@ pub enum Misbehaviour {
     /// Answer `200` (JSON) with `Content-Length: declared`, send `sent` body bytes, then stall:
     /// send nothing more, close when the peer closes.
     StallMidBody { declared: usize, sent: usize },
+    /// Answer every request (bodiless) with these bytes, as they are, on a kept-open
+    /// connection.
+    Answer(&'static [u8]),
 }
 
 /// A TLS upstream (its own test CA, one certificate for its hosts, HTTP/1.1 only) that reads
@@ -359,6 +362,22 @@ impl MisbehavingUpstream {
                                 received_tx.send_modify(|r| *r += n);
                             }
                         }
+                        Misbehaviour::Answer(bytes) => loop {
+                            // One answer per request head (bodiless requests only).
+                            if tls.write_all(bytes).await.is_err() || tls.flush().await.is_err() {
+                                return;
+                            }
+                            head.clear();
+                            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                                match tls.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => {
+                                        head.extend_from_slice(&buf[..n]);
+                                        received_tx.send_modify(|r| *r += n);
+                                    }
+                                }
+                            }
+                        },
                         Misbehaviour::NeverAnswer => loop {
                             match tls.read(&mut buf).await {
                                 Ok(0) | Err(_) => return,
