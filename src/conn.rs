@@ -52,11 +52,13 @@ impl ClientConn {
 }
 
 /// The one form of a host name that grantshift matches, records and dials: ASCII lowercase,
-/// without the brackets of an IPv6 literal and without a trailing dot (`LOGIN.salesforce.com.`
-/// and `login.salesforce.com` are the same host, and must meet the same rollout rule).
+/// without the brackets of an IPv6 literal and without trailing dots (`LOGIN.salesforce.com.`
+/// and `login.salesforce.com` are the same host, and must meet the same rollout rule). Names
+/// are ASCII here: an HTTP authority and a TLS SNI cannot carry anything else, so an
+/// internationalised name arrives as its `xn--` form and is compared as such.
 pub fn canonical_host(host: &str) -> String {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 /// Where an intercepted connection's requests go: the CONNECT authority (or the SNI, port

@@ -234,7 +234,11 @@ async fn a_trailing_dot_or_capitals_in_the_connect_host_meet_the_same_rule() {
         acme_mapping()
     );
     let proxy = TestProxy::start(&toml).await;
-    for written in ["login.salesforce.com.", "LOGIN.Salesforce.COM."] {
+    for written in [
+        "login.salesforce.com.",
+        "LOGIN.Salesforce.COM.",
+        "login.salesforce.com..",
+    ] {
         let (status, tcp) = connect_tunnel(proxy.addr(), &format!("{written}:443")).await;
         assert_eq!(status, 200, "{written}");
         let tls = tls_connect(tcp, LOGIN_HOST, proxy.ca_pem(), &[b"http/1.1"]).await;
