@@ -76,6 +76,7 @@ fn leaf_cert(c: &mut Criterion) {
     let ca = CertificateAuthority::load_or_create(
         &dir.path().join("ca.pem"),
         &dir.path().join("ca.key"),
+        &grantshift::ca::SALESFORCE_DOMAINS.map(String::from),
         Arc::new(rustls::crypto::ring::default_provider()),
     )
     .expect("CA");

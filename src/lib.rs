@@ -6,6 +6,8 @@
 //!
 //! - [`proxy`]: [`Proxy`] assembled: the shared [`state::State`], the three listeners,
 //!   graceful shutdown, [`ProxyHandle`], [`Reloader`] (SIGHUP).
+//! - [`preflight`]: the checks `run` makes before it creates anything, and `check` makes
+//!   alone (CA files, events file, upstream roots; CA warnings).
 //! - [`admin`]: `/healthz`, `/metrics`, `/report`, `/`.
 //! - [`server`]: the one accept loop every listener uses (connection cap, `TCP_NODELAY`,
 //!   backoff), and binding with a deep accept queue.
@@ -28,7 +30,8 @@
 //!   fitted to the upstream hop's protocol (RFC 9113 §8.3.1, §8.2.3) (pure).
 //! - [`upstream`]: the dialer (verified TLS, `connect_to`, typed connect errors) and the
 //!   connection pool that fits each request to the protocol of the connection it picked.
-//! - [`ca`]: grantshift's CA and the bounded cache of leaf certificates it mints.
+//! - [`ca`]: grantshift's CA (name-constrained; renewal) and the bounded cache of leaf
+//!   certificates it mints.
 //! - [`body`]: the body type, bounded reads that replay exactly, the event-recording body.
 //! - [`telemetry`]: events (JSON lines), metrics, the migration report.
 //! - [`access`]: `allow_clients` and proxy authentication.
@@ -50,6 +53,7 @@ pub mod idle;
 pub mod mitm;
 pub mod oauth;
 pub mod policy;
+pub mod preflight;
 pub mod proxy;
 pub mod server;
 pub mod service;

@@ -36,7 +36,12 @@ enum Command {
     /// Run the proxy (the default).
     Run,
     /// Create the CA if missing; print its path, PEM, and how to trust it.
-    Ca,
+    Ca {
+        /// Replace the CA with a new, name-constrained one (the old files are kept as
+        /// backups); clients must then trust the new certificate.
+        #[arg(long)]
+        renew: bool,
+    },
     /// Validate the config and print the effective settings.
     Check,
     /// The migration report from one or more event files (several replicas merge).
@@ -58,7 +63,7 @@ fn main() -> std::process::ExitCode {
     init_logging(cli.log_format);
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cli.config),
-        Command::Ca => ca(cli.config),
+        Command::Ca { renew } => ca(cli.config, renew),
         Command::Check => check(cli.config),
         Command::Report {
             events,
@@ -144,14 +149,52 @@ async fn shutdown_signal() {
     }
 }
 
-fn ca(config: Option<PathBuf>) -> anyhow::Result<()> {
+fn ca(config: Option<PathBuf>, renew: bool) -> anyhow::Result<()> {
     let config = Config::load(config.as_deref())?;
+    let permitted = grantshift::ca::permitted_domains(&config.intercept.hosts);
+    let renewed = if renew {
+        Some(grantshift::ca::renew(
+            &config.ca.cert,
+            &config.ca.key,
+            &permitted,
+        )?)
+    } else {
+        None
+    };
     let ca = CertificateAuthority::load_or_create(
         &config.ca.cert,
         &config.ca.key,
+        &permitted,
         Arc::new(rustls::crypto::ring::default_provider()),
     )?;
+    for warning in ca.warnings(&config.intercept.hosts) {
+        eprintln!("grantshift: warning: {warning}");
+    }
     let path = ca.cert_path().display().to_string();
+    if let Some(renewed) = renewed {
+        let kept = [
+            ("certificate", &renewed.cert_backup),
+            ("key", &renewed.key_backup),
+        ]
+        .into_iter()
+        .filter_map(|(what, b)| {
+            b.as_ref()
+                .map(|b| format!("  old {what}: {}\n", b.display()))
+        })
+        .collect::<String>();
+        let kept = if kept.is_empty() {
+            "There was no CA before.\n".to_string()
+        } else {
+            format!("The old files are kept:\n{kept}")
+        };
+        out(&format!(
+            "grantshift: created a new CA in place of the old one, constrained to: {}\n{kept}\
+             Every client must trust the new certificate again (the old one no longer signs \
+             grantshift's certificates), and a running grantshift must be restarted to use it \
+             (SIGHUP does not reload the CA).\n\n",
+            ca.info().permitted_dns.join(", ")
+        ))?;
+    }
     out(&format!("grantshift CA certificate: {path}\n\n"))?;
     out(ca.cert_pem())?;
     out(&format!(
@@ -173,23 +216,26 @@ Then point the client at the proxy: export HTTPS_PROXY=http://127.0.0.1:3128
     ))
 }
 
+/// The same checks `run` makes before it creates anything ([`grantshift::preflight`]), then
+/// the effective settings. Warnings go to stderr; they do not fail the check.
 fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config.as_deref())?;
-    // Also prove the files the config names are usable, without creating anything.
-    let ca_state = match (config.ca.cert.exists(), config.ca.key.exists()) {
-        (true, true) => "present",
-        (false, false) => "absent: created on first start",
-        (true, false) => anyhow::bail!(
-            "ca.key: {} does not exist but ca.cert does",
-            config.ca.key.display()
+    let checked = grantshift::preflight::run(&config)?;
+    for warning in &checked.warnings {
+        eprintln!("grantshift: warning: {warning}");
+    }
+    let ca_state = match &checked.ca {
+        Some(info) if info.permitted_dns.is_empty() => format!(
+            "present, no name constraints, valid until {}",
+            info.not_after.date()
         ),
-        (false, true) => anyhow::bail!(
-            "ca.cert: {} does not exist but ca.key does",
-            config.ca.cert.display()
+        Some(info) => format!(
+            "present, constrained to {}, valid until {}",
+            info.permitted_dns.join(", "),
+            info.not_after.date()
         ),
+        None => "absent: created on first start".into(),
     };
-    let handle = Arc::new(arc_swap::ArcSwap::from_pointee(config.clone()));
-    grantshift::upstream::Dialer::new(handle, Arc::new(rustls::crypto::ring::default_provider()))?;
     out(&format!(
         "# config OK (CA {ca_state}); effective settings:\n{}",
         config.to_toml()

@@ -2,7 +2,7 @@
 //! the proxy port, the transparent TLS listener and the admin server, and shuts down
 //! gracefully. [`ProxyHandle`] looks at a running proxy; [`Reloader`] applies SIGHUP.
 
-use crate::ca::CertificateAuthority;
+use crate::ca::{CaWarning, CertificateAuthority};
 use crate::config::Config;
 use crate::conn::ClientConn;
 use crate::server::{accept_loop, bind};
@@ -11,7 +11,7 @@ use crate::telemetry::events::{for_each_event, Event, EventSink};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::report::{Report, ReportBuilder};
 use crate::upstream::Upstream;
-use crate::{access, admin, connect, idle, mitm};
+use crate::{access, admin, connect, idle, mitm, preflight};
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,13 +25,20 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Load or create the CA and build the upstream client. Fails fast on CA or TLS problems,
-    /// before anything listens.
+    /// Run the [`preflight`] checks (logging their warnings), then load or create the CA,
+    /// open the events file and build the upstream client. Fails fast on CA, file or TLS
+    /// problems, before anything listens, and on any preflight problem before anything is
+    /// created.
     pub fn new(config: Config) -> crate::Result<Proxy> {
+        let checked = preflight::run(&config)?;
+        for warning in &checked.warnings {
+            tracing::warn!("{warning}");
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let ca = CertificateAuthority::load_or_create(
             &config.ca.cert,
             &config.ca.key,
+            &crate::ca::permitted_domains(&config.intercept.hosts),
             provider.clone(),
         )?
         .with_cache_size(config.proxy.leaf_cache_size);
@@ -257,6 +264,13 @@ impl Reloader {
         .collect();
         if !needs_restart.is_empty() {
             tracing::warn!(keys = %needs_restart.join(", "), "these changes take effect after a restart");
+        }
+        if old.intercept.hosts.names().ne(new.intercept.hosts.names()) {
+            for warning in self.state.ca.warnings(&new.intercept.hosts) {
+                if matches!(warning, CaWarning::HostOutside { .. }) {
+                    tracing::warn!("{warning}");
+                }
+            }
         }
         if old.telemetry.events != new.telemetry.events {
             self.state.events.reopen(&new.telemetry.events);

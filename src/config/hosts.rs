@@ -23,6 +23,40 @@ impl HostPatterns {
         self.exact.iter().any(|e| e.eq_ignore_ascii_case(host))
             || self.suffixes.iter().any(|s| ends_with_ignore_case(host, s))
     }
+
+    /// Each pattern as the name it is for, lowercase, and whether it is a wildcard:
+    /// `login.salesforce.com` → (`login.salesforce.com`, false), `*.my.salesforce.com` →
+    /// (`my.salesforce.com`, true).
+    pub fn names(&self) -> impl Iterator<Item = (&str, bool)> {
+        let exact = self.exact.iter().map(|e| (e.as_str(), false));
+        exact.chain(self.suffixes.iter().map(|s| (&s[1..], true)))
+    }
+
+    /// The registrable domains the patterns fall in (`*.my.salesforce.com` → `salesforce.com`),
+    /// sorted, once each; IP addresses have none.
+    pub fn domains(&self) -> Vec<String> {
+        let mut domains: Vec<String> = self
+            .names()
+            .filter_map(|(name, _)| registrable_domain(name))
+            .map(str::to_string)
+            .collect();
+        domains.sort();
+        domains.dedup();
+        domains
+    }
+}
+
+/// The registrable domain `name` (lowercase) is in, by the public suffix list:
+/// `acme.my.salesforce.com` → `salesforce.com`, `www.acme.co.uk` → `acme.co.uk`. `None` for a
+/// public suffix itself (`com`, `co.uk`, `github.io`; an unlisted top-level name such as
+/// `internal` counts as one) and for an IP address.
+pub fn registrable_domain(name: &str) -> Option<&str> {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return None;
+    }
+    let domain = psl::domain(name.as_bytes())?;
+    // The domain is the tail of `name`, so it is ASCII like `name`.
+    Some(&name[name.len() - domain.as_bytes().len()..])
 }
 
 impl TryFrom<Vec<String>> for HostPatterns {
@@ -39,6 +73,14 @@ impl TryFrom<Vec<String>> for HostPatterns {
             if !is_valid_dns_name(name) {
                 return Err(format!(
                     "`{pattern}` is not a host name or `*.suffix` pattern"
+                ));
+            }
+            // A wildcard above one registrable domain (`*.com`, `*.co.uk`) would decrypt every
+            // site under a public suffix.
+            if is_wildcard && registrable_domain(name).is_none() {
+                return Err(format!(
+                    "`{pattern}` covers every site under `{name}`, a public suffix: name one \
+                     domain below it (e.g. `*.example.{name}`)"
                 ));
             }
             if is_wildcard {
@@ -176,6 +218,58 @@ mod tests {
         assert!(!p.matches("evilmy.salesforce.com"));
         assert!(HostPatterns::try_from(vec!["*.".to_string()]).is_err());
         assert!(HostPatterns::try_from(vec!["a b".to_string()]).is_err());
+    }
+
+    #[test]
+    fn wildcards_above_one_registrable_domain_are_refused() {
+        for broad in [
+            "*.com",
+            "*.co.uk",
+            "*.CO.UK",
+            "*.github.io",
+            "*.internal",
+            "*",
+        ] {
+            let err = HostPatterns::try_from(vec![broad.to_string()])
+                .expect_err(broad)
+                .to_string();
+            assert!(err.contains(broad), "{broad}: {err}");
+        }
+        let err = HostPatterns::try_from(vec!["*.co.uk".to_string()]).unwrap_err();
+        assert!(err.contains("public suffix"), "{err}");
+        for fine in [
+            "*.acme.co.uk",
+            "*.salesforce.com",
+            "*.my.salesforce.com",
+            "*.acme.github.io",
+            "*.corp.internal",
+            // An exact name is one host, whatever it is.
+            "co.uk",
+        ] {
+            assert!(
+                HostPatterns::try_from(vec![fine.to_string()]).is_ok(),
+                "{fine}"
+            );
+        }
+    }
+
+    #[test]
+    fn patterns_reduce_to_their_registrable_domains() {
+        let p = HostPatterns::try_from(
+            [
+                "login.salesforce.com",
+                "*.my.salesforce.com",
+                "*.Force.com",
+                "api.acme.co.uk",
+                "127.0.0.1",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )
+        .unwrap();
+        assert_eq!(p.domains(), ["acme.co.uk", "force.com", "salesforce.com"]);
+        assert_eq!(registrable_domain("co.uk"), None);
+        assert_eq!(registrable_domain("::1"), None);
     }
 
     #[test]

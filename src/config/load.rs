@@ -302,6 +302,28 @@ impl Config {
                 ),
             ));
         }
+        // Two listeners on one port: the second bind would fail after the CA is made.
+        let listeners = [
+            ("proxy.listen", Some(self.proxy.listen)),
+            ("proxy.admin_listen", self.proxy.admin_addr()),
+            ("proxy.tls_listen", self.proxy.tls_listen_addr()),
+        ];
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            let Some(addr) = addr.filter(|a| a.port() != 0) else {
+                continue;
+            };
+            let clash = listeners[..i].iter().find(|(_, other)| {
+                other.is_some_and(|o| {
+                    o.port() == addr.port()
+                        && (o.ip() == addr.ip()
+                            || o.ip().is_unspecified()
+                            || addr.ip().is_unspecified())
+                })
+            });
+            if let Some((other, _)) = clash {
+                return Err((key, format!("{addr} is the address of {other} too")));
+            }
+        }
         if self.proxy.max_token_body == 0 {
             return Err(("proxy.max_token_body", "must be more than 0".into()));
         }
@@ -424,6 +446,34 @@ mod tests {
             .hosts
             .matches("acme--qa.sandbox.my.salesforce.com"));
         assert!(!c.intercept.hosts.matches("example.com"));
+    }
+
+    #[test]
+    fn two_listeners_on_one_port_are_refused() {
+        let err = parse("[proxy]\nlisten = \"127.0.0.1:9464\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy.admin_listen"), "{err}");
+        assert!(err.contains("proxy.listen"), "{err}");
+        let err = parse("[proxy]\ntls_listen = \"0.0.0.0:3128\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy.tls_listen"), "{err}");
+        assert!(
+            parse("[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n").is_ok()
+        );
+        assert!(parse("[proxy]\nadmin_listen = \"127.0.0.2:3128\"\n").is_ok());
+    }
+
+    #[test]
+    fn an_intercept_wildcard_over_a_public_suffix_is_refused_naming_the_key() {
+        let err = parse("[intercept]\nhosts = [\"login.salesforce.com\", \"*.co.uk\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("intercept.hosts"), "{err}");
+        assert!(err.contains("`*.co.uk`"), "{err}");
+        assert!(err.contains("public suffix"), "{err}");
+        assert!(parse("[intercept]\nhosts = [\"*.acme.co.uk\"]\n").is_ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 mod hosts;
 mod load;
 
-pub use hosts::{split_host_port, ConnectTo, HostPatterns};
+pub use hosts::{registrable_domain, split_host_port, ConnectTo, HostPatterns};
 pub use load::{ProcessSecrets, Secrets};
 
 /// The environment variable naming the config file when `-c` is not given.

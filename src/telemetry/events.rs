@@ -315,6 +315,40 @@ fn flush(out: &mut Option<Box<dyn Write + Send>>, path: &str) {
     }
 }
 
+/// Can the events file `path` be opened for appending? Checked without creating anything: an
+/// existing file is opened for appending (and closed), a missing one needs its directory.
+/// `""` (off) and `"-"` (stdout) always can.
+pub fn check_path(path: &str) -> std::io::Result<()> {
+    if matches!(path, "" | "-") {
+        return Ok(());
+    }
+    let named =
+        |e: std::io::Error| std::io::Error::new(e.kind(), format!("telemetry.events: {path}: {e}"));
+    let file = std::path::Path::new(path);
+    if file.exists() {
+        return std::fs::OpenOptions::new()
+            .append(true)
+            .open(file)
+            .map(drop)
+            .map_err(named);
+    }
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(named(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            format!("{} is not a directory", dir.display()),
+        ))),
+        Err(e) => Err(named(std::io::Error::new(
+            e.kind(),
+            format!("its directory {}: {e}", dir.display()),
+        ))),
+    }
+}
+
 fn open(path: &str) -> std::io::Result<Option<Box<dyn Write + Send>>> {
     Ok(match path {
         "" => None,
@@ -429,5 +463,29 @@ mod tests {
             ResponseFacts::from_json(b"<html>"),
             ResponseFacts::default()
         );
+    }
+
+    #[test]
+    fn check_path_needs_the_directory_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        for ok in ["", "-"] {
+            check_path(ok).unwrap();
+        }
+        let fresh = dir.path().join("events.jsonl");
+        check_path(fresh.to_str().unwrap()).unwrap();
+        assert!(!fresh.exists(), "checking creates nothing");
+        std::fs::write(&fresh, "").unwrap();
+        check_path(fresh.to_str().unwrap()).unwrap();
+        let missing = dir.path().join("logs/events.jsonl");
+        let err = check_path(missing.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("telemetry.events: "), "{err}");
+        assert!(err.contains("its directory"), "{err}");
+        let under_a_file = fresh.join("events.jsonl");
+        let err = check_path(under_a_file.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a directory"), "{err}");
     }
 }

@@ -96,6 +96,19 @@ impl TestCa {
         &self.pem_path
     }
 
+    /// Write this CA as a grantshift CA: the certificate to `cert` and its key to `key` (mode
+    /// 0600). It has no name constraints, like the CAs grantshift created before it added them.
+    pub fn write_as_grantshift_ca(&self, cert: &Path, key: &Path) {
+        std::fs::write(cert, &self.cert_pem).expect("write CA certificate");
+        std::fs::write(key, self.issuer.key().serialize_pem()).expect("write CA key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(key, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod 600 the CA key");
+        }
+    }
+
     pub fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
     }

@@ -196,6 +196,27 @@ pub fn python_client(script: &str, args: &[&str], proxy: &ClientProxy, cwd: &Pat
     cmd
 }
 
+/// Python's `ssl` (OpenSSL underneath, so X.509 name constraints are honoured) verifying the
+/// server at `addr` as `host` against `ca_pem` only: exits 0 printing `verified`, or non-zero
+/// with the verification error on stderr.
+pub fn python_tls_verify(ca_pem: &Path, host: &str, addr: SocketAddr, cwd: &Path) -> Command {
+    const SCRIPT: &str = "import socket, ssl, sys\n\
+        ca, host, ip, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])\n\
+        ctx = ssl.create_default_context(cafile=ca)\n\
+        with socket.create_connection((ip, port), timeout=20) as sock:\n\
+        \x20   with ctx.wrap_socket(sock, server_hostname=host):\n\
+        \x20       print('verified')\n";
+    let mut cmd = client_command(venv_python(), cwd);
+    cmd.arg("-I")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(ca_pem)
+        .arg(host)
+        .arg(addr.ip().to_string())
+        .arg(addr.port().to_string());
+    cmd
+}
+
 /// `node tests/clients/node/<script> args…` with the jsforce `scripts/test` installed,
 /// `HTTPS_PROXY` and `NODE_EXTRA_CA_CERTS` set as an operator would.
 pub fn node_client(script: &str, args: &[&str], proxy: &ClientProxy, cwd: &Path) -> Command {

@@ -235,6 +235,37 @@ impl PlainHttpServer {
     }
 }
 
+/// The same routes as [`FakeSalesforce`], over TLS with a server config the test brings (say, a
+/// leaf grantshift's own CA minted), on 127.0.0.1: what a client is shown when it is handed
+/// that certificate.
+pub struct ServerConfigTlsServer {
+    addr: SocketAddr,
+}
+
+impl ServerConfigTlsServer {
+    pub async fn start(config: Arc<rustls::ServerConfig>) -> ServerConfigTlsServer {
+        let acceptor = TlsAcceptor::from(config);
+        let (listener, addr) = bind().await;
+        let shared = Shared::new();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        serve_routes(tls, ConnInfo::default(), shared).await;
+                    }
+                });
+            }
+        });
+        ServerConfigTlsServer { addr }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
 /// A TLS server that grantshift does not intercept by default and does not trust: its own CA,
 /// one certificate for [`TUNNEL_HOST`] (and [`UNTRUSTED_HOST`]), HTTP/1.1 only. Every request gets
 /// `200` with JSON `{server: "tunnel", sni, method, path, body_len, body_sha256}`.

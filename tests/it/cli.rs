@@ -174,3 +174,83 @@ async fn output_into_a_closed_pipe_ends_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(out.status.success(), "{:?}: {stderr}", out.status);
 }
+
+// ---------------------------------------------------------------------------------------------
+// `check` makes every check `run` makes, and `run` makes them before it creates anything.
+
+/// A config with the CA and the events file where the test says, nothing listening for long.
+fn preflight_config(dir: &Path, events: &str) -> PathBuf {
+    write_config(
+        dir,
+        "grantshift.toml",
+        &format!(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"\"\n\n[ca]\ncert = \"pki/ca.pem\"\n\
+             key = \"pki/ca.key\"\n\n[telemetry]\nevents = \"{events}\"\n"
+        ),
+    )
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn check_fails_on_a_ca_key_others_can_read_as_run_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = preflight_config(dir.path(), "");
+    let c = config.to_str().unwrap();
+    let mut ca = GRANTSHIFT.command(dir.path());
+    ca.args(["ca", "-c", c]);
+    assert!(run_to_end(ca).await.status.success());
+    let key = dir.path().join("pki/ca.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let out = check(dir.path(), &["-c", c], None).await;
+    assert!(!out.status.success(), "check passed a 0644 CA key: {out:?}");
+    let fix = format!("chmod 600 {}", key.display());
+    assert!(
+        out.stderr.contains("readable by group or others"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains(&fix), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "no 'config OK': {}", out.stdout);
+}
+
+#[tokio::test]
+async fn check_fails_on_an_events_file_in_a_missing_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = preflight_config(dir.path(), "logs/events.jsonl");
+    let out = check(dir.path(), &["-c", config.to_str().unwrap()], None).await;
+    assert!(
+        !out.status.success(),
+        "check passed a missing events directory: {out:?}"
+    );
+    let missing = dir.path().join("logs");
+    assert!(out.stderr.contains("telemetry.events"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("its directory {}", missing.display())),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !missing.exists() && !dir.path().join("pki").exists(),
+        "check creates nothing"
+    );
+}
+
+#[tokio::test]
+async fn run_with_an_events_file_in_a_missing_directory_fails_before_creating_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = preflight_config(dir.path(), "logs/events.jsonl");
+    let mut cmd = GRANTSHIFT.command(dir.path());
+    cmd.args(["run", "-c", config.to_str().unwrap()]);
+    let out = within(30, "grantshift run failing", run_to_end(cmd)).await;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(out.stderr.contains("telemetry.events"), "{}", out.stderr);
+    assert!(
+        !dir.path().join("pki/ca.pem").exists() && !dir.path().join("pki/ca.key").exists(),
+        "no CA is created by a start that fails: {}",
+        out.stderr
+    );
+    assert!(!dir.path().join("pki").exists(), "not even its directory");
+}

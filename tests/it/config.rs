@@ -79,3 +79,23 @@ fn wrong_type_error_names_intercept_hosts() {
     let msg = error_for("[intercept]\nhosts = \"login.salesforce.com\"\n");
     assert!(msg.contains("intercept.hosts"), "{msg}");
 }
+
+#[test]
+fn an_intercept_wildcard_over_a_public_suffix_is_refused_naming_the_key_and_the_fix() {
+    for broad in ["*.com", "*.co.uk"] {
+        let msg = error_for(&format!(
+            "[intercept]\nhosts = [\"login.salesforce.com\", \"{broad}\"]\n"
+        ));
+        assert!(msg.contains("intercept.hosts"), "{msg}");
+        assert!(msg.contains(&format!("`{broad}`")), "{msg}");
+        assert!(msg.contains("public suffix"), "{msg}");
+        assert!(msg.contains("name one domain below it"), "{msg}");
+    }
+    let msg = error_for("[intercept]\nhosts = [\"*\"]\n");
+    assert!(msg.contains("intercept.hosts"), "{msg}");
+    Config::from_toml_str(
+        "[intercept]\nhosts = [\"*.acme.co.uk\"]\n",
+        Path::new("/tmp"),
+    )
+    .expect("one registrable domain is fine");
+}
