@@ -314,6 +314,9 @@ impl Config {
         if self.proxy.allowed_connect_ports.contains(&0) {
             return Err(("proxy.allowed_connect_ports", "port 0 is not a port".into()));
         }
+        if self.proxy.allowed_http_ports.contains(&0) {
+            return Err(("proxy.allowed_http_ports", "port 0 is not a port".into()));
+        }
         if self.upstream.connect_timeout.is_zero() {
             return Err(("upstream.connect_timeout", "must be more than 0s".into()));
         }
@@ -390,6 +393,25 @@ mod tests {
         let err = parse(text).unwrap_err().to_string();
         assert!(err.contains("proxy.auth.password_env"), "{err}");
         assert!(err.contains("GS_TEST_PROXY_PW is not set"), "{err}");
+    }
+
+    #[test]
+    fn destination_keys_default_and_refuse_port_0() {
+        let c = parse("").unwrap();
+        assert_eq!(c.proxy.allowed_http_ports, vec![80]);
+        assert!(c.proxy.allow_destinations.is_empty());
+        let c = parse("[proxy]\nallowed_http_ports = []\nallow_destinations = [\"10.0.0.0/8\"]\n")
+            .unwrap();
+        assert!(c.proxy.allowed_http_ports.is_empty());
+        assert_eq!(c.proxy.allow_destinations[0].to_string(), "10.0.0.0/8");
+        let err = parse("[proxy]\nallowed_http_ports = [80, 0]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy.allowed_http_ports"), "{err}");
+        let err = parse("[proxy]\nallow_destinations = [\"localhost\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy.allow_destinations"), "{err}");
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub struct ProxyConfig {
     pub tls_listen: String,
     /// CONNECT is refused to any other port (Squid's `SSL_ports` rule).
     pub allowed_connect_ports: Vec<u16>,
+    /// Absolute-form `http://` requests are refused to any other port (Squid's `Safe_ports`).
+    pub allowed_http_ports: Vec<u16>,
+    /// Networks a client may reach although they are loopback, link-local or unspecified
+    /// (refused by default, like Squid's `deny to_localhost`). Never grantshift's own
+    /// listeners.
+    pub allow_destinations: Vec<ipnet::IpNet>,
     /// How long SIGTERM/SIGINT waits for in-flight requests and open tunnels.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -122,6 +128,8 @@ impl Default for ProxyConfig {
             admin_listen: "127.0.0.1:9464".into(),
             tls_listen: String::new(),
             allowed_connect_ports: vec![443],
+            allowed_http_ports: vec![80],
+            allow_destinations: Vec::new(),
             shutdown_grace: Duration::from_secs(30),
             max_token_body: 65536,
             auth: None,

@@ -22,6 +22,7 @@ mod config;
 mod connect_ports;
 mod container;
 mod curl;
+mod destinations;
 mod edges_smoke;
 mod errors;
 mod fake_salesforce;
