@@ -96,9 +96,15 @@ pub struct ProxyConfig {
     pub tunnel_idle_timeout: Duration,
     /// Hosts whose leaf certificate is kept in memory.
     pub leaf_cache_size: usize,
+    /// The environment variable holding the admin server's bearer token (never the token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_env: Option<String>,
     /// The resolved `auth` (password from the environment); never printed.
     #[serde(skip)]
     pub auth_resolved: Option<crate::access::ProxyAuth>,
+    /// The resolved `admin_token_env` (the token); never printed.
+    #[serde(skip)]
+    pub admin_token: Option<crate::access::BearerToken>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,7 +146,9 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(300),
             tunnel_idle_timeout: Duration::from_secs(3600),
             leaf_cache_size: DEFAULT_LEAF_CACHE,
+            admin_token_env: None,
             auth_resolved: None,
+            admin_token: None,
         }
     }
 }

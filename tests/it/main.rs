@@ -14,6 +14,7 @@ const GRANTSHIFT: Binary = Binary::new(env!("CARGO_BIN_EXE_grantshift"));
 mod access;
 mod admin_page;
 mod admin_server;
+mod admin_token;
 mod binary_run;
 mod binary_upgrade;
 mod ca;
