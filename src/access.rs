@@ -1,9 +1,10 @@
-//! Who may use the proxy: client address ranges (`[proxy].allow_clients`) and proxy
-//! authentication (`[proxy].auth`, Basic `Proxy-Authorization`, RFC 9110 §11.7.1).
+//! Who may use the proxy: client address ranges (`[proxy].allow_clients`), proxy
+//! authentication (`[proxy].auth`, Basic `Proxy-Authorization`, RFC 9110 §11.7.1), and the
+//! admin server's bearer token (`[proxy].admin_token_env`, RFC 6750 §2.1).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use http::header::PROXY_AUTHORIZATION;
+use http::header::{AUTHORIZATION, PROXY_AUTHORIZATION};
 use http::HeaderMap;
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
@@ -69,6 +70,40 @@ impl ProxyAuth {
     }
 }
 
+/// The admin server's bearer token, held as a secret and compared in constant time.
+#[derive(Clone)]
+pub struct BearerToken(SecretString);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
+}
+
+impl BearerToken {
+    pub fn new(token: &str) -> BearerToken {
+        BearerToken(SecretString::from(token))
+    }
+
+    /// Does `Authorization: Bearer …` carry this token? Compared as SHA-256 digests in
+    /// constant time, so neither its length nor its content leaks through timing.
+    pub fn accepts(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get(AUTHORIZATION).map(|v| v.as_bytes()) else {
+            return false;
+        };
+        let Some(space) = value.iter().position(|&b| b == b' ') else {
+            return false;
+        };
+        let (scheme, presented) = (&value[..space], value[space + 1..].trim_ascii());
+        if !scheme.eq_ignore_ascii_case(b"bearer") {
+            return false;
+        }
+        digest(presented)
+            .ct_eq(&digest(self.0.expose_secret().as_bytes()))
+            .into()
+    }
+}
+
 fn digest(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
@@ -104,6 +139,25 @@ mod tests {
         assert!(!auth().accepts(&with("Basic !!!")));
         assert!(!auth().accepts(&HeaderMap::new()));
         assert!(!format!("{:?}", auth()).contains("s3cret"));
+    }
+
+    #[test]
+    fn bearer_tokens_are_checked() {
+        let token = BearerToken::new("adm-t0ken_42");
+        let with_auth = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, value.parse().unwrap());
+            h
+        };
+        assert!(token.accepts(&with_auth("Bearer adm-t0ken_42")));
+        assert!(token.accepts(&with_auth("bearer  adm-t0ken_42")));
+        assert!(!token.accepts(&with_auth("Bearer adm-t0ken_4")));
+        assert!(!token.accepts(&with_auth("Bearer adm-t0ken_42x")));
+        assert!(!token.accepts(&with_auth("Bearer ")));
+        assert!(!token.accepts(&with_auth("Basic adm-t0ken_42")));
+        assert!(!token.accepts(&with_auth("adm-t0ken_42")));
+        assert!(!token.accepts(&HeaderMap::new()));
+        assert!(!format!("{token:?}").contains("t0ken"));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The admin server: `/healthz`, `/metrics`, `/report` (JSON) and `/` (an HTML page of the
 //! report and the rollout rules). Read-only and secret-free by construction: it only renders
-//! metrics, the report and the rollout rules.
+//! metrics, the report and the rollout rules. With `proxy.admin_token_env` set, every path
+//! but `/healthz` (probed by load balancers and the container's health check, and telling
+//! nothing) needs `Authorization: Bearer <token>`.
 
 use crate::access;
 use crate::body::{full_body, text_response, Body};
@@ -75,6 +77,19 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) {
 }
 
 async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Body>, Infallible> {
+    if req.uri().path() != "/healthz" {
+        let config = state.config();
+        if let Some(token) = &config.proxy.admin_token {
+            if !token.accepts(req.headers()) {
+                // Neither the expected nor the presented token is ever logged.
+                tracing::info!(
+                    path = req.uri().path(),
+                    "admin: bearer token missing or wrong"
+                );
+                return Ok(unauthorized());
+            }
+        }
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = text_response(StatusCode::METHOD_NOT_ALLOWED, "read-only: GET only");
         resp.headers_mut()
@@ -100,6 +115,19 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bod
             "not found: try /, /report, /metrics, /healthz",
         ),
     })
+}
+
+/// `401` with the challenge (RFC 6750 §3).
+fn unauthorized() -> Response<Body> {
+    let mut resp = text_response(
+        StatusCode::UNAUTHORIZED,
+        "grantshift: the admin server needs Authorization: Bearer <token> (proxy.admin_token_env)",
+    );
+    resp.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"grantshift-admin\""),
+    );
+    resp
 }
 
 fn with_type(body: String, content_type: &'static str) -> Response<Body> {

@@ -101,7 +101,8 @@ async fn route(req: Request<Incoming>, conn: Arc<ClientConn>, state: Arc<State>)
 }
 
 /// `CONNECT host:port`: refuse ports outside `allowed_connect_ports`; intercept listed hosts;
-/// blind-tunnel the rest (dialled before answering, so an unreachable host gets a 502).
+/// blind-tunnel the rest (dialled before answering, so an unreachable host gets a 502 and a
+/// destination the policy refuses a 403).
 async fn connect(
     req: Request<Incoming>,
     conn: Arc<ClientConn>,
@@ -120,12 +121,11 @@ async fn connect(
     let config = state.config();
     if !config.proxy.allowed_connect_ports.contains(&port) {
         tracing::info!(%host, port, "CONNECT refused: port not allowed");
-        return text_response(
-            StatusCode::FORBIDDEN,
-            &format!(
-                "grantshift: CONNECT to port {port} is not allowed (proxy.allowed_connect_ports = {:?})",
-                config.proxy.allowed_connect_ports
-            ),
+        return port_refused(
+            &host,
+            port,
+            "proxy.allowed_connect_ports",
+            &config.proxy.allowed_connect_ports,
         );
     }
     let intercept = config.intercept.hosts.matches(&host);
@@ -173,10 +173,24 @@ async fn connect(
     Response::new(empty_body())
 }
 
-/// Absolute-form `http://host/path`: forwarded unchanged but for hop-by-hop fields and a
-/// `Host` made from the target (no rewriting here: Salesforce is HTTPS-only).
+/// Absolute-form `http://host/path`: refused outside `allowed_http_ports`, else forwarded
+/// unchanged but for hop-by-hop fields and a `Host` made from the target (no rewriting here:
+/// Salesforce is HTTPS-only). The dialer applies the destination policy.
 async fn forward_plain(req: Request<Incoming>, state: &State) -> Response<Body> {
     let host = canonical_host(req.uri().host().unwrap_or_default());
+    let port = req.uri().port_u16().unwrap_or(80);
+    {
+        let config = state.config();
+        if !config.proxy.allowed_http_ports.contains(&port) {
+            tracing::info!(port, "http:// refused: port not allowed");
+            return port_refused(
+                &host,
+                port,
+                "proxy.allowed_http_ports",
+                &config.proxy.allowed_http_ports,
+            );
+        }
+    }
     let _active = state.metrics.open(Kind::Http);
     let (mut parts, body) = req.into_parts();
     hop_by_hop::strip(&mut parts.headers);
@@ -200,6 +214,22 @@ async fn forward_plain(req: Request<Incoming>, state: &State) -> Response<Body> 
         }
     }
     forward(Request::from_parts(parts, body.boxed()), &host, state).await
+}
+
+/// `403` for a port outside the list `key` names. Every port list applies, whether the
+/// host has a `connect_to` entry or not: it is what clients may ask for.
+fn port_refused(host: &str, port: u16, key: &str, allowed: &[u16]) -> Response<Body> {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    text_response(
+        StatusCode::FORBIDDEN,
+        &format!(
+            "grantshift: destination {host}:{port} is not allowed (port {port}; see {key} = {allowed:?})"
+        ),
+    )
 }
 
 /// `407 Proxy Authentication Required` with the challenge clients answer.

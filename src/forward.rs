@@ -1,6 +1,6 @@
 //! Forwarding unchanged: a request goes upstream with only its hop-by-hop fields removed, and
 //! the response comes back the same way; an upstream that cannot be reached becomes the
-//! client's 502 or 504.
+//! client's 502 or 504, a destination the policy refuses its 403.
 
 use crate::body::Body;
 use crate::hop_by_hop;
@@ -27,8 +27,13 @@ pub fn to_client(resp: Response<Incoming>) -> Response<Body> {
     Response::from_parts(parts, body.boxed())
 }
 
-/// Log an upstream failure and turn it into the client's 502/504.
+/// Log an upstream failure and turn it into the client's 403/502/504. A refused destination
+/// is the policy working (INFO); a failure to reach an allowed one is a WARN.
 pub fn upstream_failed(e: UpstreamError) -> Response<Body> {
-    tracing::warn!(status = e.status().as_u16(), error = %e, "upstream request failed");
+    if let UpstreamError::Refused { .. } = e {
+        tracing::info!(error = %e, "destination refused");
+    } else {
+        tracing::warn!(status = e.status().as_u16(), error = %e, "upstream request failed");
+    }
     e.to_response()
 }

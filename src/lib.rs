@@ -30,6 +30,8 @@
 //!   fitted to the upstream hop's protocol (RFC 9113 §8.3.1, §8.2.3) (pure).
 //! - [`upstream`]: the dialer (verified TLS, `connect_to`, typed connect errors) and the
 //!   connection pool that fits each request to the protocol of the connection it picked.
+//! - [`destination`]: which addresses may be dialled for a client: no loopback, link-local,
+//!   unspecified or own listener unless allowed (pure).
 //! - [`ca`]: grantshift's CA (name-constrained; renewal) and the bounded cache of leaf
 //!   certificates it mints.
 //! - [`body`]: the body type, bounded reads that replay exactly, the event-recording body.
@@ -46,6 +48,7 @@ pub mod ca;
 pub mod config;
 pub mod conn;
 pub mod connect;
+pub mod destination;
 pub mod fault;
 pub mod forward;
 pub mod hop_by_hop;

@@ -92,6 +92,7 @@ impl Proxy {
         };
         let listener = bind_named(addr, "proxy.admin_listen")?;
         let bound = listener.local_addr()?;
+        self.state.upstream.dialer.add_own_listener(bound);
         self.state
             .tasks
             .spawn(admin::serve(listener, self.state.clone()));
@@ -108,6 +109,7 @@ impl Proxy {
         };
         let listener = bind_named(addr, "proxy.tls_listen")?;
         let bound = listener.local_addr()?;
+        self.state.upstream.dialer.add_own_listener(bound);
         let state = self.state.clone();
         self.state.tasks.spawn(async move {
             let slots = state.slots.clone();
@@ -165,6 +167,10 @@ impl Proxy {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> crate::Result<()> {
         let state = self.state;
+        if let Ok(bound) = listener.local_addr() {
+            // A client asking the proxy for itself (or its admin server) is refused.
+            state.upstream.dialer.add_own_listener(bound);
+        }
         let slots = state.slots.clone();
         accept_loop(listener, "proxy", slots, shutdown, |tcp, peer, slot| {
             let idle = state.config().proxy.idle_timeout;

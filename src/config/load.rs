@@ -63,6 +63,36 @@ impl AuthConfig {
     }
 }
 
+/// The admin server's bearer token from the environment variable `name`; errors name the
+/// key and the variable, never the value.
+fn resolve_admin_token(
+    name: &str,
+    secrets: &dyn Secrets,
+) -> Result<crate::access::BearerToken, (String, String)> {
+    const KEY: &str = "proxy.admin_token_env";
+    let token = zeroize::Zeroizing::new(secrets.env(name).unwrap_or_default());
+    if token.is_empty() {
+        return Err((
+            KEY.into(),
+            format!("environment variable {name} is not set or empty"),
+        ));
+    }
+    // RFC 6750 §2.1 b64token: what a client can send after `Bearer ` unchanged.
+    let sendable = token.bytes().all(|b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/' | b'=')
+    });
+    if !sendable {
+        return Err((
+            KEY.into(),
+            format!(
+                "the token in {name} may hold only letters, digits and - . _ ~ + / = \
+                 (e.g. `openssl rand -hex 32`)"
+            ),
+        ));
+    }
+    Ok(crate::access::BearerToken::new(token.as_str()))
+}
+
 impl Config {
     /// Load the config named by `path`, else by `$GRANTSHIFT_CONFIG`, else the defaults.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -171,6 +201,9 @@ impl Config {
         self.validate_proxy().map_err(|(k, p)| (k.to_string(), p))?;
         if let Some(auth) = &self.proxy.auth {
             self.proxy.auth_resolved = Some(auth.resolve("proxy.auth", secrets)?);
+        }
+        if let Some(name) = &self.proxy.admin_token_env {
+            self.proxy.admin_token = Some(resolve_admin_token(name, secrets)?);
         }
         if let Some(auth) = &self.upstream.proxy_auth {
             if self.upstream.proxy.is_none() {
@@ -351,6 +384,9 @@ impl Config {
         if self.proxy.allowed_connect_ports.contains(&0) {
             return Err(("proxy.allowed_connect_ports", "port 0 is not a port".into()));
         }
+        if self.proxy.allowed_http_ports.contains(&0) {
+            return Err(("proxy.allowed_http_ports", "port 0 is not a port".into()));
+        }
         if self.upstream.connect_timeout.is_zero() {
             return Err(("upstream.connect_timeout", "must be more than 0s".into()));
         }
@@ -427,6 +463,65 @@ mod tests {
         let err = parse(text).unwrap_err().to_string();
         assert!(err.contains("proxy.auth.password_env"), "{err}");
         assert!(err.contains("GS_TEST_PROXY_PW is not set"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_the_injected_lookup_and_errors_never_show_it() {
+        let text = "[proxy]\nadmin_token_env = \"GS_TEST_ADMIN_TOKEN\"\n";
+        let with = |value: &str| {
+            std::collections::HashMap::from([(
+                "GS_TEST_ADMIN_TOKEN".to_string(),
+                value.to_string(),
+            )])
+        };
+        let c = Config::from_toml_str_with(text, Path::new("/"), &with("adm-Tok3n")).unwrap();
+        let token = c.proxy.admin_token.as_ref().expect("resolved");
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            "Bearer adm-Tok3n".parse().unwrap(),
+        );
+        assert!(token.accepts(&headers));
+        assert!(!format!("{c:?}").contains("adm-Tok3n"));
+        assert!(!c.to_toml().contains("adm-Tok3n"));
+        assert!(c
+            .to_toml()
+            .contains("admin_token_env = \"GS_TEST_ADMIN_TOKEN\""));
+
+        for (value, problem) in [
+            ("", "GS_TEST_ADMIN_TOKEN is not set or empty"),
+            ("two words-SECRET", "may hold only"),
+            ("ctl\u{7}-SECRET", "may hold only"),
+        ] {
+            let err = Config::from_toml_str_with(text, Path::new("/"), &with(value))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("proxy.admin_token_env"), "{err}");
+            assert!(err.contains(problem), "{err}");
+            assert!(!err.contains("SECRET"), "the value is never shown: {err}");
+        }
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains("GS_TEST_ADMIN_TOKEN is not set"), "{err}");
+    }
+
+    #[test]
+    fn destination_keys_default_and_refuse_port_0() {
+        let c = parse("").unwrap();
+        assert_eq!(c.proxy.allowed_http_ports, vec![80]);
+        assert!(c.proxy.allow_destinations.is_empty());
+        assert!(c.proxy.admin_token.is_none());
+        let c = parse("[proxy]\nallowed_http_ports = []\nallow_destinations = [\"10.0.0.0/8\"]\n")
+            .unwrap();
+        assert!(c.proxy.allowed_http_ports.is_empty());
+        assert_eq!(c.proxy.allow_destinations[0].to_string(), "10.0.0.0/8");
+        let err = parse("[proxy]\nallowed_http_ports = [80, 0]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy.allowed_http_ports"), "{err}");
+        let err = parse("[proxy]\nallow_destinations = [\"localhost\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy.allow_destinations"), "{err}");
     }
 
     #[test]

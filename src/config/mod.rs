@@ -64,6 +64,12 @@ pub struct ProxyConfig {
     pub tls_listen: String,
     /// CONNECT is refused to any other port (Squid's `SSL_ports` rule).
     pub allowed_connect_ports: Vec<u16>,
+    /// Absolute-form `http://` requests are refused to any other port (Squid's `Safe_ports`).
+    pub allowed_http_ports: Vec<u16>,
+    /// Networks a client may reach although they are loopback, link-local or unspecified
+    /// (refused by default, like Squid's `deny to_localhost`). Never grantshift's own
+    /// listeners.
+    pub allow_destinations: Vec<ipnet::IpNet>,
     /// How long SIGTERM/SIGINT waits for in-flight requests and open tunnels.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -99,9 +105,15 @@ pub struct ProxyConfig {
     pub tunnel_idle_timeout: Duration,
     /// Hosts whose leaf certificate is kept in memory.
     pub leaf_cache_size: usize,
+    /// The environment variable holding the admin server's bearer token (never the token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_token_env: Option<String>,
     /// The resolved `auth` (password from the environment); never printed.
     #[serde(skip)]
     pub auth_resolved: Option<crate::access::ProxyAuth>,
+    /// The resolved `admin_token_env` (the token); never printed.
+    #[serde(skip)]
+    pub admin_token: Option<crate::access::BearerToken>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +143,8 @@ impl Default for ProxyConfig {
             admin_listen: "127.0.0.1:9464".into(),
             tls_listen: String::new(),
             allowed_connect_ports: vec![443],
+            allowed_http_ports: vec![80],
+            allow_destinations: Vec::new(),
             shutdown_grace: Duration::from_secs(30),
             max_token_body: 65536,
             token_body_budget: 64 * 1024 * 1024,
@@ -144,7 +158,9 @@ impl Default for ProxyConfig {
             idle_timeout: Duration::from_secs(300),
             tunnel_idle_timeout: Duration::from_secs(3600),
             leaf_cache_size: DEFAULT_LEAF_CACHE,
+            admin_token_env: None,
             auth_resolved: None,
+            admin_token: None,
         }
     }
 }

@@ -1,15 +1,17 @@
-//! Dialling upstream hosts: `[upstream.connect_to]` overrides, the corporate proxy
-//! (`upstream.proxy`), the connect timeout, `TCP_NODELAY`, and verified TLS (web PKI roots
-//! plus `extra_root_certs`) with the ALPN the caller needs.
+//! Dialling upstream hosts: `[upstream.connect_to]` overrides, the destination policy
+//! ([`crate::destination`]: no loopback, link-local, unspecified or own listener unless
+//! allowed), the corporate proxy (`upstream.proxy`), the connect timeout, `TCP_NODELAY`, and
+//! verified TLS (web PKI roots plus `extra_root_certs`) with the ALPN the caller needs.
 
 use super::UpstreamError;
 use crate::config::Config;
+use crate::destination;
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::ClientConfig;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,12 +29,15 @@ pub enum Alpn {
     Http1Only,
 }
 
-/// Dials upstream hosts: `connect_to` overrides, connect timeout, `TCP_NODELAY`, verified TLS.
+/// Dials upstream hosts: `connect_to` overrides, the destination policy, connect timeout,
+/// `TCP_NODELAY`, verified TLS.
 #[derive(Clone)]
 pub struct Dialer {
     pub(super) config: Arc<ArcSwap<Config>>,
     tls_any: TlsConnector,
     tls_http1: TlsConnector,
+    /// The addresses grantshift's listeners are bound to: never a destination.
+    own: Arc<ArcSwap<Vec<SocketAddr>>>,
 }
 
 impl Dialer {
@@ -55,18 +60,41 @@ impl Dialer {
             tls_any: build(&[b"h2", b"http/1.1"])?,
             tls_http1: build(&[b"http/1.1"])?,
             config,
+            own: Arc::default(),
         })
     }
 
-    /// TCP to `host:port` (or its `connect_to` override) within `connect_timeout`.
+    /// Record a bound listener address: dialling it for a client is refused from now on.
+    pub fn add_own_listener(&self, addr: SocketAddr) {
+        self.own.rcu(|own| {
+            let mut own = Vec::clone(own);
+            own.push(addr);
+            own
+        });
+    }
+
+    /// TCP to `host:port` (or its `connect_to` override) within `connect_timeout`, if the
+    /// destination policy allows it.
     pub async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, UpstreamError> {
         let config = self.config.load_full();
         let after = config.upstream.connect_timeout;
         let work = async {
             match &config.upstream.proxy {
-                // Through the corporate proxy: it resolves and dials the real host.
+                // Through the corporate proxy: it resolves and dials the real host, so only an
+                // IP literal can be judged here.
                 Some(via) => {
-                    let mut tcp = self.direct(&config, &via.host, via.port).await?;
+                    if let Ok(ip) = host.parse::<IpAddr>() {
+                        self.check(&config, host, port, &[SocketAddr::new(ip, port)])?;
+                    }
+                    // The corporate proxy itself is the operator's choice: not judged.
+                    let addrs = match config.upstream.connect_to.get(&via.host, via.port) {
+                        Some(addr) => vec![addr],
+                        None if config.upstream.connect_to_only => {
+                            return Err(not_in_connect_to(&via.host, via.port))
+                        }
+                        None => resolve(&via.host, via.port).await?,
+                    };
+                    let mut tcp = dial(&via.host, &addrs).await?;
                     let auth = config.upstream.proxy_auth_resolved.as_ref();
                     connect_through(&mut tcp, host, port, auth)
                         .await
@@ -88,24 +116,74 @@ impl Dialer {
             })?
     }
 
-    /// Dial `host:port` (or its `connect_to` override) directly.
+    /// Dial `host:port` directly: its `connect_to` override as given, else its IP literal or
+    /// the addresses it resolves to that the destination policy allows.
     async fn direct(
         &self,
         config: &Config,
         host: &str,
         port: u16,
     ) -> Result<TcpStream, UpstreamError> {
-        let target = config.upstream.connect_to.get(host, port);
-        if target.is_none() && config.upstream.connect_to_only {
-            return Err(UpstreamError::Resolve {
-                host: host.to_string(),
-                source: io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("{host}:{port} is not in upstream.connect_to (connect_to_only = true)"),
-                ),
-            });
+        if let Some(addr) = config.upstream.connect_to.get(host, port) {
+            // The operator named this address: not judged.
+            return dial(host, &[addr]).await;
         }
-        dial(host, port, target).await
+        // An IP literal is judged before anything else (a refused one gets its 403 even with
+        // connect_to_only); a name only once resolved.
+        let literal = host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, port));
+        if let Some(addr) = literal {
+            self.check(config, host, port, &[addr])?;
+        }
+        if config.upstream.connect_to_only {
+            return Err(not_in_connect_to(host, port));
+        }
+        if let Some(addr) = literal {
+            return dial(host, &[addr]).await;
+        }
+        let resolved = resolve(host, port).await?;
+        let allowed = self.check(config, host, port, &resolved)?;
+        dial(host, &allowed).await
+    }
+
+    /// The addresses of `addrs` the destination policy allows; none is a `Refused` naming
+    /// the first address and why it was refused.
+    fn check(
+        &self,
+        config: &Config,
+        host: &str,
+        port: u16,
+        addrs: &[SocketAddr],
+    ) -> Result<Vec<SocketAddr>, UpstreamError> {
+        let allow = &config.proxy.allow_destinations;
+        let own = self.own.load();
+        let mut refused = None;
+        let mut allowed = Vec::with_capacity(addrs.len());
+        for &addr in addrs {
+            match destination::refusal(addr, allow, &own, &is_local_address) {
+                None => allowed.push(addr),
+                Some(why) => {
+                    refused.get_or_insert(why);
+                }
+            }
+        }
+        match refused {
+            Some(why) if allowed.is_empty() => {
+                let target = if host.parse::<IpAddr>().is_ok() {
+                    addrs[0].to_string()
+                } else {
+                    let list: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
+                    format!("{host}:{port} ({})", list.join(", "))
+                };
+                Err(UpstreamError::Refused {
+                    target,
+                    reason: why.describe(),
+                })
+            }
+            _ => Ok(allowed),
+        }
     }
 
     /// TCP + verified TLS with SNI = `host`, both within `connect_timeout`.
@@ -143,23 +221,44 @@ impl Dialer {
     }
 }
 
-async fn dial(
-    host: &str,
-    port: u16,
-    target: Option<SocketAddr>,
-) -> Result<TcpStream, UpstreamError> {
-    let addrs: Vec<SocketAddr> = match target {
-        Some(addr) => vec![addr],
-        None => tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|source| UpstreamError::Resolve {
-                host: host.to_string(),
-                source,
-            })?
-            .collect(),
-    };
+/// Is `ip` an address of this machine? Binding a socket to it succeeds only then (no
+/// packet is sent). Asked only for a destination on the port of a listener bound to the
+/// unspecified address.
+fn is_local_address(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
+}
+
+fn not_in_connect_to(host: &str, port: u16) -> UpstreamError {
+    UpstreamError::Resolve {
+        host: host.to_string(),
+        source: io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{host}:{port} is not in upstream.connect_to (connect_to_only = true)"),
+        ),
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, UpstreamError> {
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| UpstreamError::Resolve {
+            host: host.to_string(),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(UpstreamError::Resolve {
+            host: host.to_string(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+        });
+    }
+    Ok(addrs)
+}
+
+/// Connect to the first of `addrs` that answers.
+async fn dial(host: &str, addrs: &[SocketAddr]) -> Result<TcpStream, UpstreamError> {
     let mut last = None;
-    for addr in addrs {
+    for &addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(tcp) => {
                 // Small requests and responses must not wait for delayed ACKs.
@@ -322,5 +421,17 @@ impl AsyncWrite for UpstreamStream {
             UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_addresses_are_told_from_others_without_sending_anything() {
+        assert!(is_local_address("127.0.0.1".parse().unwrap()));
+        // TEST-NET-1 (RFC 5737) is never assigned to a machine.
+        assert!(!is_local_address("192.0.2.1".parse().unwrap()));
     }
 }

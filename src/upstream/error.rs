@@ -1,5 +1,5 @@
-//! Why an upstream could not be reached, typed so the client gets the right status (502 or
-//! 504) and a line naming the host and the cause.
+//! Why an upstream could not be reached, typed so the client gets the right status (403, 502
+//! or 504) and a line naming the host and the cause.
 
 use crate::body::Body;
 use http::Response;
@@ -25,12 +25,21 @@ pub enum UpstreamError {
     ResponseTimeout { host: String, after: Duration },
     #[error("{host} failed the request: {cause}")]
     Request { host: String, cause: String },
+    /// The destination policy refused every address (`target` names them); nothing was
+    /// dialled.
+    #[error("destination {target} is not allowed ({reason})")]
+    Refused {
+        target: String,
+        reason: &'static str,
+    },
 }
 
 impl UpstreamError {
-    /// 504 for timeouts, 502 for everything else (RFC 9110 §15.6.3, §15.6.5).
+    /// 403 for a refused destination, 504 for timeouts, 502 for everything else (RFC 9110
+    /// §15.5.4, §15.6.3, §15.6.5).
     pub fn status(&self) -> http::StatusCode {
         match self {
+            UpstreamError::Refused { .. } => http::StatusCode::FORBIDDEN,
             UpstreamError::ConnectTimeout { .. } | UpstreamError::ResponseTimeout { .. } => {
                 http::StatusCode::GATEWAY_TIMEOUT
             }

@@ -15,14 +15,41 @@ pub async fn admin_request(
     path: &str,
     body: Option<&str>,
 ) -> Reply {
+    admin_request_with(admin, method, path, body, &[]).await
+}
+
+/// `GET path` on the admin server with `Authorization: Bearer token`.
+pub async fn admin_get_bearer(admin: SocketAddr, path: &str, token: &str) -> Reply {
+    let authorization = format!("Bearer {token}");
+    admin_request_with(
+        admin,
+        Method::GET,
+        path,
+        None,
+        &[("authorization", &authorization)],
+    )
+    .await
+}
+
+/// [`admin_request`] with extra request `headers`.
+pub async fn admin_request_with(
+    admin: SocketAddr,
+    method: Method,
+    path: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Reply {
     let tcp = tokio::net::TcpStream::connect(admin)
         .await
         .expect("connect to the admin server");
     let mut conn = HttpConn::handshake(tcp, Http::H1).await;
-    let req = Request::builder()
+    let mut req = Request::builder()
         .method(method)
         .uri(path)
         .header("host", admin.to_string());
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
     let req = match body {
         Some(b) => req
             .header("content-type", "application/json")

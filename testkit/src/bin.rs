@@ -229,6 +229,16 @@ impl RunningBinary {
         matching(&lines)
     }
 
+    /// Where the admin server listens, from its `admin listening` line (`--log-format json`
+    /// only; waits for the line).
+    pub async fn admin_addr(&self) -> SocketAddr {
+        let lines = self.wait_for_json_logs("admin listening", 1).await;
+        lines[0]["fields"]["addr"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("`admin listening` names no address: {}", lines[0]))
+    }
+
     /// Send a signal with `kill -SIG pid` (e.g. "TERM", "INT").
     pub fn signal(&self, sig: &str) {
         let status = Command::new("kill")

@@ -330,6 +330,84 @@ async fn prometheus_scrapes_grantshift_metrics_path_on_its_admin_port() {
     assert!(reply.text().contains("grantshift_connections_total"));
 }
 
+/// `text` with its commented-out lines whose text after `# ` starts with one of `markers`
+/// uncommented (indentation kept): the optional setup the deploy files document.
+fn uncomment(text: &str, markers: &[&str]) -> String {
+    text.lines()
+        .map(|line| {
+            let indent = line.len() - line.trim_start().len();
+            match line[indent..].strip_prefix("# ") {
+                Some(rest) if markers.iter().any(|m| rest.starts_with(m)) => {
+                    format!("{}{rest}\n", &line[..indent])
+                }
+                _ => format!("{line}\n"),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_documented_admin_token_setup_is_consistent_once_uncommented() {
+    // docker-compose.yml: the token variable for grantshift, the token file for Prometheus.
+    let compose_text = uncomment(
+        &read(COMPOSE),
+        &[
+            "GRANTSHIFT_ADMIN_TOKEN:",
+            "- ./deploy/grantshift-admin-token:",
+        ],
+    );
+    let compose: Yaml = serde_yaml::from_str(&compose_text).expect("uncommented compose is YAML");
+    let env = environment(service(&compose, "grantshift"));
+    let var = "GRANTSHIFT_ADMIN_TOKEN";
+    assert!(
+        env.contains_key(var),
+        "the grantshift service gets {var}: {env:?}"
+    );
+
+    // deploy/grantshift.toml names that variable.
+    let toml = uncomment(&read("deploy/grantshift.toml"), &["admin_token_env"]);
+    let token = "0123456789abcdef0123456789abcdef";
+    let secrets = std::collections::HashMap::from([(var.to_string(), token.to_string())]);
+    let config = Config::from_toml_str_with(&toml, &repo_path("deploy"), &secrets)
+        .expect("the uncommented deploy config loads");
+    assert_eq!(config.proxy.admin_token_env.as_deref(), Some(var));
+    assert!(config.proxy.admin_token.is_some());
+
+    // deploy/prometheus.yml sends it from the file the compose file mounts, which git ignores.
+    let prom_text = uncomment(
+        &read("deploy/prometheus.yml"),
+        &["authorization:", "  type:", "  credentials_file:"],
+    );
+    let prom_config: Yaml = serde_yaml::from_str(&prom_text).expect("uncommented prometheus.yml");
+    let job = &prom_config["scrape_configs"][0];
+    assert_eq!(
+        job["authorization"]["type"].as_str(),
+        Some("Bearer"),
+        "{job:?}"
+    );
+    let file = job["authorization"]["credentials_file"]
+        .as_str()
+        .expect("authorization.credentials_file");
+    let host_file = host_path_of(service(&compose, "prometheus"), file);
+    assert_eq!(host_file, repo_path("deploy/grantshift-admin-token"));
+    assert!(
+        read(".gitignore")
+            .lines()
+            .any(|l| l == "/deploy/grantshift-admin-token"),
+        "the token file is never committed"
+    );
+
+    // And a grantshift with that key wants exactly what Prometheus sends.
+    let proxy = TestProxy::builder()
+        .env(var, token)
+        .proxy(&format!("admin_token_env = \"{var}\""))
+        .start()
+        .await;
+    assert_eq!(admin_get(proxy.admin_addr(), "/metrics").await.status, 401);
+    let scraped = testkit::admin::admin_get_bearer(proxy.admin_addr(), "/metrics", token).await;
+    assert_eq!(scraped.status, 200);
+}
+
 #[test]
 fn grafana_provisioning_points_at_prometheus_and_at_the_mounted_dashboards() {
     let compose = compose();

@@ -9,6 +9,8 @@ async fn proxy_with_plain_upstream() -> (TestProxy, PlainHttpServer) {
     let proxy = TestProxy::builder()
         .connect_to("plain.test:80", plain.addr())
         .connect_to("plain.test:8080", plain.addr())
+        // Plain http:// goes only to allowed_http_ports (default [80]).
+        .proxy("allowed_http_ports = [80, 8080]")
         .start()
         .await;
     (proxy, plain)
