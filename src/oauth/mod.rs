@@ -5,8 +5,11 @@
 //! the query string and an `application/x-www-form-urlencoded` body (docs/operating.md, "The upgrade";
 //! real clients put grant parameters in either place).
 
+pub mod basic;
 pub mod jwt;
 pub mod rewrite;
+
+pub use basic::{basic_client_id, BadBasic};
 
 use http::{HeaderMap, Method};
 use std::fmt;
