@@ -23,6 +23,11 @@ impl HostPatterns {
         self.exact.iter().any(|e| e.eq_ignore_ascii_case(host))
             || self.suffixes.iter().any(|s| ends_with_ignore_case(host, s))
     }
+
+    /// The exact names among the patterns (lowercase), without the `*.suffix` ones.
+    pub fn exact_names(&self) -> impl Iterator<Item = &str> {
+        self.exact.iter().map(String::as_str)
+    }
 }
 
 impl TryFrom<Vec<String>> for HostPatterns {
@@ -94,6 +99,11 @@ impl ConnectTo {
         self.map
             .get(&(host.trim_end_matches('.').to_ascii_lowercase(), port))
             .copied()
+    }
+
+    /// The hosts that have an entry (lowercase, any port).
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(|(host, _)| host.as_str())
     }
 }
 
