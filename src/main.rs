@@ -248,20 +248,28 @@ fn report(
     json: bool,
     suggest_config: bool,
 ) -> anyhow::Result<()> {
-    if files.is_empty() {
+    // The config is read when it names the events file or is named itself (-c): it gives
+    // telemetry.report_max_sets.
+    let mut max_sets = grantshift::config::DEFAULT_REPORT_MAX_SETS;
+    if files.is_empty() || config.is_some() {
         let config = Config::load(config.as_deref())?;
-        anyhow::ensure!(
-            !matches!(config.telemetry.events.as_str(), "" | "-"),
-            "telemetry.events is not a file: name one with --events FILE"
-        );
-        files.push(PathBuf::from(config.telemetry.events));
+        max_sets = config.telemetry.report_max_sets;
+        if files.is_empty() {
+            anyhow::ensure!(
+                !matches!(config.telemetry.events.as_str(), "" | "-"),
+                "telemetry.events is not a file: name one with --events FILE"
+            );
+            files.push(PathBuf::from(config.telemetry.events));
+        }
     }
     let (events, bad) = grantshift::telemetry::events::read_event_files(&files)?;
     if bad > 0 {
         eprintln!("grantshift: skipped {bad} line(s) that are not events");
     }
-    let mut builder = grantshift::telemetry::report::ReportBuilder::default();
-    events.iter().for_each(|e| builder.add(e));
+    let mut builder = grantshift::telemetry::report::ReportBuilder::new(max_sets);
+    events.iter().for_each(|e| {
+        builder.add(e);
+    });
     let report = builder.report();
     if json {
         out(&(serde_json::to_string_pretty(&report)? + "\n"))

@@ -32,15 +32,31 @@ pub struct Upgrade {
     pub jwt: Option<(JwtKey, String)>,
 }
 
-/// Decide for a password grant sent to `request_host`. `has_basic_auth` says whether the
-/// client authenticates with `Authorization: Basic` (then client credentials needs no
-/// `client_secret` in the body).
-pub fn decide(
-    config: &Config,
-    request_host: &str,
-    params: &TokenParams,
-    has_basic_auth: bool,
-) -> Decision {
+/// What the policy needs of a password grant.
+#[derive(Debug, Clone, Copy)]
+pub struct PasswordGrant<'a> {
+    /// The app: the form's `client_id`, else the one in `Authorization: Basic` (`""` if
+    /// neither names one).
+    pub client_id: &'a str,
+    pub username: &'a str,
+    /// A `client_secret` in the form, or `Authorization: Basic` (which is forwarded as sent):
+    /// client credentials can authenticate the app.
+    pub has_client_secret: bool,
+}
+
+impl<'a> PasswordGrant<'a> {
+    /// The grant as its form parameters tell it (no `Authorization` field).
+    pub fn from_params(params: &'a TokenParams) -> PasswordGrant<'a> {
+        PasswordGrant {
+            client_id: params.get("client_id").unwrap_or(""),
+            username: params.get("username").unwrap_or(""),
+            has_client_secret: params.get("client_secret").is_some(),
+        }
+    }
+}
+
+/// Decide for a password grant sent to `request_host`.
+pub fn decide(config: &Config, request_host: &str, grant: &PasswordGrant<'_>) -> Decision {
     let Some(rule) = config.rollout.iter().find(|r| r.matches(request_host)) else {
         return Decision::Observe {
             reason: Some("no_rule"),
@@ -49,8 +65,7 @@ pub fn decide(
     if rule.mode == Mode::Observe {
         return Decision::Observe { reason: None };
     }
-    let client_id = params.get("client_id").unwrap_or("");
-    let username = params.get("username").unwrap_or("");
+    let (client_id, username) = (grant.client_id, grant.username);
     let credential = config
         .credentials
         .iter()
@@ -93,7 +108,7 @@ pub fn decide(
             Some((key, audience.to_string()))
         }
         Flow::ClientCredentials => {
-            if params.get("client_secret").is_none() && !has_basic_auth {
+            if !grant.has_client_secret {
                 return Decision::Skip(SkipReason::NoClientSecret);
             }
             None
@@ -131,6 +146,13 @@ mod tests {
 
     fn params(body: &str) -> TokenParams {
         TokenParams::parse(None, body.as_bytes()).unwrap()
+    }
+
+    /// `decide` for the grant in `params`, with (`basic`) or without `Authorization: Basic`.
+    fn decide(config: &Config, host: &str, params: &TokenParams, basic: bool) -> Decision {
+        let mut grant = PasswordGrant::from_params(params);
+        grant.has_client_secret |= basic;
+        super::decide(config, host, &grant)
     }
 
     const PW: &str =

@@ -7,7 +7,7 @@ use crate::config::Config;
 use crate::conn::ClientConn;
 use crate::server::{accept_loop, bind};
 use crate::state::{self, State};
-use crate::telemetry::events::{for_each_event, Event, EventSink};
+use crate::telemetry::events::{for_each_event, Event, EventSink, QueueBound};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::report::{Report, ReportBuilder};
 use crate::upstream::Upstream;
@@ -43,12 +43,21 @@ impl Proxy {
         )?
         .with_cache_size(config.proxy.leaf_cache_size);
         let metrics = Arc::new(Metrics::new());
-        let report = Arc::new(std::sync::Mutex::new(seed_report(&config.telemetry.events)));
+        metrics.configure(&config);
+        let report = seed_report(&config.telemetry.events, config.telemetry.report_max_sets);
+        metrics.report_sets_dropped(report.dropped_sets());
+        let report = Arc::new(std::sync::Mutex::new(report));
         let events = {
             let (metrics, report) = (metrics.clone(), report.clone());
-            EventSink::start(&config.telemetry.events, move |event| {
+            let dropped = metrics.clone();
+            let bound = QueueBound {
+                max_queued: config.telemetry.events_max_queued,
+                on_dropped: Box::new(move || dropped.event_dropped()),
+            };
+            EventSink::start(&config.telemetry.events, bound, move |event| {
                 metrics.record_event(event);
-                report.lock().expect("report lock").add(event);
+                let dropped = report.lock().expect("report lock").add(event);
+                metrics.report_sets_dropped(dropped);
             })?
         };
         let config = Arc::new(ArcSwap::from_pointee(config));
@@ -281,6 +290,14 @@ impl Reloader {
         if old.telemetry.events != new.telemetry.events {
             self.state.events.reopen(&new.telemetry.events);
         }
+        self.state
+            .events
+            .set_max_queued(new.telemetry.events_max_queued);
+        let dropped = self
+            .state
+            .set_report_max_sets(new.telemetry.report_max_sets);
+        self.state.metrics.report_sets_dropped(dropped);
+        self.state.metrics.configure(&new);
         self.state.store_config(new);
         self.state.metrics.config_reload(true);
         tracing::info!("config reloaded");
@@ -295,8 +312,8 @@ impl Reloader {
 
 /// The report starts from the events already in the file, so `/report` and
 /// `grantshift report` over the same file agree across restarts.
-fn seed_report(events_path: &str) -> ReportBuilder {
-    let mut builder = ReportBuilder::default();
+fn seed_report(events_path: &str, max_sets: usize) -> ReportBuilder {
+    let mut builder = ReportBuilder::new(max_sets);
     if matches!(events_path, "" | "-") || !std::path::Path::new(events_path).exists() {
         return builder;
     }
@@ -304,7 +321,7 @@ fn seed_report(events_path: &str) -> ReportBuilder {
     let mut seen = 0usize;
     match for_each_event(std::path::Path::new(events_path), |e| {
         seen += 1;
-        builder.add(&e)
+        builder.add(&e);
     }) {
         Ok(bad) => {
             tracing::info!(events = seen, unreadable_lines = bad, path = %events_path, "report seeded from the events file");

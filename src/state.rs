@@ -83,4 +83,13 @@ impl State {
     pub fn report(&self) -> Report {
         self.report.lock().expect("report lock").report()
     }
+
+    /// Keep at most `max_sets` credential sets in the report (config reload); how many were
+    /// dropped to get there.
+    pub fn set_report_max_sets(&self, max_sets: usize) -> u64 {
+        self.report
+            .lock()
+            .expect("report lock")
+            .set_max_sets(max_sets)
+    }
 }

@@ -44,6 +44,11 @@ impl HostPatterns {
         domains.dedup();
         domains
     }
+
+    /// The exact names among the patterns (lowercase), without the `*.suffix` ones.
+    pub fn exact_names(&self) -> impl Iterator<Item = &str> {
+        self.exact.iter().map(String::as_str)
+    }
 }
 
 /// The registrable domain `name` (lowercase) is in, by the public suffix list:
@@ -136,6 +141,11 @@ impl ConnectTo {
         self.map
             .get(&(host.trim_end_matches('.').to_ascii_lowercase(), port))
             .copied()
+    }
+
+    /// The hosts that have an entry (lowercase, any port).
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(|(host, _)| host.as_str())
     }
 }
 

@@ -310,6 +310,14 @@ impl Config {
                 "upstream.pool_idle_timeout",
                 self.upstream.pool_idle_timeout.as_millis(),
             ),
+            (
+                "telemetry.events_max_queued",
+                self.telemetry.events_max_queued as u128,
+            ),
+            (
+                "telemetry.report_max_sets",
+                self.telemetry.report_max_sets as u128,
+            ),
         ];
         if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err((key, "must be more than 0".into()));

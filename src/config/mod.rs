@@ -396,12 +396,26 @@ impl Credential {
 pub struct TelemetryConfig {
     /// Append-only JSON lines, one per token request; `""` disables, `"-"` is stdout.
     pub events: String,
+    /// Events that may wait for the events writer; while it is stalled, more are dropped
+    /// (and counted) instead of holding up logins or memory.
+    pub events_max_queued: usize,
+    /// Credential sets the report keeps; past this the least recently seen is dropped (and
+    /// counted).
+    pub report_max_sets: usize,
 }
+
+/// Events that may wait for the events writer by default (`telemetry.events_max_queued`).
+pub const DEFAULT_EVENTS_MAX_QUEUED: usize = 10_000;
+
+/// Credential sets the report keeps by default (`telemetry.report_max_sets`).
+pub const DEFAULT_REPORT_MAX_SETS: usize = 10_000;
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
             events: "grantshift-events.jsonl".into(),
+            events_max_queued: DEFAULT_EVENTS_MAX_QUEUED,
+            report_max_sets: DEFAULT_REPORT_MAX_SETS,
         }
     }
 }

@@ -5,14 +5,27 @@
 //! the query string and an `application/x-www-form-urlencoded` body (docs/operating.md, "The upgrade";
 //! real clients put grant parameters in either place).
 
+pub mod basic;
 pub mod jwt;
 pub mod rewrite;
+
+pub use basic::{basic_client_id, BadBasic};
 
 use http::{HeaderMap, Method};
 use std::fmt;
 
 pub const TOKEN_PATH: &str = "/services/oauth2/token";
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// The longest username a password grant may have to be upgraded or recorded, in characters:
+/// Salesforce usernames are at most 80 (docs/operating.md, "Safety and limits").
+pub const MAX_USERNAME_CHARS: usize = 80;
+/// The longest client id recorded or matched, in characters: Salesforce consumer keys are
+/// shorter than 256.
+pub const MAX_CLIENT_ID_CHARS: usize = 255;
+/// The longest `grant_type` recorded, in characters: the longest Salesforce grant type
+/// (`urn:ietf:params:oauth:grant-type:token-exchange`) has 47.
+pub const MAX_GRANT_TYPE_CHARS: usize = 128;
 
 /// Is this request a token request (before looking at its body)?
 pub fn is_token_request(method: &Method, path: &str) -> bool {
@@ -35,6 +48,10 @@ pub enum SkipReason {
     DuplicateParameter,
     MissingClientId,
     NoClientSecret,
+    UsernameTooLong,
+    ClientIdTooLong,
+    BadBasicAuth,
+    ClientIdMismatch,
     Internal,
 }
 
@@ -51,6 +68,10 @@ impl SkipReason {
             SkipReason::DuplicateParameter => "duplicate_parameter",
             SkipReason::MissingClientId => "missing_client_id",
             SkipReason::NoClientSecret => "no_client_secret",
+            SkipReason::UsernameTooLong => "username_too_long",
+            SkipReason::ClientIdTooLong => "client_id_too_long",
+            SkipReason::BadBasicAuth => "bad_basic_auth",
+            SkipReason::ClientIdMismatch => "client_id_mismatch",
             SkipReason::Internal => "internal",
         }
     }

@@ -1,14 +1,20 @@
 //! Migration telemetry events (docs/operating.md, "The events file"): one JSON object per token request, appended to
 //! `[telemetry].events` once the response has gone back to the client.
 //!
-//! The request path never touches the file: events go over a channel to one writer thread,
-//! which appends and flushes each line and then publishes the event to in-process
+//! The request path never touches the file: events go over a bounded queue to one writer
+//! thread, which appends and flushes each line and then publishes the event to in-process
 //! subscribers (metrics, the report, tests), so a subscriber that sees an event knows its line
-//! is on disk.
+//! is on disk. A full queue (the writer stalled: disk full, slow NFS) drops the event and
+//! counts it, so the request path never waits for the file.
+//!
+//! Values clients send are bounded before they get here: a field over its bound is left out
+//! and its length recorded in [`Event::oversized`].
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast;
@@ -82,14 +88,43 @@ pub struct Event {
     pub latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Fields whose value was over its bound (`username`, `client_id`, `grant`, `host`), with
+    /// the value's length in characters. Such a field is left out of the event (`host`, which
+    /// every event has, keeps its first [`MAX_HOST_CHARS`] characters).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub oversized: BTreeMap<String, u64>,
+}
+
+/// DNS names have at most 253 characters (RFC 1035 §2.3.4, without the trailing dot).
+pub const MAX_HOST_CHARS: usize = 253;
+
+/// `value` if it has at most `max_chars` characters, else its length in characters.
+pub fn within_bound(value: &str, max_chars: usize) -> Result<&str, u64> {
+    // A char is at least one byte: short in bytes is short in characters.
+    if value.len() <= max_chars {
+        return Ok(value);
+    }
+    match value.chars().count() {
+        n if n <= max_chars => Ok(value),
+        n => Err(n as u64),
+    }
 }
 
 impl Event {
+    /// A new event for a token request from `client` to `host` (kept to [`MAX_HOST_CHARS`]).
     pub fn new(client: SocketAddr, host: &str) -> Event {
+        let mut oversized = BTreeMap::new();
+        let host = match within_bound(host, MAX_HOST_CHARS) {
+            Ok(host) => host.to_string(),
+            Err(len) => {
+                oversized.insert("host".into(), len);
+                host.chars().take(MAX_HOST_CHARS).collect()
+            }
+        };
         Event {
             ts: String::new(),
             client: client.to_string(),
-            host: host.to_string(),
+            host,
             grant: None,
             client_id: None,
             username: None,
@@ -103,6 +138,7 @@ impl Event {
             instance_url: None,
             latency_ms: 0.0,
             reason: None,
+            oversized,
         }
     }
 }
@@ -171,16 +207,73 @@ enum Message {
 struct Inbox {
     queue: Mutex<Queue>,
     wake: Condvar,
+    /// Events that may wait at once (`telemetry.events_max_queued`).
+    max_queued: AtomicUsize,
+    /// Called once per dropped event (the metric).
+    on_dropped: Box<dyn Fn() + Send + Sync>,
 }
 
 #[derive(Default)]
 struct Queue {
     items: Vec<Message>,
+    /// How many of `items` are events (reopen and sync messages are never dropped).
+    events: usize,
     parked: bool,
+    /// Events dropped since the queue last had room: the current burst.
+    burst: u64,
+}
+
+/// What pushing one event did.
+#[derive(Debug, PartialEq, Eq)]
+enum Pushed {
+    /// Queued; `burst_ended` is how many were dropped just before, if any were.
+    Queued { burst_ended: Option<u64> },
+    /// The queue was full; `burst_started` on the first drop of a burst.
+    Dropped { burst_started: bool },
+}
+
+impl Queue {
+    fn push_event(&mut self, event: Box<Event>, max_queued: usize) -> Pushed {
+        if self.events >= max_queued {
+            self.burst += 1;
+            return Pushed::Dropped {
+                burst_started: self.burst == 1,
+            };
+        }
+        self.items.push(Message::Event(event));
+        self.events += 1;
+        let dropped = std::mem::take(&mut self.burst);
+        Pushed::Queued {
+            burst_ended: (dropped > 0).then_some(dropped),
+        }
+    }
+
+    /// Everything queued, for the writer.
+    fn take(&mut self) -> Vec<Message> {
+        self.events = 0;
+        std::mem::take(&mut self.items)
+    }
 }
 
 /// How long the writer lets events gather after a batch.
 const COALESCE: Duration = Duration::from_millis(1);
+
+/// How the writer's queue is bounded.
+pub struct QueueBound {
+    /// Events that may wait at once; more are dropped.
+    pub max_queued: usize,
+    /// Called once per dropped event, on the request path: keep it cheap (a counter).
+    pub on_dropped: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Default for QueueBound {
+    fn default() -> Self {
+        QueueBound {
+            max_queued: crate::config::DEFAULT_EVENTS_MAX_QUEUED,
+            on_dropped: Box::new(|| {}),
+        }
+    }
+}
 
 /// Where events go: the events file (or stdout, or nowhere) and in-process subscribers.
 #[derive(Clone)]
@@ -195,11 +288,14 @@ impl EventSink {
     /// the report are fed from here, so they agree with the file).
     pub fn start(
         path: &str,
+        bound: QueueBound,
         mut on_event: impl FnMut(&Event) + Send + 'static,
     ) -> std::io::Result<EventSink> {
         let inbox = Arc::new(Inbox {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
+            max_queued: AtomicUsize::new(bound.max_queued),
+            on_dropped: bound.on_dropped,
         });
         let (published, _) = broadcast::channel(4096);
         let mut out = open(path)?;
@@ -225,7 +321,7 @@ impl EventSink {
                             .0;
                         queue.parked = false;
                     }
-                    std::mem::take(&mut queue.items)
+                    queue.take()
                 };
                 drop(inbox);
                 if batch.is_empty() {
@@ -274,9 +370,8 @@ impl EventSink {
         Ok(EventSink { inbox, published })
     }
 
-    fn push(&self, message: Message) {
-        let mut queue = self.inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
-        queue.items.push(message);
+    /// Release the queue, waking the writer if it is parked.
+    fn wake_after(&self, mut queue: std::sync::MutexGuard<'_, Queue>) {
         if queue.parked {
             queue.parked = false;
             drop(queue);
@@ -284,9 +379,49 @@ impl EventSink {
         }
     }
 
-    /// Record one event (stamped when written).
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.inbox.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, message: Message) {
+        let mut queue = self.lock();
+        queue.items.push(message);
+        self.wake_after(queue);
+    }
+
+    /// Record one event (stamped when written). Never waits for the writer: when
+    /// `max_queued` events are already waiting, the event is dropped and counted, with one
+    /// warning per burst of drops.
     pub fn record(&self, event: Event) {
-        self.push(Message::Event(Box::new(event)));
+        let max_queued = self.inbox.max_queued.load(Ordering::Relaxed);
+        let mut queue = self.lock();
+        let pushed = queue.push_event(Box::new(event), max_queued);
+        match pushed {
+            Pushed::Queued { burst_ended } => {
+                self.wake_after(queue);
+                if let Some(dropped) = burst_ended {
+                    tracing::info!(
+                        dropped,
+                        "telemetry events queue has room again; events were dropped while it was full"
+                    );
+                }
+            }
+            Pushed::Dropped { burst_started } => {
+                drop(queue);
+                (self.inbox.on_dropped)();
+                if burst_started {
+                    tracing::warn!(
+                        max_queued,
+                        "telemetry events queue is full (the events writer is stalled): dropping events until it catches up"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Change how many events may wait (config reload); events already queued stay.
+    pub fn set_max_queued(&self, max_queued: usize) {
+        self.inbox.max_queued.store(max_queued, Ordering::Relaxed);
     }
 
     /// Switch to another events file (config reload).
@@ -422,6 +557,75 @@ pub fn read_event_files(paths: &[std::path::PathBuf]) -> std::io::Result<(Vec<Ev
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event() -> Box<Event> {
+        Box::new(Event::new(
+            "127.0.0.1:1".parse().unwrap(),
+            "login.salesforce.com",
+        ))
+    }
+
+    #[test]
+    fn a_full_queue_drops_events_and_reports_each_burst_once() {
+        let mut q = Queue::default();
+        let queued = Pushed::Queued { burst_ended: None };
+        assert_eq!(q.push_event(event(), 2), queued);
+        assert_eq!(q.push_event(event(), 2), queued);
+        // Full: the first drop starts a burst, the next ones do not.
+        assert_eq!(
+            q.push_event(event(), 2),
+            Pushed::Dropped {
+                burst_started: true
+            }
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                q.push_event(event(), 2),
+                Pushed::Dropped {
+                    burst_started: false
+                }
+            );
+        }
+        // Reopen and sync messages do not count against the bound and are never dropped.
+        q.items.push(Message::Reopen(String::new()));
+        assert_eq!(q.take().len(), 3);
+        // The writer took the batch: room again, and the burst's size is told once.
+        assert_eq!(
+            q.push_event(event(), 2),
+            Pushed::Queued {
+                burst_ended: Some(4)
+            }
+        );
+        assert_eq!(q.push_event(event(), 2), queued);
+        assert!(matches!(
+            q.push_event(event(), 2),
+            Pushed::Dropped {
+                burst_started: true
+            }
+        ));
+    }
+
+    #[test]
+    fn values_over_their_bound_are_measured_in_characters() {
+        assert_eq!(within_bound("abc", 3), Ok("abc"));
+        assert_eq!(within_bound("abcd", 3), Err(4));
+        // Three characters, six bytes: within a bound of three characters.
+        assert_eq!(within_bound("ééé", 3), Ok("ééé"));
+        assert_eq!(within_bound("éééé", 3), Err(4));
+    }
+
+    #[test]
+    fn an_over_long_host_is_cut_to_a_dns_name_length_and_measured() {
+        let long = format!("{}.my.salesforce.com", "a".repeat(1000));
+        let e = Event::new("127.0.0.1:1".parse().unwrap(), &long);
+        assert_eq!(e.host.len(), MAX_HOST_CHARS);
+        assert_eq!(e.oversized["host"], long.len() as u64);
+        let json = serde_json::to_string(&e).unwrap();
+        assert!(json.contains(r#""oversized":{"host":1018}"#), "{json}");
+        let short = Event::new("127.0.0.1:1".parse().unwrap(), "login.salesforce.com");
+        let json = serde_json::to_string(&short).unwrap();
+        assert!(!json.contains("oversized"), "{json}");
+    }
 
     #[test]
     fn facts_come_from_id_and_instance_url_and_nothing_secret_is_kept() {

@@ -2,14 +2,22 @@
 //!
 //! Token-request counters are fed by the events writer, one event at a time, so they match
 //! the events file exactly; connection and upstream metrics are updated where they happen.
+//!
+//! Every label takes values from a bounded set, whatever clients send: a `host` label is a
+//! configured host name or a host class ([`HostLabels`]), a `grant` label a known grant type.
 
 use super::events::Event;
+use crate::config::Config;
+use crate::oauth::{is_generic_login_host, is_my_domain_host, is_sandbox_host};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::sync::RwLock;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,8 +72,58 @@ impl Kind {
     }
 }
 
+/// The `host` label values: the hosts the config names are their own value; any other host
+/// is its class, so a client cannot make a series per host it invents.
+#[derive(Debug, Default, Clone)]
+pub struct HostLabels {
+    /// Lowercase: `intercept.hosts` exact names, `[[rollout]]` exact hosts, credentials'
+    /// `my_domain`, `upstream.connect_to` hosts.
+    named: HashSet<String>,
+}
+
+impl HostLabels {
+    pub fn from_config(config: &Config) -> HostLabels {
+        let mut named = HashSet::new();
+        named.extend(config.intercept.hosts.exact_names().map(str::to_owned));
+        named.extend(
+            config
+                .rollout
+                .iter()
+                .filter(|r| !r.host.starts_with('*'))
+                .map(|r| r.host.to_ascii_lowercase()),
+        );
+        named.extend(
+            config
+                .credentials
+                .iter()
+                .filter_map(|c| c.my_domain.as_deref())
+                .map(str::to_ascii_lowercase),
+        );
+        named.extend(config.upstream.connect_to.hosts().map(str::to_owned));
+        HostLabels { named }
+    }
+
+    /// The label value for `host`: the host itself when the config names it (and the
+    /// generic login hosts), else `sandbox_my_domain`, `my_domain` or `other`.
+    pub fn label<'a>(&self, host: &'a str) -> Cow<'a, str> {
+        let host = host.trim_end_matches('.');
+        let lower = host.to_ascii_lowercase();
+        if self.named.contains(&lower) || is_generic_login_host(host) {
+            return Cow::Owned(lower);
+        }
+        Cow::Borrowed(if is_my_domain_host(host) && is_sandbox_host(host) {
+            "sandbox_my_domain"
+        } else if is_my_domain_host(host) {
+            "my_domain"
+        } else {
+            "other"
+        })
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    host_labels: RwLock<HostLabels>,
     token_requests: Family<TokenLabels, Counter>,
     upgrade_failures: Family<FailureLabels, Counter>,
     connections_total: Family<KindLabels, Counter>,
@@ -73,6 +131,8 @@ pub struct Metrics {
     upstream_duration: Histogram,
     upstream_connections: Family<ProtocolLabels, Counter>,
     config_reloads: Family<ResultLabels, Counter>,
+    events_dropped: Counter,
+    report_sets_dropped: Counter,
     /// Bytes of token request bodies buffered now (the shared `token_body_budget` in use).
     pub token_body_bytes: Gauge,
 }
@@ -135,6 +195,18 @@ impl Metrics {
             "Bytes of token request bodies buffered now (at most proxy.token_body_budget)",
             token_body_bytes.clone(),
         );
+        let events_dropped = Counter::default();
+        registry.register(
+            "grantshift_events_dropped",
+            "Events dropped because the events writer's queue was full (telemetry.events_max_queued): not in the file, the report or the token counters",
+            events_dropped.clone(),
+        );
+        let report_sets_dropped = Counter::default();
+        registry.register(
+            "grantshift_report_sets_dropped",
+            "Credential sets dropped from the report, least recently seen first, to stay within telemetry.report_max_sets",
+            report_sets_dropped.clone(),
+        );
         // Series that should read 0 rather than be absent before anything happens.
         for kind in [Kind::Tunnel, Kind::Intercept, Kind::Http] {
             let _ = connections_total.get_or_create(&kind.label());
@@ -152,6 +224,7 @@ impl Metrics {
         }
         Metrics {
             registry,
+            host_labels: RwLock::new(HostLabels::default()),
             token_requests,
             upgrade_failures,
             connections_total,
@@ -160,14 +233,40 @@ impl Metrics {
             upstream_connections,
             config_reloads,
             token_body_bytes,
+            events_dropped,
+            report_sets_dropped,
+        }
+    }
+
+    /// Take the `host` label values from `config` (at start and on reload).
+    pub fn configure(&self, config: &Config) {
+        *self.host_labels.write().unwrap_or_else(|e| e.into_inner()) =
+            HostLabels::from_config(config);
+    }
+
+    /// Count one event dropped for a full queue (called on the request path: one atomic add).
+    pub fn event_dropped(&self) {
+        self.events_dropped.inc();
+    }
+
+    /// Count credential sets dropped from the report.
+    pub fn report_sets_dropped(&self, n: u64) {
+        if n > 0 {
+            self.report_sets_dropped.inc_by(n);
         }
     }
 
     /// Count one token request (called by the events writer).
     pub fn record_event(&self, event: &Event) {
+        let host = self
+            .host_labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .label(&event.host)
+            .into_owned();
         self.token_requests
             .get_or_create(&TokenLabels {
-                host: event.host.to_ascii_lowercase(),
+                host: host.clone(),
                 grant: grant_label(event.grant.as_deref()).into(),
                 action: event.action.as_str().into(),
             })
@@ -175,11 +274,8 @@ impl Metrics {
         if let Some(failure) = &event.upstream_error {
             self.upgrade_failures
                 .get_or_create(&FailureLabels {
-                    host: event.host.to_ascii_lowercase(),
-                    error: failure
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| format!("http_{}", failure.status.unwrap_or(0))),
+                    host,
+                    error: error_label(failure.error.as_deref(), failure.status),
                 })
                 .inc();
         }
@@ -245,10 +341,133 @@ fn grant_label(grant: Option<&str>) -> &'static str {
     }
 }
 
+/// `error` label values are bounded: the OAuth errors Salesforce answers (RFC 6749 §5.2 and
+/// its own), grantshift's `connect_error` / `timeout`, `http_<status>` when the answer named
+/// no error, and `other` for any other name.
+fn error_label(error: Option<&str>, status: Option<u16>) -> String {
+    const KNOWN: &[&str] = &[
+        "connect_error",
+        "timeout",
+        "invalid_request",
+        "invalid_client",
+        "invalid_client_id",
+        "invalid_grant",
+        "unauthorized_client",
+        "unsupported_grant_type",
+        "invalid_scope",
+        "access_denied",
+        "inactive_user",
+        "inactive_org",
+        "invalid_app_access",
+        "rate_limit_exceeded",
+        "server_error",
+        "temporarily_unavailable",
+    ];
+    match error {
+        None => format!("http_{}", status.unwrap_or(0)),
+        Some(e) => KNOWN
+            .iter()
+            .find(|k| **k == e)
+            .copied()
+            .unwrap_or("other")
+            .into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::telemetry::events::{Action, UpstreamErrorInfo};
+
+    fn labels(toml: &str) -> HostLabels {
+        HostLabels::from_config(&Config::from_toml_str(toml, std::path::Path::new("/")).unwrap())
+    }
+
+    #[test]
+    fn host_labels_are_configured_names_or_a_class() {
+        let l = labels(
+            r#"
+[intercept]
+hosts = ["login.salesforce.com", "Exact.Example.com", "*.my.salesforce.com"]
+[upstream.connect_to]
+"mapped.my.salesforce.com:443" = "127.0.0.1:9"
+[[rollout]]
+host = "rule.my.salesforce.com"
+mode = "observe"
+[[rollout]]
+host = "*.sandbox.my.salesforce.com"
+mode = "observe"
+[[credentials]]
+username = "u@acme.com"
+my_domain = "Acme.my.salesforce.com"
+"#,
+        );
+        for (host, label) in [
+            ("login.salesforce.com", "login.salesforce.com"),
+            ("TEST.salesforce.com.", "test.salesforce.com"),
+            ("exact.example.com", "exact.example.com"),
+            ("mapped.my.salesforce.com", "mapped.my.salesforce.com"),
+            ("rule.my.salesforce.com", "rule.my.salesforce.com"),
+            ("acme.my.salesforce.com", "acme.my.salesforce.com"),
+            ("h17.my.salesforce.com", "my_domain"),
+            ("x.my-salesforce.com", "my_domain"),
+            ("acme--qa.sandbox.my.salesforce.com", "sandbox_my_domain"),
+            ("acme--qa.my.salesforce.com", "sandbox_my_domain"),
+            ("other.example.com", "other"),
+            ("my.salesforce.com", "other"),
+        ] {
+            assert_eq!(l.label(host), label, "{host}");
+        }
+        // Nothing configured: every invented host falls in a handful of values.
+        let l = HostLabels::default();
+        let values: HashSet<String> = (0..1000)
+            .flat_map(|i| {
+                [
+                    format!("h{i}.my.salesforce.com"),
+                    format!("h{i}--s.sandbox.my.salesforce.com"),
+                    format!("h{i}.example"),
+                    "x".repeat(i),
+                ]
+            })
+            .map(|h| l.label(&h).into_owned())
+            .collect();
+        assert_eq!(
+            values,
+            HashSet::from(["my_domain", "sandbox_my_domain", "other"].map(String::from))
+        );
+    }
+
+    #[test]
+    fn error_labels_are_known_errors_or_other() {
+        assert_eq!(
+            error_label(Some("invalid_grant"), Some(400)),
+            "invalid_grant"
+        );
+        assert_eq!(error_label(Some("connect_error"), None), "connect_error");
+        assert_eq!(error_label(None, Some(503)), "http_503");
+        assert_eq!(error_label(None, None), "http_0");
+        assert_eq!(error_label(Some("made_up_\"error"), Some(400)), "other");
+    }
+
+    #[test]
+    fn drops_are_counted() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(text.contains("grantshift_events_dropped_total 0"), "{text}");
+        assert!(
+            text.contains("grantshift_report_sets_dropped_total 0"),
+            "{text}"
+        );
+        m.event_dropped();
+        m.event_dropped();
+        m.report_sets_dropped(3);
+        let text = m.encode();
+        assert!(text.contains("grantshift_events_dropped_total 2"), "{text}");
+        assert!(
+            text.contains("grantshift_report_sets_dropped_total 3"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn counts_events_with_bounded_labels_and_tracks_active_connections() {

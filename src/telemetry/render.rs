@@ -121,7 +121,35 @@ pub fn table(report: &Report) -> String {
     if rows.is_empty() {
         out.push_str("(no password logins recorded yet)\n");
     }
+    for note in bounds_notes(report) {
+        out.push_str(&format!("({note})\n"));
+    }
     out
+}
+
+/// What the report left out to stay bounded, one sentence each (nothing when it left out
+/// nothing).
+fn bounds_notes(report: &Report) -> Vec<String> {
+    let mut notes = Vec::new();
+    if report.dropped_sets > 0 {
+        notes.push(format!(
+            "{} credential sets dropped, least recently seen first, to stay within telemetry.report_max_sets",
+            report.dropped_sets
+        ));
+    }
+    if !report.untracked_logins.is_empty() {
+        let total: u64 = report.untracked_logins.values().sum();
+        let why: Vec<String> = report
+            .untracked_logins
+            .iter()
+            .map(|(reason, n)| format!("{} {n}", printable(reason)))
+            .collect();
+        notes.push(format!(
+            "{total} password logins are no credential set: {}",
+            why.join(", ")
+        ));
+    }
+    notes
 }
 
 /// The admin page: self-contained HTML (inline CSS, no script, no external assets), so it
@@ -137,7 +165,13 @@ pub fn page(report: &Report, config: &Config) -> String {
             user = esc(&r.username),
             org = esc(r.org_id.as_deref().unwrap_or("-")),
             domain = esc(&r.instance_url.as_deref().and_then(host_of).unwrap_or_else(|| "-".into())),
-            hosts = esc(&r.hosts.iter().cloned().collect::<Vec<_>>().join(", ")),
+            hosts = esc(&{
+                let mut hosts = r.hosts.iter().cloned().collect::<Vec<_>>().join(", ");
+                if r.logins_at_other_hosts > 0 {
+                    hosts.push_str(&format!(" (+{} logins at other hosts)", r.logins_at_other_hosts));
+                }
+                hosts
+            }),
             counts = esc(&counts.join(", ")),
             last = esc(r.last_action),
             status = r.last_status,
@@ -147,6 +181,21 @@ pub fn page(report: &Report, config: &Config) -> String {
     }
     if rows.is_empty() {
         rows.push_str("<tr><td colspan=\"10\">No password logins recorded yet.</td></tr>\n");
+    }
+    let mut bounds = format!(
+        "<p class=\"note\" id=\"bounds\">The report keeps at most {} credential sets (telemetry.report_max_sets); dropped so far, least recently seen first: <span id=\"dropped-sets\">{}</span>.</p>\n",
+        config.telemetry.report_max_sets, report.dropped_sets
+    );
+    if !report.untracked_logins.is_empty() {
+        let why: Vec<String> = report
+            .untracked_logins
+            .iter()
+            .map(|(reason, n)| format!("{} {n}", esc(reason)))
+            .collect();
+        bounds.push_str(&format!(
+            "<p class=\"note\" id=\"untracked\">Password logins that are no credential set: {}.</p>\n",
+            why.join(", ")
+        ));
     }
     let mut rules = String::new();
     for (i, rule) in config.rollout.iter().enumerate() {
@@ -211,7 +260,7 @@ tr.upgraded .verdict {{ background: #d3f5d3; }}
 <tbody>
 {rows}</tbody>
 </table>
-<h2>Rollout rules</h2>
+{bounds}<h2>Rollout rules</h2>
 <table id="rollout">
 <thead><tr><th>#</th><th>Host</th><th>Mode</th><th>Percent</th><th>Fallback</th></tr></thead>
 <tbody>
@@ -285,7 +334,9 @@ mod tests {
 
     #[test]
     fn a_username_cannot_forge_a_suggested_credentials_entry() {
-        let evil = "x@acme.com\n[[credentials]]\nusername = \"victim@acme.com\"\nmy_domain = \"evil.my.salesforce.com\"\n#";
+        // Within the 80 characters of a username, so it is a credential set.
+        let evil =
+            "x\n[[credentials]]\nusername = \"v@a.co\"\nmy_domain = \"evil.my.salesforce.com\"\n#";
         let text = suggested_credentials(&shared_app_report(evil));
         let parsed: toml::Table = toml::from_str(&text).expect(&text);
         let entries = parsed["credentials"].as_array().unwrap();
@@ -298,7 +349,7 @@ mod tests {
             usernames.contains(&evil),
             "the set is kept as it was sent: {text}"
         );
-        assert!(!usernames.contains(&"victim@acme.com"), "{text}");
+        assert!(!usernames.contains(&"v@a.co"), "{text}");
         assert!(
             entries
                 .iter()

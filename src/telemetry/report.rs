@@ -1,10 +1,21 @@
 //! The migration report (docs/operating.md, "The events file"): events grouped by credential set `(client_id, username)`,
 //! with a verdict and the operator's next step. Pure: the running proxy feeds it events as
 //! they are written, `grantshift report` feeds it event files, so both say the same.
+//!
+//! Bounded whatever clients send: at most `max_sets` credential sets (the least recently
+//! seen is dropped, and counted), at most [`MAX_HOSTS_PER_SET`] hosts listed per set, and a
+//! login whose username or client id is over its bound is counted, never made a set.
 
-use super::events::{Action, Event, UpstreamErrorInfo};
+use super::events::{within_bound, Action, Event, UpstreamErrorInfo, MAX_HOST_CHARS};
+use crate::oauth::{MAX_CLIENT_ID_CHARS, MAX_USERNAME_CHARS};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Hosts listed per credential set; logins at further hosts are only counted.
+pub const MAX_HOSTS_PER_SET: usize = 8;
+
+/// Usernames named in a `needs-jwt` hint; the rest are counted.
+const MAX_USERS_IN_HINT: usize = 5;
 
 /// What to do next about a credential set, most urgent first: the first that applies wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -41,6 +52,9 @@ pub struct Row {
     pub verdict: Verdict,
     pub hint: String,
     pub hosts: BTreeSet<String>,
+    /// Logins at hosts beyond the first [`MAX_HOSTS_PER_SET`], which are not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub logins_at_other_hosts: u64,
     pub counts: BTreeMap<&'static str, u64>,
     pub first_seen: String,
     pub last_seen: String,
@@ -62,13 +76,26 @@ pub struct Row {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub credentials: Vec<Row>,
+    /// Credential sets dropped to stay within `telemetry.report_max_sets` (least recently
+    /// seen first).
+    pub dropped_sets: u64,
+    /// Password logins that are no credential set, by why: `username_too_long`,
+    /// `client_id_too_long`, `no_client_id`, `no_username` (or the event's skip reason).
+    pub untracked_logins: BTreeMap<String, u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Default)]
 struct SetState {
     client_id: String,
     username: String,
+    /// When it was last seen, in the order events came: its key in `ReportBuilder::recency`.
+    seen_at: u64,
     hosts: BTreeSet<String>,
+    logins_at_other_hosts: u64,
     counts: BTreeMap<&'static str, u64>,
     first_seen: String,
     last_seen: String,
@@ -83,29 +110,126 @@ struct SetState {
     last_upgrade_error: Option<UpstreamErrorInfo>,
 }
 
+type SetKey = (String, String);
+
 /// Accumulates events into credential-set rows.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReportBuilder {
-    sets: BTreeMap<(String, String), SetState>,
+    sets: HashMap<SetKey, SetState>,
+    /// The sets by when they were last seen (oldest first): what to drop when full.
+    recency: BTreeMap<u64, SetKey>,
+    next_seen: u64,
+    max_sets: usize,
+    dropped_sets: u64,
+    untracked: BTreeMap<String, u64>,
+}
+
+impl Default for ReportBuilder {
+    fn default() -> Self {
+        ReportBuilder::new(crate::config::DEFAULT_REPORT_MAX_SETS)
+    }
 }
 
 impl ReportBuilder {
-    /// Take one event into account. Only password grants belong to credential sets.
-    pub fn add(&mut self, event: &Event) {
+    /// A report of at most `max_sets` credential sets (at least one).
+    pub fn new(max_sets: usize) -> ReportBuilder {
+        ReportBuilder {
+            sets: HashMap::new(),
+            recency: BTreeMap::new(),
+            next_seen: 0,
+            max_sets: max_sets.max(1),
+            dropped_sets: 0,
+            untracked: BTreeMap::new(),
+        }
+    }
+
+    /// Keep at most `max_sets` from now on, dropping the least recently seen sets over it at
+    /// once. Returns how many were dropped.
+    pub fn set_max_sets(&mut self, max_sets: usize) -> u64 {
+        self.max_sets = max_sets.max(1);
+        self.drop_over(self.max_sets)
+    }
+
+    /// Credential sets dropped so far to stay within the bound.
+    pub fn dropped_sets(&self) -> u64 {
+        self.dropped_sets
+    }
+
+    /// Drop least recently seen sets until at most `keep` remain.
+    fn drop_over(&mut self, keep: usize) -> u64 {
+        let mut dropped = 0;
+        while self.sets.len() > keep {
+            let Some((_, key)) = self.recency.pop_first() else {
+                break;
+            };
+            self.sets.remove(&key);
+            dropped += 1;
+        }
+        self.dropped_sets += dropped;
+        dropped
+    }
+
+    /// Take one event into account. Only password grants belong to credential sets. Returns
+    /// how many sets were dropped to make room (0 or 1).
+    pub fn add(&mut self, event: &Event) -> u64 {
         if event.grant.as_deref() != Some("password") {
-            return;
+            return 0;
+        }
+        let untracked = match (&event.client_id, &event.username) {
+            (Some(client_id), _) if within_bound(client_id, MAX_CLIENT_ID_CHARS).is_err() => {
+                Some("client_id_too_long")
+            }
+            (_, Some(username)) if within_bound(username, MAX_USERNAME_CHARS).is_err() => {
+                Some("username_too_long")
+            }
+            (Some(_), Some(_)) => None,
+            // An event leaves an over-long value out, and its skip reason says which.
+            _ => Some(match (event.action, event.reason.as_deref()) {
+                (Action::Skipped, Some(reason)) => reason,
+                _ if event.client_id.is_none() => "no_client_id",
+                _ => "no_username",
+            }),
+        };
+        if let Some(why) = untracked {
+            *self.untracked.entry(why.to_owned()).or_default() += 1;
+            return 0;
         }
         let (Some(client_id), Some(username)) = (&event.client_id, &event.username) else {
-            return;
+            return 0;
         };
         let key = (client_id.clone(), username.to_lowercase());
-        let set = self.sets.entry(key).or_insert_with(|| SetState {
-            client_id: client_id.clone(),
-            username: username.to_lowercase(),
-            first_seen: event.ts.clone(),
-            ..SetState::default()
-        });
-        set.hosts.insert(event.host.to_lowercase());
+        let seen_at = self.next_seen;
+        self.next_seen += 1;
+        let mut dropped = 0;
+        match self.sets.get_mut(&key) {
+            Some(set) => {
+                self.recency.remove(&set.seen_at);
+                set.seen_at = seen_at;
+            }
+            None => {
+                dropped = self.drop_over(self.max_sets - 1);
+                self.sets.insert(
+                    key.clone(),
+                    SetState {
+                        client_id: client_id.clone(),
+                        username: username.to_lowercase(),
+                        first_seen: event.ts.clone(),
+                        seen_at,
+                        ..SetState::default()
+                    },
+                );
+            }
+        }
+        self.recency.insert(seen_at, key.clone());
+        let set = self.sets.get_mut(&key).expect("just inserted");
+        let host = event.host.to_lowercase();
+        if set.hosts.contains(&host)
+            || (set.hosts.len() < MAX_HOSTS_PER_SET && within_bound(&host, MAX_HOST_CHARS).is_ok())
+        {
+            set.hosts.insert(host);
+        } else {
+            set.logins_at_other_hosts += 1;
+        }
         *set.counts.entry(event.action.as_str()).or_default() += 1;
         if event.ts < set.first_seen {
             set.first_seen = event.ts.clone();
@@ -138,6 +262,7 @@ impl ReportBuilder {
             }
             _ => {}
         }
+        dropped
     }
 
     /// The report: one row per set, ordered by verdict (most urgent first), then client_id,
@@ -169,6 +294,7 @@ impl ReportBuilder {
                     verdict,
                     hint,
                     hosts: set.hosts.clone(),
+                    logins_at_other_hosts: set.logins_at_other_hosts,
                     counts: set.counts.clone(),
                     first_seen: set.first_seen.clone(),
                     last_seen: set.last_seen.clone(),
@@ -184,7 +310,11 @@ impl ReportBuilder {
         rows.sort_by(|a, b| {
             (a.verdict, &a.client_id, &a.username).cmp(&(b.verdict, &b.client_id, &b.username))
         });
-        Report { credentials: rows }
+        Report {
+            credentials: rows,
+            dropped_sets: self.dropped_sets,
+            untracked_logins: self.untracked.clone(),
+        }
     }
 }
 
@@ -197,12 +327,17 @@ fn org_key(org: &str) -> &str {
 fn judge(set: &SetState, shared_with: Option<&BTreeSet<&str>>) -> (Verdict, String) {
     let org = set.org_id.as_deref().unwrap_or("(unknown org)");
     if let Some(users) = shared_with {
-        let users: Vec<&str> = users.iter().copied().collect();
+        let mut named: Vec<&str> = users.iter().copied().take(MAX_USERS_IN_HINT).collect();
+        let more = users.len() - named.len();
+        let more = format!("{more} more");
+        if users.len() > MAX_USERS_IN_HINT {
+            named.push(&more);
+        }
         return (
             Verdict::NeedsJwt,
             format!(
                 "several usernames ({}) use app {} in org {org}: client credentials has one Run As user, so map them with flow = \"jwt_bearer\" and the app's private key",
-                users.join(", "),
+                named.join(", "),
                 set.client_id
             ),
         );
@@ -300,7 +435,9 @@ mod tests {
 
     fn verdict_of(events: &[Event], username: &str) -> Verdict {
         let mut b = ReportBuilder::default();
-        events.iter().for_each(|e| b.add(e));
+        events.iter().for_each(|e| {
+            b.add(e);
+        });
         b.report()
             .credentials
             .into_iter()
@@ -367,6 +504,122 @@ mod tests {
         let mut ok = event("t2", "app", "u@x.com", Action::Upgraded, 200);
         ok.target_host = Some("acme.my.salesforce.com".into());
         assert_eq!(verdict_of(&[e, ok], "u@x.com"), Verdict::Upgraded);
+    }
+
+    fn keys(b: &ReportBuilder) -> Vec<String> {
+        let mut keys: Vec<String> = b
+            .report()
+            .credentials
+            .iter()
+            .map(|r| r.username.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn at_most_max_sets_are_kept_and_the_least_recently_seen_goes_first() {
+        let mut b = ReportBuilder::new(3);
+        for user in ["a", "b", "c"] {
+            assert_eq!(b.add(&event("t", "app", user, Action::Observed, 200)), 0);
+        }
+        // `a` is seen again: `b` is now the least recently seen.
+        assert_eq!(b.add(&event("t", "app", "A", Action::Observed, 200)), 0);
+        assert_eq!(b.add(&event("t", "app", "d", Action::Observed, 200)), 1);
+        assert_eq!(keys(&b), ["a", "c", "d"]);
+        assert_eq!(b.add(&event("t", "app", "e", Action::Observed, 200)), 1);
+        assert_eq!(keys(&b), ["a", "d", "e"]);
+        let report = b.report();
+        assert_eq!(report.dropped_sets, 2);
+        // The kept set keeps its counts across the evictions around it.
+        let a = report
+            .credentials
+            .iter()
+            .find(|r| r.username == "a")
+            .unwrap();
+        assert_eq!(a.counts["observed"], 2);
+        // Lowering the bound drops at once, oldest first.
+        assert_eq!(b.set_max_sets(1), 2);
+        assert_eq!(keys(&b), ["e"]);
+        assert_eq!(b.dropped_sets(), 4);
+        let json = serde_json::to_value(b.report()).unwrap();
+        assert_eq!(json["dropped_sets"], 4);
+    }
+
+    #[test]
+    fn logins_that_are_no_set_are_counted_by_why() {
+        let mut b = ReportBuilder::default();
+        let mut long = event("t", "app", "u@x.com", Action::Skipped, 400);
+        long.username = None;
+        long.reason = Some("username_too_long".into());
+        b.add(&long);
+        b.add(&long);
+        let mut no_app = event("t", "app", "u@x.com", Action::Unmapped, 400);
+        no_app.client_id = None;
+        b.add(&no_app);
+        // An events file from before the bounds may hold over-long values: not a set either.
+        let old = event("t", "app", &"u".repeat(81), Action::Observed, 400);
+        b.add(&old);
+        let old = event("t", &"k".repeat(256), "u@x.com", Action::Observed, 400);
+        b.add(&old);
+        let report = b.report();
+        assert!(report.credentials.is_empty(), "{:?}", report.credentials);
+        assert_eq!(
+            report.untracked_logins,
+            BTreeMap::from([
+                ("client_id_too_long".to_string(), 1),
+                ("no_client_id".to_string(), 1),
+                ("username_too_long".to_string(), 3),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_set_lists_a_bounded_number_of_hosts_and_counts_the_rest() {
+        let mut b = ReportBuilder::default();
+        for i in 0..20 {
+            let mut e = event("t", "app", "u@x.com", Action::Observed, 200);
+            e.host = format!("h{i}.my.salesforce.com");
+            b.add(&e);
+        }
+        let mut again = event("t", "app", "u@x.com", Action::Observed, 200);
+        again.host = "h0.my.salesforce.com".into();
+        b.add(&again);
+        let row = &b.report().credentials[0];
+        assert_eq!(row.hosts.len(), MAX_HOSTS_PER_SET);
+        assert!(row.hosts.contains("h0.my.salesforce.com"));
+        assert_eq!(row.logins_at_other_hosts, 20 - MAX_HOSTS_PER_SET as u64);
+        assert_eq!(row.counts["observed"], 21);
+    }
+
+    #[test]
+    fn a_needs_jwt_hint_names_a_few_usernames_and_counts_the_rest() {
+        let events: Vec<Event> = (0..50)
+            .map(|i| {
+                learned(
+                    event(
+                        "t",
+                        "app",
+                        &format!("user{i:02}@acme.com"),
+                        Action::Observed,
+                        200,
+                    ),
+                    "00D000000000001AAA",
+                )
+            })
+            .collect();
+        let mut b = ReportBuilder::default();
+        events.iter().for_each(|e| {
+            b.add(e);
+        });
+        let report = b.report();
+        let hint = &report.credentials[0].hint;
+        assert_eq!(report.credentials[0].verdict, Verdict::NeedsJwt);
+        assert!(
+            hint.contains("user00@acme.com, user01@acme.com, user02@acme.com, user03@acme.com, user04@acme.com, 45 more"),
+            "{hint}"
+        );
+        assert!(!hint.contains("user05@"), "{hint}");
     }
 
     #[test]

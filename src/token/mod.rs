@@ -79,6 +79,9 @@ pub async fn handle(
     event.grant = login.grant;
     event.client_id = login.client_id;
     event.username = login.username;
+    event
+        .oversized
+        .extend(login.oversized.into_iter().map(|(k, v)| (k.to_owned(), v)));
     let rewrite = match plan {
         Plan::Rewrite(rewrite) => rewrite,
         Plan::Forward(forward) => {

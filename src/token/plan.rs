@@ -12,9 +12,10 @@ use crate::fault::Faults;
 use crate::oauth::jwt::Claims;
 use crate::oauth::{self, rewrite, SkipReason, TokenParams};
 use crate::policy::{self, Decision, Upgrade};
-use crate::telemetry::events::Action;
+use crate::telemetry::events::{within_bound, Action};
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
+use std::collections::BTreeMap;
 
 /// The token request as the planner sees it.
 pub struct TokenRequest<'a> {
@@ -75,12 +76,35 @@ pub enum Plan {
 }
 
 /// The non-secret facts of the login, for the event (empty when the body could not be parsed).
+/// Each value is within its bound ([`oauth::MAX_USERNAME_CHARS`] and the others); one over it
+/// is left out and its length put in `oversized` instead.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Login {
     pub grant: Option<String>,
+    /// From the body, else from `Authorization: Basic`.
     pub client_id: Option<String>,
     /// Only for password grants.
     pub username: Option<String>,
+    /// Field name → the length, in characters, of a value left out for being over its bound.
+    pub oversized: BTreeMap<&'static str, u64>,
+}
+
+impl Login {
+    /// `value` if within `max_chars`; else `None`, with its length noted under `field`.
+    fn bounded(
+        &mut self,
+        field: &'static str,
+        value: Option<&str>,
+        max_chars: usize,
+    ) -> Option<String> {
+        match within_bound(value?, max_chars) {
+            Ok(value) => Some(value.to_owned()),
+            Err(len) => {
+                self.oversized.insert(field, len);
+                None
+            }
+        }
+    }
 }
 
 /// Can the body be read as a form at all? `Some` (forward, skipped) when the headers already
@@ -105,24 +129,50 @@ pub fn plan(req: &TokenRequest, config: &Config, now: u64, faults: &Faults) -> (
         Ok(params) => params,
         Err(reason) => return (Plan::Forward(Forward::skipped(reason)), Login::default()),
     };
-    let mut login = Login {
-        grant: params.grant_type().map(str::to_owned),
-        client_id: params.get("client_id").map(str::to_owned),
-        username: None,
-    };
+    // Client authentication: `client_id` in the form, or `Authorization: Basic` (RFC 6749
+    // §2.3.1). Only the client id is read from the header; it goes on as sent.
+    let basic = basic_auth(req.headers);
+    let body_client_id = params.get("client_id");
+    let basic_client_id = basic.as_ref().ok().and_then(Option::as_deref);
+    let mut login = Login::default();
+    login.grant = login.bounded("grant", params.grant_type(), oauth::MAX_GRANT_TYPE_CHARS);
+    login.client_id = login.bounded(
+        "client_id",
+        body_client_id.or(basic_client_id),
+        oauth::MAX_CLIENT_ID_CHARS,
+    );
     if params.grant_type() != Some("password") {
         return (Plan::Forward(Forward::new(Action::Passed, None)), login);
     }
-    login.username = params.get("username").map(str::to_owned);
-
-    let has_basic_auth = req
-        .headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.len() > 6 && v[..6].eq_ignore_ascii_case("basic "));
+    login.username = login.bounded(
+        "username",
+        params.get("username"),
+        oauth::MAX_USERNAME_CHARS,
+    );
+    // A login whose app or user cannot be told for sure is not upgraded (nor, for an
+    // over-long value, made a credential set of the report).
+    let skip = if basic.is_err() {
+        Some(SkipReason::BadBasicAuth)
+    } else if matches!((body_client_id, basic_client_id), (Some(a), Some(b)) if a != b) {
+        Some(SkipReason::ClientIdMismatch)
+    } else if login.oversized.contains_key("username") {
+        Some(SkipReason::UsernameTooLong)
+    } else if login.oversized.contains_key("client_id") {
+        Some(SkipReason::ClientIdTooLong)
+    } else {
+        None
+    };
+    if let Some(reason) = skip {
+        return (Plan::Forward(Forward::skipped(reason)), login);
+    }
+    let grant = policy::PasswordGrant {
+        client_id: login.client_id.as_deref().unwrap_or(""),
+        username: login.username.as_deref().unwrap_or(""),
+        has_client_secret: params.get("client_secret").is_some() || basic_client_id.is_some(),
+    };
     let decision = guarded(|| {
         faults.inject_for("policy", req.host);
-        policy::decide(config, req.host, &params, has_basic_auth)
+        policy::decide(config, req.host, &grant)
     })
     .unwrap_or(Decision::Skip(SkipReason::Internal));
     let upgrade = match decision {
@@ -135,7 +185,7 @@ pub fn plan(req: &TokenRequest, config: &Config, now: u64, faults: &Faults) -> (
     };
     let rewritten = guarded(|| {
         faults.inject_for("rewrite", req.host);
-        rewritten_body(&upgrade, &params, now)
+        rewritten_body(&upgrade, &params, &grant, now)
     })
     .unwrap_or_else(|| Err("the rewrite panicked".into()));
     let plan = match rewritten {
@@ -153,23 +203,38 @@ pub fn plan(req: &TokenRequest, config: &Config, now: u64, faults: &Faults) -> (
     (plan, login)
 }
 
+/// The client id of the request's `Authorization: Basic` field: `Ok(None)` with no such
+/// field (or another scheme), `Err` when it cannot be read or there are several
+/// `Authorization` fields (which one Salesforce would use is not ours to guess).
+fn basic_auth(headers: &HeaderMap) -> Result<Option<String>, ()> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(());
+    }
+    oauth::basic_client_id(first.as_bytes()).map_err(|_| ())
+}
+
 /// `f()`, or `None` if it panicked.
 fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
 }
 
 /// The new body for the upgraded grant.
-fn rewritten_body(upgrade: &Upgrade, params: &TokenParams, now: u64) -> Result<String, String> {
+fn rewritten_body(
+    upgrade: &Upgrade,
+    params: &TokenParams,
+    grant: &policy::PasswordGrant<'_>,
+    now: u64,
+) -> Result<String, String> {
     match upgrade.flow {
         Flow::ClientCredentials => Ok(rewrite::client_credentials_body(params)),
         Flow::JwtBearer => {
             let (key, audience) = upgrade.jwt.as_ref().ok_or("no JWT key")?;
-            let claims = Claims::new(
-                params.get("client_id").unwrap_or(""),
-                params.get("username").unwrap_or(""),
-                audience,
-                now,
-            );
+            // The issuer is the app, wherever the client named it (body or Basic).
+            let claims = Claims::new(grant.client_id, grant.username, audience, now);
             let assertion = key.sign(&claims)?;
             Ok(rewrite::jwt_bearer_body(params, &assertion))
         }
@@ -402,6 +467,187 @@ mod tests {
             forward_of(&c, LOGIN, no_app),
             forwarded(Action::Skipped, Some("missing_client_id"))
         );
+    }
+
+    fn with_basic(credentials: &str) -> HeaderMap {
+        use base64::Engine as _;
+        let value = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(credentials)
+        );
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    const NO_APP_IN_BODY: &str = "grant_type=password&username=int%40acme.com&password=pw";
+
+    #[test]
+    fn over_long_usernames_and_client_ids_are_skipped_and_left_out_of_the_facts() {
+        let long_user = format!("{}%40acme.com", "u".repeat(30_000));
+        let body = format!(
+            "grant_type=password&client_id=app&client_secret=s&username={long_user}&password=pw"
+        );
+        let (plan, login) = plan_for(&mapped(""), LOGIN, &body, &HeaderMap::new());
+        assert_eq!(
+            plan,
+            Plan::Forward(forwarded(Action::Skipped, Some("username_too_long")))
+        );
+        assert_eq!(login.username, None);
+        assert_eq!(login.client_id.as_deref(), Some("app"));
+        assert_eq!(login.oversized.get("username"), Some(&30_009));
+
+        // 80 characters (here 160 bytes) is a username Salesforce allows.
+        let at_bound = format!("{}%40x", "%C3%A9".repeat(78));
+        let body = format!(
+            "grant_type=password&client_id=app&client_secret=s&username={at_bound}&password=pw"
+        );
+        let (plan, login) = plan_for(&config(""), ACME, &body, &HeaderMap::new());
+        assert!(matches!(plan, Plan::Rewrite(_)), "{plan:?}");
+        assert_eq!(login.username.map(|u| u.chars().count()), Some(80));
+
+        let long_app = "k".repeat(256);
+        let body = format!("grant_type=password&client_id={long_app}&client_secret=s&username=int%40acme.com&password=pw");
+        let (plan, login) = plan_for(&mapped(""), LOGIN, &body, &HeaderMap::new());
+        assert_eq!(
+            plan,
+            Plan::Forward(forwarded(Action::Skipped, Some("client_id_too_long")))
+        );
+        assert_eq!(login.client_id, None);
+        assert_eq!(login.oversized.get("client_id"), Some(&256));
+    }
+
+    #[test]
+    fn other_grants_pass_with_over_long_values_left_out() {
+        let body = format!(
+            "grant_type={}&client_id={}&refresh_token=r",
+            "g".repeat(129),
+            "k".repeat(300)
+        );
+        let (plan, login) = plan_for(&config(""), ACME, &body, &HeaderMap::new());
+        assert_eq!(plan, Plan::Forward(forwarded(Action::Passed, None)));
+        assert_eq!((login.grant, login.client_id), (None, None));
+        assert_eq!(
+            login.oversized,
+            BTreeMap::from([("client_id", 300), ("grant", 129)])
+        );
+    }
+
+    #[test]
+    fn the_client_id_comes_from_basic_auth_when_the_body_has_none() {
+        let (plan, login) = plan_for(
+            &mapped(""),
+            LOGIN,
+            NO_APP_IN_BODY,
+            &with_basic("app:s3cr3t"),
+        );
+        assert!(matches!(plan, Plan::Rewrite(_)), "{plan:?}");
+        assert_eq!(login.client_id.as_deref(), Some("app"));
+        assert!(!format!("{plan:?}{login:?}").contains("s3cr3t"));
+        // Other grants too (for the event).
+        let (_, login) = plan_for(
+            &config(""),
+            ACME,
+            "grant_type=refresh_token&refresh_token=r",
+            &with_basic("app%2B1:s"),
+        );
+        assert_eq!(login.client_id.as_deref(), Some("app+1"));
+        // The same id in both places is one app.
+        let body = format!("{NO_APP_IN_BODY}&client_id=app");
+        let (plan, _) = plan_for(&mapped(""), LOGIN, &body, &with_basic("app:s"));
+        assert!(matches!(plan, Plan::Rewrite(_)), "{plan:?}");
+    }
+
+    #[test]
+    fn a_basic_client_id_selects_the_credential_and_the_bucket() {
+        // An entry for app "app" only: a Basic-only login from "app" is that entry's.
+        let c = config(&format!(
+            "[[credentials]]\nusername = \"int@acme.com\"\nmy_domain = \"{ACME}\"\nclient_id = \"app\"\n"
+        ));
+        let (plan, _) = plan_for(&c, LOGIN, NO_APP_IN_BODY, &with_basic("app:s"));
+        assert!(
+            matches!(&plan, Plan::Rewrite(r) if r.target_host == ACME),
+            "{plan:?}"
+        );
+        let (plan, _) = plan_for(&c, LOGIN, NO_APP_IN_BODY, &with_basic("other:s"));
+        assert_eq!(plan, Plan::Forward(forwarded(Action::Unmapped, None)));
+        // The rollout bucket is the set's: (client id from Basic, username).
+        let bucket = crate::policy::bucket("app", "int@acme.com");
+        let at = |percent: u8| {
+            config(&format!(
+                "[[rollout]]\nhost = \"*\"\nmode = \"upgrade\"\npercent = {percent}\n"
+            ))
+        };
+        let (plan, _) = plan_for(&at(bucket + 1), ACME, NO_APP_IN_BODY, &with_basic("app:s"));
+        assert!(matches!(plan, Plan::Rewrite(_)), "{plan:?}");
+        let (plan, _) = plan_for(&at(bucket), ACME, NO_APP_IN_BODY, &with_basic("app:s"));
+        assert_eq!(
+            plan,
+            Plan::Forward(forwarded(Action::Observed, Some("percent")))
+        );
+    }
+
+    #[test]
+    fn jwt_bearer_takes_its_issuer_from_basic_auth() {
+        let c = config(&format!(
+            "[[credentials]]\nusername = \"int@acme.com\"\nflow = \"jwt_bearer\"\nmy_domain = \"{ACME}\"\njwt_private_key = \"tests/fixtures/jwt-app.pkcs8.pem\"\n"
+        ));
+        let (plan, _) = plan_for(&c, LOGIN, NO_APP_IN_BODY, &with_basic("3MVGapp:s"));
+        let Plan::Rewrite(r) = plan else {
+            panic!("expected a rewrite, got {plan:?}")
+        };
+        let form: Vec<(String, String)> = serde_urlencoded::from_str(&r.body).unwrap();
+        let assertion = &form.iter().find(|(k, _)| k == "assertion").unwrap().1;
+        use base64::Engine as _;
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(assertion.split('.').nth(1).unwrap())
+            .unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&claims).unwrap();
+        assert_eq!(claims["iss"], "3MVGapp");
+    }
+
+    #[test]
+    fn disagreeing_or_unreadable_basic_auth_is_skipped() {
+        let body = format!("{NO_APP_IN_BODY}&client_id=app");
+        let (plan, login) = plan_for(&mapped(""), LOGIN, &body, &with_basic("other:s"));
+        assert_eq!(
+            plan,
+            Plan::Forward(forwarded(Action::Skipped, Some("client_id_mismatch")))
+        );
+        assert_eq!(
+            login.client_id.as_deref(),
+            Some("app"),
+            "the form's, as sent"
+        );
+        for value in ["Basic !!!", "Basic", "basic bm8tY29sb24="] {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, http::HeaderValue::from_static(value));
+            assert_eq!(
+                forward_with(&mapped(""), LOGIN, NO_APP_IN_BODY, &h),
+                forwarded(Action::Skipped, Some("bad_basic_auth")),
+                "{value}"
+            );
+        }
+        let mut two = with_basic("app:s");
+        two.append(AUTHORIZATION, "Basic YXBwOnM=".parse().unwrap());
+        assert_eq!(
+            forward_with(&mapped(""), LOGIN, NO_APP_IN_BODY, &two),
+            forwarded(Action::Skipped, Some("bad_basic_auth"))
+        );
+        // Another scheme is no client authentication: nothing to read, nothing to skip for.
+        let mut bearer = HeaderMap::new();
+        bearer.insert(AUTHORIZATION, http::HeaderValue::from_static("Bearer x"));
+        assert_eq!(
+            forward_with(&config(""), ACME, NO_APP_IN_BODY, &bearer),
+            forwarded(Action::Skipped, Some("no_client_secret"))
+        );
+    }
+
+    fn forward_with(config: &Config, host: &str, body: &str, headers: &HeaderMap) -> Forward {
+        match plan_for(config, host, body, headers).0 {
+            Plan::Forward(f) => f,
+            other => panic!("expected a forward, got {other:?}"),
+        }
     }
 
     #[cfg(feature = "fault-injection")]

@@ -11,6 +11,7 @@
 //! - Misbehaving upstreams: [`MisbehavingUpstream`] (TLS that resets mid-body or never
 //!   answers), [`NotTlsServer`] (answers a ClientHello with plain text) and [`DripServer`]
 //!   (raw TCP that sends a little every interval: a steady one-way download).
+//! - A stalled events file: [`StalledFile`] (a FIFO nobody reads: the writer blocks on it).
 
 use super::ca::TestCa;
 use super::client::{connect_tunnel, peer_leaf};
@@ -121,6 +122,47 @@ pub fn open_fds() -> usize {
 /// What each open fd is (`socket:[…]`, a file path, …), for a failure message.
 pub fn fd_targets() -> Vec<String> {
     super::process::fd_targets_of("self")
+}
+
+/// A FIFO that nobody reads yet: a writer that opens it blocks there, as the events writer
+/// would on a full disk or a hung NFS mount, until [`read_to_end`](Self::read_to_end) opens
+/// it for reading.
+pub struct StalledFile {
+    path: std::path::PathBuf,
+}
+
+impl StalledFile {
+    /// `mkfifo path`.
+    pub fn create(path: &Path) -> StalledFile {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success(), "mkfifo {}: {status}", path.display());
+        StalledFile {
+            path: path.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Open it for reading (the blocked writer goes on) and read until the writer closes it;
+    /// fails the test after `secs` seconds.
+    pub async fn read_to_end(&self, secs: u64) -> String {
+        let path = self.path.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // A thread of its own, not the runtime's blocking pool: should the writer never come,
+        // the test fails instead of its runtime waiting for the thread at the end.
+        std::thread::spawn(move || {
+            let _ = tx.send(std::fs::read_to_string(path));
+        });
+        within(secs, "reading the stalled file to its end", rx)
+            .await
+            .expect("reader thread")
+            .expect("read the FIFO")
+    }
 }
 
 /// How long [`eventually`] waits before failing.

@@ -85,6 +85,7 @@ pub struct TestProxyBuilder {
     events: String,
     proxy_lines: String,
     upstream_lines: String,
+    telemetry_lines: String,
     extra_toml: String,
     env: HashMap<String, String>,
 }
@@ -104,6 +105,7 @@ impl Default for TestProxyBuilder {
             events: EVENTS_FILE.into(),
             proxy_lines: String::new(),
             upstream_lines: String::new(),
+            telemetry_lines: String::new(),
             extra_toml: String::new(),
             env: HashMap::new(),
         }
@@ -178,6 +180,14 @@ impl TestProxyBuilder {
     pub fn upstream(mut self, line: &str) -> Self {
         self.upstream_lines.push_str(line);
         self.upstream_lines.push('\n');
+        self
+    }
+
+    /// A `key = value` line in `[telemetry]`, e.g. `report_max_sets = 10` (not `events`: see
+    /// [`events`](Self::events)).
+    pub fn telemetry(mut self, line: &str) -> Self {
+        self.telemetry_lines.push_str(line);
+        self.telemetry_lines.push('\n');
         self
     }
 
@@ -278,7 +288,8 @@ impl TestProxyBuilder {
             t.push_str(&format!("[intercept]\nhosts = [{}]\n\n", hosts.join(", ")));
         }
         t.push_str(&format!(
-            "[telemetry]\nevents = {}\n\n",
+            "[telemetry]\n{}events = {}\n\n",
+            self.telemetry_lines,
             toml_str(&self.events)
         ));
         t.push_str(&self.extra_toml);
@@ -499,6 +510,46 @@ impl TestProxy {
     pub async fn login(&self, host: &str, body: &str) -> Reply {
         let mut conn = self.intercepted(host, Http::H1).await;
         post_form(&mut conn, host, super::salesforce::TOKEN_PATH, body).await
+    }
+
+    /// A token request on its own intercepted HTTP/1.1 connection with `Connection: close`:
+    /// the response is read, then the connection to its end. When this returns the proxy has
+    /// finished the exchange, so its event has been handed to the events writer (recorded or,
+    /// with a full queue, dropped). Returns the status and the body.
+    pub async fn token_request_then_close(&self, host: &str, body: &str) -> (u16, String) {
+        self.token_request_then_close_with(host, &[], body).await
+    }
+
+    /// [`token_request_then_close`](Self::token_request_then_close) with extra header lines
+    /// (`("authorization", "Basic …")`).
+    pub async fn token_request_then_close_with(
+        &self,
+        host: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tls = self.intercept_tls(host, &[b"http/1.1"]).await;
+        let extra: String = headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
+        let request = format!(
+            "POST {} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
+            super::salesforce::TOKEN_PATH,
+            body.len()
+        );
+        within(20, "token request then close", async {
+            tls.write_all(request.as_bytes()).await.unwrap();
+            let (status, headers) = super::client::read_response_head(&mut tls).await;
+            let body = super::client::read_response_body(&mut tls, &headers).await;
+            let mut rest = Vec::new();
+            // Ok(0) after close_notify, or an unexpected-EOF error: either way, closed.
+            let _ = tls.read_to_end(&mut rest).await;
+            assert!(rest.is_empty(), "nothing after the response: {rest:?}");
+            (status, String::from_utf8_lossy(&body).into_owned())
+        })
+        .await
     }
 
     /// The next telemetry event, as the JSON object written to the events file. Its line is

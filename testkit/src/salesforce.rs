@@ -418,6 +418,36 @@ fn invalid_assertion() -> OAuthError {
 /// The merged parameters of a token request: query string first, then body.
 struct Params(Vec<(String, String)>);
 
+/// The client's id and secret, as Salesforce authenticates a client at the token endpoint:
+/// `client_id` / `client_secret` in the form, else HTTP Basic (RFC 6749 §2.3.1: each part
+/// form-urlencoded, then `id:secret` in base64).
+fn client_auth(call: &Call<'_>, params: &Params) -> (Option<String>, Option<String>) {
+    let form_decode = |part: &str| {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={part}"))
+            .ok()
+            .and_then(|mut pairs| pairs.pop())
+            .map(|(_, v)| v)
+    };
+    let basic = call
+        .header("authorization")
+        .filter(|a| a.len() > 6 && a[..6].eq_ignore_ascii_case("basic "))
+        .and_then(|a| STANDARD.decode(a[6..].trim()).ok())
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|s| {
+            let (k, v) = s.split_once(':')?;
+            Some((form_decode(k)?, form_decode(v)?))
+        });
+    let key = params
+        .get("client_id")
+        .map(str::to_string)
+        .or_else(|| basic.as_ref().map(|(k, _)| k.clone()));
+    let secret = params
+        .get("client_secret")
+        .map(str::to_string)
+        .or_else(|| basic.as_ref().map(|(_, s)| s.clone()));
+    (key, secret)
+}
+
 impl Params {
     fn get(&self, name: &str) -> Option<&str> {
         self.0
@@ -609,8 +639,9 @@ impl OAuthState {
         params: &Params,
     ) -> Result<Map<String, Value>, OAuthError> {
         let get = |name: &str| params.get(name);
-        let (org, app) = Self::find_app(world, kind, call.host, get("client_id"))?;
-        if get("client_secret") != Some(app.consumer_secret.as_str()) {
+        let (key, secret) = client_auth(call, params);
+        let (org, app) = Self::find_app(world, kind, call.host, key.as_deref())?;
+        if secret.as_deref() != Some(app.consumer_secret.as_str()) {
             return Err(invalid_client());
         }
         let user = org
@@ -632,29 +663,13 @@ impl OAuthState {
         kind: HostKind,
         params: &Params,
     ) -> Result<Map<String, Value>, OAuthError> {
-        let get = |name: &str| params.get(name);
         if matches!(kind, HostKind::Generic { .. }) {
             return Err(oauth_error(
                 "invalid_grant",
                 "request not supported on this domain",
             ));
         }
-        // Client authentication: the body, else HTTP Basic.
-        let basic = call
-            .header("authorization")
-            .filter(|a| a.len() > 6 && a[..6].eq_ignore_ascii_case("basic "))
-            .and_then(|a| STANDARD.decode(a[6..].trim()).ok())
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|s| {
-                s.split_once(':')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            });
-        let key = get("client_id")
-            .map(str::to_string)
-            .or_else(|| basic.as_ref().map(|(k, _)| k.clone()));
-        let secret = get("client_secret")
-            .map(str::to_string)
-            .or_else(|| basic.as_ref().map(|(_, s)| s.clone()));
+        let (key, secret) = client_auth(call, params);
         let (org, app) = Self::find_app(world, kind, call.host, key.as_deref())?;
         if secret.as_deref() != Some(app.consumer_secret.as_str()) {
             return Err(invalid_client());

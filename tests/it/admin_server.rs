@@ -26,7 +26,10 @@ async fn admin_server_serves_healthz_metrics_report_and_page() {
     assert!(head.body.is_empty(), "HEAD has no body");
 
     // Before any login: an empty report and page, and metrics that parse.
-    assert_eq!(live_report(admin).await, json!({"credentials": []}));
+    assert_eq!(
+        live_report(admin).await,
+        json!({"credentials": [], "dropped_sets": 0, "untracked_logins": {}})
+    );
     scrape(admin).await;
     let page = admin_get(admin, "/").await;
     assert_eq!(page.status, 200);

@@ -73,7 +73,10 @@ async fn admin_requests_need_the_bearer_token_and_healthz_stays_open() {
     // The right token: everything as without a token configured.
     let report = admin_get_bearer(admin, "/report", TOKEN).await;
     assert_eq!(report.status, 200, "{}", report.text());
-    assert_eq!(report.json(), serde_json::json!({"credentials": []}));
+    assert_eq!(
+        report.json(),
+        serde_json::json!({"credentials": [], "dropped_sets": 0, "untracked_logins": {}})
+    );
     let metrics = admin_get_bearer(admin, "/metrics", TOKEN).await;
     assert_eq!(metrics.status, 200);
     testkit::admin::parse_openmetrics(&metrics.text()).expect("OpenMetrics text");

@@ -162,6 +162,40 @@ async fn password_parameters_in_the_query_string_are_accepted() {
 }
 
 #[tokio::test]
+async fn password_grant_takes_the_client_from_basic_authentication() {
+    let sf = FakeSalesforce::start().await;
+    let body = form(&[
+        ("grant_type", "password"),
+        ("username", acme::USERNAME),
+        ("password", acme::PASSWORD),
+    ]);
+    let send = |authorization: String| {
+        let (sf, body) = (&sf, body.clone());
+        async move {
+            let mut conn = direct(sf, LOGIN_HOST).await;
+            let req = conn
+                .request(Method::POST, LOGIN_HOST, TOKEN_PATH)
+                .header("authorization", authorization)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(full(body))
+                .unwrap();
+            conn.send(req).await
+        }
+    };
+    let reply = send(basic_auth(acme::CLIENT_ID, acme::CLIENT_SECRET)).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.json()["instance_url"],
+        "https://acme.my.salesforce.com"
+    );
+    assert_oauth_error(
+        &send(basic_auth(acme::CLIENT_ID, "wrong")).await,
+        "invalid_client",
+        "invalid client credentials",
+    );
+}
+
+#[tokio::test]
 async fn client_credentials_only_works_at_my_domain_and_runs_as_the_run_as_user() {
     let sf = FakeSalesforce::start().await;
     assert_oauth_error(

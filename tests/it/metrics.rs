@@ -6,7 +6,9 @@
 use crate::GRANTSHIFT;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use testkit::admin::{label_set, parse_openmetrics, scrape, Exposition};
+use testkit::admin::{
+    admin_get, label_set, live_report, parse_openmetrics, report_row, scrape, Exposition,
+};
 use testkit::salesforce::App;
 use testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,27 +22,6 @@ const PLAIN_HOST: &str = "plain.test";
 
 /// Scrapes allowed while waiting for the proxy to notice closed connections.
 const SCRAPE_ATTEMPTS: usize = 100;
-
-/// A token request on its own intercepted HTTP/1.1 connection with `Connection: close`; the
-/// response is read, then the connection to its end (the proxy has closed its side).
-async fn token_request_then_close(proxy: &TestProxy, host: &str, body: &str) -> (u16, String) {
-    let mut tls = proxy.intercept_tls(host, &[b"http/1.1"]).await;
-    let request = format!(
-        "POST {TOKEN_PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    within(20, "token request then close", async {
-        tls.write_all(request.as_bytes()).await.unwrap();
-        let (status, headers) = read_response_head(&mut tls).await;
-        let body = read_response_body(&mut tls, &headers).await;
-        let mut rest = Vec::new();
-        // Ok(0) after close_notify, or an unexpected-EOF error: either way, closed.
-        let _ = tls.read_to_end(&mut rest).await;
-        assert!(rest.is_empty(), "nothing after the response: {rest:?}");
-        (status, String::from_utf8_lossy(&body).into_owned())
-    })
-    .await
-}
 
 /// A blind tunnel to the echo server: one round trip, then both directions closed.
 async fn tunnel_round_trip_then_close(proxy: &TestProxy) {
@@ -147,23 +128,25 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
     assert_eq!(upstream_requests_observed(&m), 0.0);
 
     // 1. An upgraded password login (mapped: login → acme's My Domain).
-    let (status, body) = token_request_then_close(&proxy, LOGIN_HOST, &acme_password_form()).await;
+    let (status, body) = proxy
+        .token_request_then_close(LOGIN_HOST, &acme_password_form())
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(proxy.next_event().await["action"], "upgraded");
 
     // 2. A fallback: the app has no Run As user, so the upgrade fails and the password
     //    login is replayed.
-    let (status, body) = token_request_then_close(
-        &proxy,
-        LOGIN_HOST,
-        &password_form(
-            NO_RUN_AS_APP,
-            NO_RUN_AS_SECRET,
-            acme::REPORTS_USERNAME,
-            acme::REPORTS_PASSWORD,
-        ),
-    )
-    .await;
+    let (status, body) = proxy
+        .token_request_then_close(
+            LOGIN_HOST,
+            &password_form(
+                NO_RUN_AS_APP,
+                NO_RUN_AS_SECRET,
+                acme::REPORTS_USERNAME,
+                acme::REPORTS_PASSWORD,
+            ),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let event = proxy.next_event().await;
     assert_eq!(event["action"], "fallback", "{event}");
@@ -173,17 +156,17 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
     );
 
     // 3. An unmapped login at the generic host.
-    let (status, body) = token_request_then_close(
-        &proxy,
-        LOGIN_HOST,
-        &password_form(
-            acme::CLIENT_ID,
-            acme::CLIENT_SECRET,
-            acme::PLUS_USERNAME,
-            acme::PLUS_PASSWORD,
-        ),
-    )
-    .await;
+    let (status, body) = proxy
+        .token_request_then_close(
+            LOGIN_HOST,
+            &password_form(
+                acme::CLIENT_ID,
+                acme::CLIENT_SECRET,
+                acme::PLUS_USERNAME,
+                acme::PLUS_PASSWORD,
+            ),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(proxy.next_event().await["action"], "unmapped");
 
@@ -194,7 +177,7 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         ("client_id", acme::CLIENT_ID),
         ("client_secret", acme::CLIENT_SECRET),
     ]);
-    let (status, body) = token_request_then_close(&proxy, LOGIN_HOST, &refresh).await;
+    let (status, body) = proxy.token_request_then_close(LOGIN_HOST, &refresh).await;
     assert_eq!(status, 200, "{body}");
     let event = proxy.next_event().await;
     assert_eq!(
@@ -285,6 +268,9 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         ("grantshift_upstream_duration_seconds", "histogram"),
         ("grantshift_upstream_connections", "counter"),
         ("grantshift_config_reloads", "counter"),
+        ("grantshift_events_dropped", "counter"),
+        ("grantshift_report_sets_dropped", "counter"),
+        ("grantshift_token_body_bytes", "gauge"),
     ]
     .iter()
     .map(|(n, k)| (n.to_string(), k.to_string()))
@@ -419,4 +405,62 @@ fn the_strict_openmetrics_parser_rejects_malformed_expositions() {
     ] {
         assert!(parse_openmetrics(&bad).is_err(), "accepted:\n{bad}");
     }
+}
+
+/// Distinct My Domain hosts a client invents in the label test.
+const INVENTED_HOSTS: usize = 200;
+
+#[tokio::test]
+async fn hosts_a_client_invents_share_one_label_value_and_one_report_row() {
+    // Nothing is dialled but connect_to hosts: every invented host fails at once, offline.
+    let proxy = TestProxy::builder()
+        .upstream("connect_to_only = true")
+        .start()
+        .await;
+    for i in 0..INVENTED_HOSTS {
+        let host = format!("h{i}.my.salesforce.com");
+        let (status, body) = proxy
+            .token_request_then_close(&host, &acme_password_form())
+            .await;
+        assert_eq!(status, 502, "{host}: {body}");
+        let event = proxy.next_event().await;
+        assert_eq!(
+            (&event["host"], &event["action"]),
+            (&host.as_str().into(), &"fallback".into()),
+            "{event}"
+        );
+    }
+    let admin = proxy.admin_addr();
+    let text = admin_get(admin, "/metrics").await.text();
+    let lines = text.lines().count();
+    assert!(
+        lines < 60,
+        "{lines} lines of /metrics after {INVENTED_HOSTS} invented hosts:\n{text}"
+    );
+    let m = scrape(admin).await;
+    let password_at_a_my_domain = [
+        ("host", "my_domain"),
+        ("grant", "password"),
+        ("action", "fallback"),
+    ];
+    assert_eq!(
+        m.series("grantshift_token_requests_total"),
+        series(&[(&password_at_a_my_domain, INVENTED_HOSTS as f64)])
+    );
+    assert_eq!(
+        m.series("grantshift_upgrade_failures_total"),
+        series(&[(
+            &[("host", "my_domain"), ("error", "connect_error")],
+            INVENTED_HOSTS as f64
+        )])
+    );
+    // The report: one credential set, a few of its hosts listed, the rest counted.
+    let report = live_report(admin).await;
+    let row = report_row(&report, acme::CLIENT_ID, acme::USERNAME);
+    let listed = row["hosts"].as_array().unwrap().len();
+    assert_eq!(listed, grantshift::telemetry::report::MAX_HOSTS_PER_SET);
+    assert_eq!(
+        row["logins_at_other_hosts"],
+        (INVENTED_HOSTS - listed) as u64
+    );
 }

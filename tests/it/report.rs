@@ -6,7 +6,7 @@
 use crate::GRANTSHIFT;
 use serde_json::{json, Value};
 use std::path::Path;
-use testkit::admin::{live_report, report_cli, report_cli_json, report_row};
+use testkit::admin::{admin_get, live_report, report_cli, report_cli_json, report_row, scrape};
 use testkit::salesforce::App;
 use testkit::*;
 
@@ -560,4 +560,170 @@ async fn a_large_events_file_seeds_the_report_without_being_held_in_memory() {
         peak < 32 * 1024,
         "seeding a 64 MiB events file peaked at {peak} KiB resident: the file was held in memory"
     );
+}
+
+/// Failed logins with huge usernames in the bounds test.
+const HUGE_LOGINS: usize = 300;
+
+#[tokio::test]
+async fn logins_with_huge_usernames_leave_the_report_small_and_are_counted() {
+    let proxy = TestProxy::start("").await;
+    let huge = format!("{}@acme.com", "u".repeat(30 * 1024));
+    let body = password_form(acme::CLIENT_ID, acme::CLIENT_SECRET, &huge, "wrong");
+    let mut conn = proxy.intercepted(LOGIN_HOST, Http::H1).await;
+    for n in 0..HUGE_LOGINS {
+        let reply = post_form(&mut conn, LOGIN_HOST, TOKEN_PATH, &body).await;
+        assert_eq!(
+            reply.status,
+            400,
+            "Salesforce refuses login {n}: {}",
+            reply.text()
+        );
+        let event = proxy.next_event().await;
+        assert_eq!(
+            (&event["action"], &event["reason"]),
+            (&"skipped".into(), &"username_too_long".into()),
+            "{event}"
+        );
+        assert!(event.get("username").is_none(), "{event}");
+        assert_eq!(event["oversized"]["username"], huge.chars().count());
+    }
+    // Forwarded untouched: Salesforce saw each username whole.
+    let seen = proxy.sf.token_requests();
+    assert_eq!(seen.len(), HUGE_LOGINS);
+    assert!(seen.iter().all(|r| r.body == body.as_bytes()));
+
+    let admin = proxy.admin_addr();
+    let report = admin_get(admin, "/report").await;
+    assert!(
+        report.body.len() < 1024,
+        "/report is {} bytes after {HUGE_LOGINS} logins of {} KiB usernames",
+        report.body.len(),
+        huge.len() / 1024
+    );
+    let report: Value = serde_json::from_slice(&report.body).unwrap();
+    assert_eq!(report["credentials"], json!([]));
+    assert_eq!(
+        report["untracked_logins"],
+        json!({"username_too_long": HUGE_LOGINS})
+    );
+    let page = admin_get(admin, "/").await;
+    assert!(page.body.len() < 8 * 1024, "/ is {} bytes", page.body.len());
+    assert!(
+        page.text()
+            .contains(&format!("username_too_long {HUGE_LOGINS}")),
+        "{}",
+        page.text()
+    );
+    // The events file holds lengths, not the usernames.
+    let file = std::fs::metadata(proxy.events_path()).unwrap().len();
+    assert!(
+        file < (HUGE_LOGINS * 1024) as u64,
+        "events file {file} bytes"
+    );
+}
+
+#[tokio::test]
+async fn the_report_keeps_the_most_recently_seen_sets_and_counts_the_dropped() {
+    let proxy = TestProxy::builder()
+        .telemetry("report_max_sets = 3")
+        .extra_toml(&rollout_toml("*", "observe", 100, true))
+        .start()
+        .await;
+    // u1 is seen again after u3: then u2 is the least recently seen, then u3.
+    for user in ["u1", "u2", "u3", "u1", "u4", "u5"] {
+        let body = password_form(
+            acme::CLIENT_ID,
+            acme::CLIENT_SECRET,
+            &format!("{user}@acme.com"),
+            "pw",
+        );
+        login(&proxy, LOGIN_HOST, &body, 400, "observed").await;
+    }
+
+    let admin = proxy.admin_addr();
+    let live = live_report(admin).await;
+    let mut kept: Vec<&str> = live["credentials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["username"].as_str().unwrap())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["u1@acme.com", "u4@acme.com", "u5@acme.com"]);
+    assert_eq!(live["dropped_sets"], 2);
+    let page = admin_get(admin, "/").await.text();
+    assert!(
+        page.contains("at most 3 credential sets")
+            && page.contains(r#"<span id="dropped-sets">2</span>"#),
+        "{page}"
+    );
+    let m = scrape(admin).await;
+    assert_eq!(
+        m.value("grantshift_report_sets_dropped_total", &[]),
+        Some(2.0)
+    );
+    // `grantshift report` with the same config keeps the same sets and says so.
+    let config = proxy.config_path();
+    let args = ["-c", config.to_str().unwrap()];
+    let events = proxy.events_path();
+    let table = report_cli(GRANTSHIFT, proxy.dir(), &[&events], &args)
+        .await
+        .stdout;
+    assert!(
+        table.contains("(2 credential sets dropped, least recently seen first"),
+        "{table}"
+    );
+    let json = report_cli(
+        GRANTSHIFT,
+        proxy.dir(),
+        &[&events],
+        &[&args[..], &["--json"]].concat(),
+    )
+    .await
+    .stdout;
+    assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), live);
+}
+
+#[tokio::test]
+async fn a_login_with_basic_client_authentication_is_a_credential_set_with_its_client_id() {
+    let proxy = TestProxy::start(&rollout_toml(LOGIN_HOST, "observe", 100, true)).await;
+    let basic = basic_auth(acme::CLIENT_ID, acme::CLIENT_SECRET);
+    let body = form(&[
+        ("grant_type", "password"),
+        ("username", acme::USERNAME),
+        ("password", acme::PASSWORD),
+    ]);
+    let (status, answer) = proxy
+        .token_request_then_close_with(LOGIN_HOST, &[("authorization", &basic)], &body)
+        .await;
+    assert_eq!(
+        status, 200,
+        "Salesforce takes Basic client authentication: {answer}"
+    );
+    let up = &proxy.sf.token_requests()[0];
+    assert_eq!(up.body, body.as_bytes(), "observed: forwarded as sent");
+    assert_eq!(up.header_values("authorization"), vec![basic.as_str()]);
+
+    let event = proxy.next_event().await;
+    assert_eq!(event["action"], "observed", "{event}");
+    assert_eq!(event["client_id"], acme::CLIENT_ID, "{event}");
+    let line = std::fs::read_to_string(proxy.events_path()).unwrap();
+    let live = live_report(proxy.admin_addr()).await;
+    let row = report_row(&live, acme::CLIENT_ID, acme::USERNAME);
+    assert_eq!(row["verdict"], "ready", "{row}");
+    let page = admin_get(proxy.admin_addr(), "/").await.text();
+    let metrics = admin_get(proxy.admin_addr(), "/metrics").await.text();
+    let encoded_secret = basic.trim_start_matches("Basic ");
+    for (what, text) in [
+        ("the events file", line),
+        ("/report", live.to_string()),
+        ("/", page),
+        ("/metrics", metrics),
+    ] {
+        assert!(
+            !text.contains(acme::CLIENT_SECRET) && !text.contains(encoded_secret),
+            "{what} holds the client secret:\n{text}"
+        );
+    }
 }

@@ -285,6 +285,71 @@ async fn jwt_upgrade_without_client_id_is_forwarded_untouched() {
 }
 
 #[tokio::test]
+async fn username_longer_than_salesforce_allows_is_forwarded_untouched() {
+    let proxy = mapped_proxy_with_limit(65536).await;
+    // 81 characters: one more than a Salesforce username may have.
+    let username = format!("{}@acme.com", "i".repeat(72));
+    assert_eq!(username.chars().count(), 81);
+    let body = password_form(
+        acme::CLIENT_ID,
+        acme::CLIENT_SECRET,
+        &username,
+        acme::PASSWORD,
+    );
+    let reply = send_token_request(
+        &proxy,
+        Http::H1,
+        LOGIN_HOST,
+        TOKEN_PATH,
+        &[FORM],
+        full(body.clone()),
+    )
+    .await;
+    assert_skipped_untouched(
+        &proxy,
+        &reply,
+        LOGIN_HOST,
+        None,
+        body.as_bytes(),
+        "username_too_long",
+    )
+    .await;
+    let event = &proxy.events_in_file()[0];
+    assert!(event.get("username").is_none(), "{event}");
+    assert_eq!(event["oversized"], serde_json::json!({"username": 81}));
+    assert_eq!(event["client_id"], acme::CLIENT_ID);
+}
+
+#[tokio::test]
+async fn basic_auth_naming_another_app_than_the_form_is_forwarded_untouched() {
+    let proxy = mapped_proxy_with_limit(65536).await;
+    let basic = basic_auth(acme::OTHER_CLIENT_ID, acme::CLIENT_SECRET);
+    let body = acme_password_form();
+    let reply = send_token_request(
+        &proxy,
+        Http::H1,
+        LOGIN_HOST,
+        TOKEN_PATH,
+        &[FORM, ("authorization", &basic)],
+        full(body.clone()),
+    )
+    .await;
+    assert_skipped_untouched(
+        &proxy,
+        &reply,
+        LOGIN_HOST,
+        None,
+        body.as_bytes(),
+        "client_id_mismatch",
+    )
+    .await;
+    assert_eq!(
+        proxy.sf.token_requests()[0].header_values("authorization"),
+        vec![basic.as_str()]
+    );
+}
+
+#[tokio::test]
 async fn missing_content_type_counts_as_a_form_and_is_upgraded() {
     let proxy = mapped_proxy_with_limit(65536).await;
     let reply = send_token_request(

@@ -1,7 +1,9 @@
 //! docs/operating.md, "The events file": one JSON object per line per token request in `[telemetry].events`,
 //! written when the response has gone back, with `ts` (RFC 3339), `client`, `host`, `grant`,
 //! `client_id`, `username`, `action`, `flow`, `target_host`, `status`, `upstream_error`,
-//! `org_id`, `user_id`, `instance_url`, `latency_ms`, `reason`, and never a secret.
+//! `org_id`, `user_id`, `instance_url`, `latency_ms`, `reason` (and `oversized` for values
+//! over their bound), and never a secret; a stalled events writer costs dropped events, never
+//! a held-up login.
 
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ const EVENT_FIELDS: &[&str] = &[
     "instance_url",
     "latency_ms",
     "reason",
+    "oversized",
 ];
 
 fn unix_now() -> f64 {
@@ -363,4 +366,71 @@ async fn fallback_event_carries_salesforces_error_from_a_gzip_encoded_refusal() 
         "what to fix, as Salesforce said it"
     );
     assert_eq!(event["user_id"], acme::USER_ID, "{event}");
+}
+
+/// Events queued for a stalled writer at most (`telemetry.events_max_queued` in the test).
+const MAX_QUEUED: usize = 20;
+/// Logins sent while the writer is stalled: more than the queue holds.
+const STALLED_LOGINS: usize = MAX_QUEUED + 15;
+
+#[tokio::test]
+async fn a_stalled_events_writer_drops_events_over_the_bound_and_never_holds_up_a_login() {
+    let mut proxy = TestProxy::builder()
+        .telemetry(&format!("events_max_queued = {MAX_QUEUED}"))
+        .extra_toml(&acme_mapping())
+        .start()
+        .await;
+    let admin = proxy.admin_addr();
+    // The writer moves to a FIFO nobody reads: it blocks opening it, as on a hung disk.
+    let fifo = testkit::faults::StalledFile::create(&proxy.dir().join("stalled.fifo"));
+    proxy.reload(proxy.builder_used().clone().events("stalled.fifo"));
+
+    for n in 0..STALLED_LOGINS {
+        // Each exchange runs to the connection's close (within the harness's timeout), so its
+        // event has been handed to the writer's queue, or dropped, when it returns.
+        let (status, body) = proxy
+            .token_request_then_close(LOGIN_HOST, &acme_password_form())
+            .await;
+        assert_eq!(status, 200, "login {n} while the writer is stalled: {body}");
+    }
+    let dropped = testkit::admin::scrape(admin)
+        .await
+        .value("grantshift_events_dropped_total", &[])
+        .expect("grantshift_events_dropped_total") as usize;
+    assert!(
+        dropped > 0 && dropped <= STALLED_LOGINS - MAX_QUEUED,
+        "{dropped} of {STALLED_LOGINS} events dropped with room for {MAX_QUEUED}"
+    );
+
+    // Unblocked: the writer writes what was queued, then (the next reload) moves on and
+    // closes the FIFO, which ends the read.
+    proxy.reload(proxy.builder_used().clone().events("after.jsonl"));
+    let written = fifo.read_to_end(20).await;
+    let lines: Vec<Value> = written
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.iter().all(|e| e["action"] == "upgraded"), "{written}");
+    assert_eq!(
+        lines.len() + dropped,
+        STALLED_LOGINS,
+        "every login's event is either written or counted as dropped"
+    );
+    assert!(
+        lines.len() >= MAX_QUEUED,
+        "the queue held {MAX_QUEUED}: {} written",
+        lines.len()
+    );
+
+    // The writer is back: the next login's event reaches the new file (the subscription
+    // delivers the written ones first, in order).
+    for _ in 0..lines.len() {
+        proxy.next_event().await;
+    }
+    let (status, _) = proxy
+        .token_request_then_close(LOGIN_HOST, &acme_password_form())
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(proxy.next_event().await["action"], "upgraded");
+    assert_eq!(read_events(&proxy.dir().join("after.jsonl")).len(), 1);
 }

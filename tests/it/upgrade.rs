@@ -232,6 +232,44 @@ async fn authorization_basic_header_is_kept_as_sent() {
 }
 
 #[tokio::test]
+async fn a_client_id_in_basic_auth_selects_the_credentials_entry_for_that_app() {
+    // The entry is for the integration app only; the client names its app in Basic alone.
+    let entry = format!(
+        "{}\nclient_id = {}\n\n",
+        acme_mapping().trim_end(),
+        testkit::proxy::toml_str(acme::CLIENT_ID)
+    );
+    let proxy = TestProxy::start(&entry).await;
+    let basic = basic_auth(acme::CLIENT_ID, acme::CLIENT_SECRET);
+    let body = form(&[
+        ("grant_type", "password"),
+        ("username", acme::USERNAME),
+        ("password", acme::PASSWORD),
+    ]);
+    let mut conn = proxy.intercepted(LOGIN_HOST, Http::H1).await;
+    let req = conn
+        .request(Method::POST, LOGIN_HOST, TOKEN_PATH)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", &basic)
+        .body(full(body))
+        .unwrap();
+    let reply = conn.send(req).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let up = assert_upgraded_request(
+        &proxy.sf,
+        acme::MY_DOMAIN,
+        &form(&[("grant_type", "client_credentials")]),
+    );
+    assert_eq!(up.header_values("authorization"), vec![basic.as_str()]);
+    let event = proxy.next_event().await;
+    assert_eq!(
+        (&event["action"], &event["client_id"]),
+        (&"upgraded".into(), &acme::CLIENT_ID.into()),
+        "{event}"
+    );
+}
+
+#[tokio::test]
 async fn format_and_scope_are_kept_and_salesforce_answers_in_that_format() {
     let proxy = TestProxy::start(&acme_mapping()).await;
     let body = format!(
