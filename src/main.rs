@@ -108,6 +108,10 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         // the process (the default action).
         let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
+        // And SIGTERM/SIGINT before start-up work (the CA, the events file): one that comes
+        // early is kept and shuts down gracefully once serving starts, instead of killing
+        // the process with the default action.
+        let shutdown = shutdown_signal()?;
         let proxy = Proxy::new(config)?;
         let listener = grantshift::server::bind(listen)
             .with_context(|| format!("proxy.listen: cannot listen on {listen}"))?;
@@ -120,7 +124,7 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             tracing::info!(addr = %tls, "transparent TLS listening");
         }
         tokio::spawn(reload_on_sighup(hup, config_path, proxy.reloader()));
-        proxy.serve(listener, shutdown_signal()).await?;
+        proxy.serve(listener, shutdown).await?;
         Ok(())
     })
 }
@@ -139,14 +143,19 @@ async fn reload_on_sighup(
     }
 }
 
-/// SIGTERM (service managers, `docker stop`) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// SIGTERM (service managers, `docker stop`) or SIGINT (Ctrl-C). The handlers are installed
+/// when this is called; the future resolves on the first of them, even one that came before it
+/// was first polled.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }
 
 fn ca(config: Option<PathBuf>, renew: bool) -> anyhow::Result<()> {

@@ -190,9 +190,16 @@ impl Proxy {
                 .spawn(connect::serve_front(tcp, conn, state.clone()).instrument(span));
         })
         .await;
-        state.tasks.drain(state.config().proxy.shutdown_grace).await;
-        // Every login's event is on disk before the process exits.
-        state.events.sync().await;
+        let grace = state.config().proxy.shutdown_grace;
+        state.tasks.drain(grace).await;
+        // Every login's event is on disk before the process exits, unless the events file
+        // itself is stuck (a full disk, a hung NFS mount): that must not hold the exit.
+        if tokio::time::timeout(grace, state.events.sync())
+            .await
+            .is_err()
+        {
+            tracing::warn!(after = ?grace, "the events file did not take the last events within shutdown_grace; exiting without them");
+        }
         Ok(())
     }
 }

@@ -74,3 +74,78 @@ async fn every_stderr_line_is_json_with_log_format_json() {
         assert!(v["level"].is_string(), "has a level: {line}");
     }
 }
+
+/// The kernel's name for where thread `pid` sleeps (`/proc/PID/wchan`).
+fn wchan(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_sigterm_during_start_up_shuts_down_gracefully_instead_of_killing_the_process() {
+    let up = Upstreams::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Start-up blocks opening the events file, a FIFO with no reader: a point where the
+    // process is alive, has not started serving, and can be signalled deterministically.
+    let fifo = testkit::faults::StalledFile::create(&dir.path().join("events.fifo"));
+    let config = dir.path().join("grantshift.toml");
+    std::fs::write(
+        &config,
+        TestProxy::builder().events("events.fifo").render(&up),
+    )
+    .unwrap();
+    let mut cmd = GRANTSHIFT.command(dir.path());
+    cmd.arg("run").arg("-c").arg(&config);
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("spawn grantshift run");
+    let pid = child.id();
+    testkit::faults::eventually("start-up blocked opening the events FIFO", || {
+        match wchan(pid) {
+            w if w == "wait_for_partner" => Ok(()),
+            w => Err(format!("wchan {w:?}")),
+        }
+    })
+    .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Unblock start-up: a reader of our own (non-blocking) for the checks' and the writer's
+    // append-opens, and a writer for the report's seeding, which reads the file; once the
+    // seeding is reading, the writer closes and the seeding sees an empty file.
+    use std::os::unix::fs::OpenOptionsExt;
+    const O_NONBLOCK: i32 = 0o4000; // Linux
+    let _reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(fifo.path())
+        .unwrap();
+    let writer = std::fs::OpenOptions::new()
+        .write(true)
+        .open(fifo.path())
+        .unwrap();
+    testkit::faults::eventually("the report's seeding reading the FIFO", || {
+        match wchan(pid) {
+            w if w.contains("pipe_read") => Ok(()),
+            w => Err(format!("wchan {w:?}")),
+        }
+    })
+    .await;
+    drop(writer);
+    let out = within(30, "grantshift exiting after SIGTERM", async move {
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap()
+    })
+    .await;
+    let stderr = strip_ansi(&String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a graceful exit, not death by signal: {:?}; stderr:\n{stderr}",
+        out.status
+    );
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+}

@@ -147,3 +147,29 @@ async fn serve_returns_and_stops_listening_after_shutdown() {
         "the listener is closed once serve has returned"
     );
 }
+
+#[tokio::test]
+async fn a_stuck_events_file_does_not_hold_shutdown_past_the_grace_period() {
+    let mut proxy = TestProxy::builder()
+        .shutdown_grace("300ms")
+        .extra_toml(&acme_mapping())
+        .start()
+        .await;
+    // The writer moves to a FIFO nobody reads: it blocks opening it, as on a hung disk. (In a
+    // directory of its own: it outlives the proxy's.)
+    let fifo_dir = tempfile::tempdir().unwrap();
+    let fifo = testkit::faults::StalledFile::create(&fifo_dir.path().join("stuck.fifo"));
+    let path = fifo.path().to_str().unwrap().to_string();
+    proxy.reload(proxy.builder_used().clone().events(&path));
+    let (status, _) = proxy
+        .token_request_then_close(LOGIN_HOST, &acme_password_form())
+        .await;
+    assert_eq!(status, 200);
+    // Nothing in flight; the event waits for the stuck writer. serve still returns.
+    proxy.begin_shutdown();
+    returns_before_grace_ends(&mut proxy).await;
+    // The process would exit here, without that event. The writer thread lives on in this
+    // test process: unstuck, it ends.
+    drop(proxy);
+    fifo.read_to_end(20).await;
+}
