@@ -57,8 +57,13 @@ impl ClientConn {
 /// are ASCII here: an HTTP authority and a TLS SNI cannot carry anything else, so an
 /// internationalised name arrives as its `xn--` form and is compared as such.
 pub fn canonical_host(host: &str) -> String {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        // One pair, around something without brackets: an IPv6 literal.
+        Some(inner) if !inner.contains(['[', ']']) => inner.trim_end_matches('.'),
+        _ => host,
+    };
+    host.to_ascii_lowercase()
 }
 
 /// Where an intercepted connection's requests go: the CONNECT authority (or the SNI, port
@@ -119,6 +124,19 @@ mod tests {
             "login.salesforce.com"
         );
         assert_eq!(canonical_host("[::1]"), "::1");
+        // A fixed point, whatever comes in (found by the host_names fuzz target).
+        for odd in [
+            "\0OGIN..OM]]]]].",
+            "[a].",
+            "[a.]",
+            "[[a]]",
+            ".[a]",
+            "]",
+            "[",
+        ] {
+            let once = canonical_host(odd);
+            assert_eq!(canonical_host(&once), once, "{odd:?}");
+        }
         assert_eq!(canonical_host("a."), "a");
     }
 }
