@@ -489,6 +489,9 @@ pub struct LoadConfig<'a> {
     pub my_domain: &'a str,
     /// `[telemetry] events`: a path, or `""` for none.
     pub events: &'a str,
+    /// Lines added to the `[[credentials]]` entry, e.g. `verify_password = "required"` and a
+    /// `password_hash` (`""` for none).
+    pub credential_lines: &'a str,
 }
 
 impl LoadConfig<'_> {
@@ -519,7 +522,7 @@ connect_to_only = true
 [[credentials]]
 username = {username}
 my_domain = {my_domain}
-
+{credential_lines}
 [telemetry]
 events = {events}
 "#,
@@ -532,6 +535,7 @@ events = {events}
             username = q(self.username),
             my_domain = q(self.my_domain),
             events = q(self.events),
+            credential_lines = self.credential_lines,
         )
     }
 }
