@@ -510,7 +510,7 @@ impl Report {
         }
         let _ = writeln!(
             w,
-            "\nChecks: every response was the fake's 200 of the expected size; the fake counted every request{}; \
+            "\nChecks: every response was the fake's 200 of the expected size (W: its 400 refusal of the password login, with none upgraded); the fake counted every request{}; \
              the fake accepted {} {} in all; proxy WARN/ERROR log lines: {}{}.",
             match self.events_checked {
                 Some((lines, _)) => format!(", and the events file holds exactly {lines} `upgraded` lines (one per login)"),

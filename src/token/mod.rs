@@ -103,10 +103,7 @@ pub async fn handle(
             if let Some(problem) = &forward.problem {
                 tracing::error!(%problem, "cannot build the upgraded request; forwarding the original");
             }
-            let learn = match forward.action {
-                Action::Observed | Action::Unmapped => learnable,
-                _ => None,
-            };
+            let learn = learnable.filter(|_| plan::teaches_verifier(forward.action));
             let resp = forward_original(&parts, buffered.into_body(), target, state).await;
             return finish(resp, record(event, forward), state, started, learn).await;
         }
@@ -160,7 +157,8 @@ pub async fn handle(
     if rewrite.fallback {
         event.action = Action::Fallback;
         let resp = forward_original(&parts, buffered.into_body(), target, state).await;
-        finish(resp, event, state, started, learnable).await
+        let learn = learnable.filter(|_| plan::teaches_verifier(event.action));
+        finish(resp, event, state, started, learn).await
     } else {
         event.action = Action::Failed;
         finish(failed, event, state, started, None).await

@@ -230,6 +230,17 @@ pub fn gate(mode: VerifyPassword, checked: Checked) -> Option<Forward> {
     }
 }
 
+/// Does a password login recorded with `action`, once Salesforce accepted it, teach its set's
+/// verifier? Only one grantshift forwarded as it came: observed (also for `percent` and
+/// `no_rule`), unmapped, or the original a fallback replayed. Never a rewritten login, nor one
+/// skipped (for its password or anything else).
+pub fn teaches_verifier(action: Action) -> bool {
+    matches!(
+        action,
+        Action::Observed | Action::Unmapped | Action::Fallback
+    )
+}
+
 /// The client id of the request's `Authorization: Basic` field: `Ok(None)` with no such
 /// field (or another scheme), `Err` when it cannot be read or there are several
 /// `Authorization` fields (which one Salesforce would use is not ours to guess).
@@ -488,6 +499,21 @@ mod tests {
         assert_eq!(gate(Required, NoVerifier), skipped("no_verifier"));
         assert_eq!(gate(IfKnown, NoVerifier), None);
         assert_eq!(gate(VerifyPassword::Off, Checked::Off), None);
+    }
+
+    #[test]
+    fn only_logins_forwarded_as_they_came_teach_a_verifier() {
+        for action in [Action::Observed, Action::Unmapped, Action::Fallback] {
+            assert!(teaches_verifier(action), "{action:?}");
+        }
+        for action in [
+            Action::Upgraded,
+            Action::Failed,
+            Action::Skipped,
+            Action::Passed,
+        ] {
+            assert!(!teaches_verifier(action), "{action:?}");
+        }
     }
 
     #[test]
