@@ -37,3 +37,20 @@ impl Faults {
         }
     }
 }
+
+/// Block the calling thread for good, in test builds, if the environment variable `var` holds
+/// `nth` (e.g. `GRANTSHIFT_FAULT_STALL_STATE_WRITE=2`: the second state write stops halfway),
+/// so a test can kill the binary in the middle of a write. Nothing at all in normal builds.
+#[inline(always)]
+pub fn stall_if_env(_var: &str, _nth: u64) {
+    #[cfg(feature = "fault-injection")]
+    {
+        let armed = std::env::var(_var).is_ok_and(|v| v.trim() == _nth.to_string());
+        if armed {
+            tracing::warn!(point = _var, "fault injected: stalled for good");
+            loop {
+                std::thread::park();
+            }
+        }
+    }
+}

@@ -20,10 +20,14 @@
 //! - [`token`]: the token path: [`token::plan`] decides (pure), [`token`] executes (buffer,
 //!   send, fall back, record); [`token::facts`] reads token responses.
 //! - [`forward`]: forward unchanged; upstream errors become 502/504.
-//! - [`state`]: what every connection shares (config snapshot, CA, upstream, telemetry, tasks).
+//! - [`state`]: what every connection shares (config snapshot, CA, upstream, telemetry,
+//!   password verifiers, tasks).
 //! - [`conn`]: one client connection (address, idle clock, connection slot, tracing span) and
 //!   its [`conn::Target`].
 //! - [`tasks`]: spawn, drain and close every connection task.
+//! - [`verifiers`]: credential binding: each set's password verifier (configured, or learned
+//!   into the state file), the check an upgrade waits for (Argon2 off the async threads,
+//!   bounded, throttled; a keyed digest for passwords already accepted).
 //! - [`policy`]: rollout rules → observe / upgrade (flow, target) / unmapped (pure).
 //! - [`oauth`]: token-request parsing and the grant rewrites, JWT signing (pure).
 //! - [`hop_by_hop`]: RFC 9110 §7.6.1 connection-specific header handling, and the request head
@@ -39,6 +43,8 @@
 //! - [`access`]: `allow_clients` and proxy authentication.
 //! - [`idle`]: idle timeouts on client connections.
 //! - [`config`]: `grantshift.toml` → [`Config`], validated, with key-named errors.
+//! - [`password`]: passwords and their Argon2id verifiers (OWASP parameters), the keyed
+//!   digest (pure).
 //! - [`fault`]: test-only panic points (nothing in a normal build).
 
 pub mod access;
@@ -55,6 +61,7 @@ pub mod hop_by_hop;
 pub mod idle;
 pub mod mitm;
 pub mod oauth;
+pub mod password;
 pub mod policy;
 pub mod preflight;
 pub mod proxy;
@@ -66,6 +73,7 @@ pub mod telemetry;
 pub mod token;
 pub mod tunnel;
 pub mod upstream;
+pub mod verifiers;
 pub mod websocket;
 
 pub use body::Body;
@@ -79,6 +87,8 @@ pub enum Error {
     Config(#[from] config::ConfigError),
     #[error(transparent)]
     Ca(#[from] ca::CaError),
+    #[error(transparent)]
+    State(#[from] verifiers::StoreError),
     #[error("upstream TLS setup: {0}")]
     UpstreamTls(String),
     #[error("{0}")]

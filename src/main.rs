@@ -56,6 +56,14 @@ enum Command {
         #[arg(long)]
         suggest_config: bool,
     },
+    /// Print the Argon2id hash of a password for a [[credentials]] entry's password_hash. The
+    /// password (with the security token appended, as the client sends it) is read from the
+    /// terminal without echo, or from stdin (one line); never from the command line.
+    HashPassword {
+        /// Refused: a password given here would be in the shell history and the process list.
+        #[arg(hide = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        refused: Vec<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +78,7 @@ fn main() -> std::process::ExitCode {
             json,
             suggest_config,
         } => report(cli.config, events, json, suggest_config),
+        Command::HashPassword { refused } => hash_password(refused.len()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -246,7 +255,8 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
         None => "absent: created on first start".into(),
     };
     out(&format!(
-        "# config OK (CA {ca_state}); effective settings:\n{}",
+        "# config OK (CA {ca_state}; {} learned password verifiers); effective settings:\n{}",
+        checked.learned_verifiers,
         config.to_toml()
     ))
 }
@@ -260,9 +270,17 @@ fn report(
     // The config is read when it names the events file or is named itself (-c): it gives
     // telemetry.report_max_sets.
     let mut max_sets = grantshift::config::DEFAULT_REPORT_MAX_SETS;
+    // With the config, the report also says where each set's password verifier comes from.
+    let mut verifiers = None;
     if files.is_empty() || config.is_some() {
         let config = Config::load(config.as_deref())?;
         max_sets = config.telemetry.report_max_sets;
+        match grantshift::verifiers::Store::load(&config.state.dir) {
+            Ok(store) => verifiers = Some((config.clone(), store)),
+            Err(e) => {
+                eprintln!("grantshift: warning: {e}; the report leaves out the password verifiers")
+            }
+        }
         if files.is_empty() {
             anyhow::ensure!(
                 !matches!(config.telemetry.events.as_str(), "" | "-"),
@@ -279,7 +297,13 @@ fn report(
     events.iter().for_each(|e| {
         builder.add(e);
     });
-    let report = builder.report();
+    let report = match &verifiers {
+        Some((config, store)) => {
+            let view = grantshift::verifiers::view(config, store);
+            builder.report_with(Some(&view))
+        }
+        None => builder.report(),
+    };
     if json {
         out(&(serde_json::to_string_pretty(&report)? + "\n"))
     } else if suggest_config {
@@ -289,6 +313,54 @@ fn report(
     } else {
         out(&grantshift::telemetry::render::table(&report))
     }
+}
+
+/// `grantshift hash-password`: the password from the terminal (asked twice, without echo) or
+/// from stdin (one line, its line ending removed); only the hash on stdout.
+fn hash_password(arguments: usize) -> anyhow::Result<()> {
+    use grantshift::password::{Cost, Password, Verifier};
+    use std::io::{IsTerminal, Read};
+    use zeroize::Zeroizing;
+    anyhow::ensure!(
+        arguments == 0,
+        "hash-password takes no argument: it reads the password from the terminal, or from \
+         stdin (a password on the command line would be in the shell history and the process list)"
+    );
+    let password = if std::io::stdin().is_terminal() {
+        let first = Zeroizing::new(
+            rpassword::prompt_password("Password (with the security token appended): ")
+                .context("reading the password from the terminal")?,
+        );
+        let again = Zeroizing::new(
+            rpassword::prompt_password("The same again: ")
+                .context("reading the password from the terminal")?,
+        );
+        anyhow::ensure!(
+            *first == *again,
+            "the two passwords differ; nothing was hashed"
+        );
+        first
+    } else {
+        let mut input = Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("reading the password from stdin")?;
+        let line = input
+            .strip_suffix('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l))
+            .unwrap_or(&input);
+        anyhow::ensure!(
+            !line.contains('\n'),
+            "stdin holds more than one line: give the password alone"
+        );
+        Zeroizing::new(line.to_owned())
+    };
+    anyhow::ensure!(
+        !password.is_empty(),
+        "the password is empty; nothing was hashed"
+    );
+    let verifier = Verifier::hash(&Password::new(&password), Cost::OWASP);
+    out(&format!("{}\n", verifier.as_phc()))
 }
 
 /// Write a command's output to stdout. A reader that has gone (`grantshift check | head -1`)

@@ -1,9 +1,10 @@
 //! Rollout policy (docs/operating.md, "Rolling out"): for a password grant, decide whether to observe it, upgrade it
 //! (which flow, which host), or leave it alone because it cannot be upgraded. Pure.
 
-use crate::config::{Config, Flow, Mode};
+use crate::config::{Config, Flow, Mode, VerifyPassword};
 use crate::oauth::jwt::JwtKey;
 use crate::oauth::{is_my_domain_host, SkipReason, TokenParams};
+use crate::password::Verifier;
 use sha2::{Digest, Sha256};
 
 /// What happens to one password grant.
@@ -30,6 +31,18 @@ pub struct Upgrade {
     pub fallback: bool,
     /// For `jwt_bearer`: the signing key and the `aud` claim.
     pub jwt: Option<(JwtKey, String)>,
+    /// How the password is checked before the upgrade goes out.
+    pub verify: Verification,
+}
+
+/// How an upgrade's password is checked: the entry's `verify_password` and `password_hash`
+/// (with no entry, an upgrade in place at a My Domain: `if_known`, the client-credentials
+/// default, and no configured verifier).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub mode: VerifyPassword,
+    /// A configured verifier wins over a learned one.
+    pub configured: Option<Verifier>,
 }
 
 /// What the policy needs of a password grant.
@@ -114,11 +127,16 @@ pub fn decide(config: &Config, request_host: &str, grant: &PasswordGrant<'_>) ->
             None
         }
     };
+    let verify = Verification {
+        mode: credential.map_or(VerifyPassword::default_for(flow), |c| c.verify_mode()),
+        configured: credential.and_then(|c| c.password_hash.clone()),
+    };
     Decision::Upgrade(Upgrade {
         flow,
         target_host,
         fallback: rule.fallback,
         jwt,
+        verify,
     })
 }
 
@@ -197,6 +215,51 @@ mod tests {
                 assert_eq!(u.flow, Flow::ClientCredentials);
                 assert!(u.fallback);
             }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_password_check_follows_the_entry_and_the_flow() {
+        let verify_of =
+            |toml: &str| match decide(&config(toml), "login.salesforce.com", &params(PW), false) {
+                Decision::Upgrade(u) => u.verify,
+                other => panic!("{other:?}"),
+            };
+        let cc = "[[credentials]]\nusername = \"int@acme.com\"\nmy_domain = \"acme.my.salesforce.com\"\n";
+        assert_eq!(
+            verify_of(cc),
+            Verification {
+                mode: VerifyPassword::IfKnown,
+                configured: None
+            }
+        );
+        let jwt = format!(
+            "[[credentials]]\nusername = \"int@acme.com\"\nflow = \"jwt_bearer\"\njwt_private_key = \"{}\"\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/jwt-app.pkcs8.pem")
+        );
+        assert_eq!(verify_of(&jwt).mode, VerifyPassword::Required);
+        assert_eq!(
+            verify_of(&format!("{jwt}verify_password = \"off\"\n")).mode,
+            VerifyPassword::Off
+        );
+        let hash = crate::password::Verifier::hash(
+            &crate::password::Password::new("p"),
+            crate::password::Cost {
+                memory_kib: 8,
+                passes: 1,
+                lanes: 1,
+            },
+        );
+        let configured = verify_of(&format!(
+            "{cc}verify_password = \"required\"\npassword_hash = \"{}\"\n",
+            hash.as_phc()
+        ));
+        assert_eq!(configured.mode, VerifyPassword::Required);
+        assert_eq!(configured.configured, Some(hash));
+        // In place at a My Domain with no entry: the client-credentials default.
+        match decide(&config(""), "acme.my.salesforce.com", &params(PW), false) {
+            Decision::Upgrade(u) => assert_eq!(u.verify.mode, VerifyPassword::IfKnown),
             other => panic!("{other:?}"),
         }
     }

@@ -11,6 +11,7 @@ use crate::telemetry::events::{for_each_event, Event, EventSink, QueueBound};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::report::{Report, ReportBuilder};
 use crate::upstream::Upstream;
+use crate::verifiers::{Store, Verifiers};
 use crate::{access, admin, connect, idle, mitm, preflight};
 use arc_swap::ArcSwap;
 use std::future::Future;
@@ -26,7 +27,8 @@ pub struct Proxy {
 
 impl Proxy {
     /// Run the [`preflight`] checks (logging their warnings), then load or create the CA,
-    /// open the events file and build the upstream client. Fails fast on CA, file or TLS
+    /// read the learned password verifiers, open the events file and build the upstream
+    /// client. Fails fast on CA, file or TLS
     /// problems, before anything listens, and on any preflight problem before anything is
     /// created.
     pub fn new(config: Config) -> crate::Result<Proxy> {
@@ -44,6 +46,9 @@ impl Proxy {
         .with_cache_size(config.proxy.leaf_cache_size);
         let metrics = Arc::new(Metrics::new());
         metrics.configure(&config);
+        let store = Store::load(&config.state.dir)?;
+        tracing::info!(learned = store.len(), path = %store.path().display(), "password verifiers read");
+        let verifiers = Verifiers::new(store, metrics.clone());
         let report = seed_report(&config.telemetry.events, config.telemetry.report_max_sets);
         metrics.report_sets_dropped(report.dropped_sets());
         let report = Arc::new(std::sync::Mutex::new(report));
@@ -70,6 +75,7 @@ impl Proxy {
                 events,
                 metrics,
                 report,
+                verifiers,
             })),
         })
     }
@@ -240,10 +246,11 @@ impl ProxyHandle {
 }
 
 /// Applies a new config to a running proxy. Requests already in flight keep the snapshot they
-/// started with; open tunnels are not touched. Rollout, credentials, intercept hosts,
-/// connect_to, timeouts and the events file take effect; the listeners, `max_connections`,
-/// `leaf_cache_size`, `token_body_budget`, the CA and the upstream root certificates need a restart (a reload that
-/// changes them says so in a warning).
+/// started with; open tunnels are not touched. Rollout, credentials (their `password_hash` and
+/// `verify_password` too), intercept hosts, connect_to, timeouts and the events file take
+/// effect; learned password verifiers are kept; the listeners, `max_connections`,
+/// `leaf_cache_size`, `token_body_budget`, the CA, `state.dir` and the upstream root
+/// certificates need a restart (a reload that changes them says so in a warning).
 #[derive(Clone)]
 pub struct Reloader {
     state: Arc<State>,
@@ -275,6 +282,7 @@ impl Reloader {
                 old.proxy.token_body_budget != new.proxy.token_body_budget,
             ),
             ("ca.cert", old.ca.cert != new.ca.cert),
+            ("state.dir", old.state.dir != new.state.dir),
             ("ca.key", old.ca.key != new.ca.key),
             (
                 "upstream.extra_root_certs",
@@ -305,6 +313,7 @@ impl Reloader {
             .set_report_max_sets(new.telemetry.report_max_sets);
         self.state.metrics.report_sets_dropped(dropped);
         self.state.metrics.configure(&new);
+        self.state.verifiers.prune(&new);
         self.state.store_config(new);
         self.state.metrics.config_reload(true);
         tracing::info!("config reloaded");

@@ -10,11 +10,13 @@ use crate::telemetry::events::EventSink;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::report::{Report, ReportBuilder};
 use crate::upstream::Upstream;
+use crate::verifiers::Verifiers;
 use arc_swap::ArcSwap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
 
-/// The config snapshot, the CA, the upstream pool, telemetry and the task tracker.
+/// The config snapshot, the CA, the upstream pool, telemetry, the password verifiers and the
+/// task tracker.
 pub struct State {
     config: Arc<ArcSwap<Config>>,
     pub ca: CertificateAuthority,
@@ -23,6 +25,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     report: Arc<Mutex<ReportBuilder>>,
     pub tasks: Tasks,
+    /// The credential sets' password verifiers, and what their checks remember.
+    pub verifiers: Verifiers,
     /// Client connections served at once (`max_connections`), on the proxy port and the
     /// transparent TLS listener together.
     pub slots: Arc<Semaphore>,
@@ -41,6 +45,7 @@ pub struct Parts {
     pub events: EventSink,
     pub metrics: Arc<Metrics>,
     pub report: Arc<Mutex<ReportBuilder>>,
+    pub verifiers: Verifiers,
 }
 
 impl State {
@@ -58,6 +63,7 @@ impl State {
             metrics: parts.metrics,
             report: parts.report,
             tasks: Tasks::default(),
+            verifiers: parts.verifiers,
             slots,
             token_bodies,
             faults: Faults::default(),
@@ -79,9 +85,15 @@ impl State {
         self.config.store(Arc::new(config));
     }
 
-    /// The migration report over every event of this events file (earlier runs included).
+    /// The migration report over every event of this events file (earlier runs included),
+    /// with each set's password verifier as the config and the state file say.
     pub fn report(&self) -> Report {
-        self.report.lock().expect("report lock").report()
+        let config = self.config_snapshot();
+        let view = self.verifiers.view(&config);
+        self.report
+            .lock()
+            .expect("report lock")
+            .report_with(Some(&view))
     }
 
     /// Keep at most `max_sets` credential sets in the report (config reload); how many were

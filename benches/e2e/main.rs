@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo bench --bench e2e                     # full size, 3 rounds (a few minutes)
 //! cargo bench --bench e2e -- --quick          # 1/10 of the size, 1 round (or GRANTSHIFT_BENCH_QUICK=1)
-//! cargo bench --bench e2e -- --only A32,B32   # some scenarios (A1 A32 A1ev A32ev B32 C D E L1)
+//! cargo bench --bench e2e -- --only A32,B32   # some scenarios (A1 A32 A1ev A32ev A32v W B32 C D E L1)
 //! cargo bench --bench e2e -- --rounds 5       # more rounds: medians over more samples
 //! cargo bench --bench e2e -- --upstream nginx-h1   # nginx-h2 (default), nginx-h1 or fake
 //! cargo bench --bench e2e -- --only A32 --perf-dir /tmp/perf   # + perf record / perf stat of the proxy
@@ -83,6 +83,15 @@
 //!   through CONNECT + TLS, upgraded to client credentials and redirected to
 //!   `acme.my.salesforce.com`; 1 and 32 keep-alive connections. [The client-credentials body
 //!   straight to `acme.my.salesforce.com` over TLS.] `ev` rows: the same with the events file on.
+//! - **A32v**: A32 on a proxy whose credentials entry checks the password (`verify_password =
+//!   "required"`, a `password_hash` made with OWASP's Argon2id cost): the first login pays for
+//!   Argon2, the rest are checked by their keyed digest. Compared with A32 in the same run
+//!   (the target: proxy CPU per request within 10% of A32's). [As A.]
+//! - **W**: 10,000 password grants (1,000 with `--quick`) for the bench user, each with a
+//!   different wrong password, over 32 keep-alive connections through the A32v proxy: none is
+//!   upgraded, each goes to the login host as sent (which refuses it). The row gives the
+//!   proxy's CPU seconds for them; the notes, how many Argon2 runs they cost (from
+//!   `grantshift_password_hashes_total`). No direct baseline.
 //! - **B32**: `GET /services/data/v62.0/sobjects/Account/…` on `acme.my.salesforce.com`,
 //!   32 keep-alive connections. [The same GET, direct.]
 //! - **C**: a new connection per request, 8 at a time: CONNECT + client TLS handshake with the
@@ -223,6 +232,8 @@ enum Scenario {
     A32,
     A1Events,
     A32Events,
+    A32Verify,
+    W,
     B32,
     C,
     D,
@@ -231,11 +242,13 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 9] = [
+    const ALL: [Scenario; 11] = [
         Scenario::A1,
         Scenario::A32,
         Scenario::A1Events,
         Scenario::A32Events,
+        Scenario::A32Verify,
+        Scenario::W,
         Scenario::B32,
         Scenario::C,
         Scenario::D,
@@ -249,6 +262,8 @@ impl Scenario {
             Scenario::A32 => "A32",
             Scenario::A1Events => "A1ev",
             Scenario::A32Events => "A32ev",
+            Scenario::A32Verify => "A32v",
+            Scenario::W => "W",
             Scenario::B32 => "B32",
             Scenario::C => "C",
             Scenario::D => "D",
@@ -263,6 +278,8 @@ impl Scenario {
             Scenario::A32 => "A32 token upgrade, 32 conns",
             Scenario::A1Events => "A1 + events file",
             Scenario::A32Events => "A32 + events file",
+            Scenario::A32Verify => "A32 + password verified",
+            Scenario::W => "W wrong passwords, one set, 32 conns",
             Scenario::B32 => "B32 intercepted GET, 32 conns",
             Scenario::C => "C new conn per request, 8 at once",
             Scenario::D => "D blind tunnel, download",
@@ -277,6 +294,7 @@ impl Scenario {
 struct Sizes {
     a1: usize,
     a32: usize,
+    w: usize,
     b32: usize,
     c: usize,
     d_bytes: u64,
@@ -290,6 +308,7 @@ impl Sizes {
             Sizes {
                 a1: 1_000,
                 a32: 4_000,
+                w: 1_000,
                 b32: 4_000,
                 c: 300,
                 d_bytes: 128 << 20,
@@ -300,6 +319,7 @@ impl Sizes {
             Sizes {
                 a1: 10_000,
                 a32: 40_000,
+                w: 10_000,
                 b32: 40_000,
                 c: 3_000,
                 d_bytes: 1 << 30,
@@ -339,7 +359,7 @@ fn bench(args: &Args) -> Result<(), String> {
                     .find(|s| s.key().eq_ignore_ascii_case(name.trim()))
                     .ok_or_else(|| {
                         format!(
-                            "--only: unknown scenario `{name}` (A1 A32 A1ev A32ev B32 C D E L1)"
+                            "--only: unknown scenario `{name}` (A1 A32 A1ev A32ev A32v W B32 C D E L1)"
                         )
                     })
             })
@@ -503,20 +523,35 @@ async fn run_all(
     };
 
     let needs = |f: &dyn Fn(Scenario) -> bool| scenarios.iter().any(|s| f(*s));
-    let main_proxy =
-        if needs(&|s| !matches!(s, Scenario::A1Events | Scenario::A32Events | Scenario::E)) {
-            Some(BenchProxy::start(env, "proxy", &fake, servers, false).await?)
-        } else {
-            None
-        };
-    let events_proxy = if needs(&|s| matches!(s, Scenario::A1Events | Scenario::A32Events)) {
-        Some(BenchProxy::start(env, "proxy-events", &fake, servers, true).await?)
+    let main_proxy = if needs(&|s| {
+        !matches!(
+            s,
+            Scenario::A1Events
+                | Scenario::A32Events
+                | Scenario::A32Verify
+                | Scenario::W
+                | Scenario::E
+        )
+    }) {
+        Some(BenchProxy::start(env, "proxy", &fake, servers, false, false).await?)
     } else {
         None
     };
+    let events_proxy = if needs(&|s| matches!(s, Scenario::A1Events | Scenario::A32Events)) {
+        Some(BenchProxy::start(env, "proxy-events", &fake, servers, true, false).await?)
+    } else {
+        None
+    };
+    let verify_proxy = if needs(&|s| matches!(s, Scenario::A32Verify | Scenario::W)) {
+        Some(BenchProxy::start(env, "proxy-verify", &fake, servers, false, true).await?)
+    } else {
+        None
+    };
+    let mut wrong_password_hashes = Vec::new();
     let proxy_cpus = main_proxy
         .as_ref()
         .or(events_proxy.as_ref())
+        .or(verify_proxy.as_ref())
         .map(|p| cpus_allowed(&p.pid().to_string()))
         .unwrap_or_else(|| "-".into());
     let mut events_sent = 0usize;
@@ -532,17 +567,23 @@ async fn run_all(
             // always favour the same side.
             let proxy_first = round % 2 == 0;
             let sample = match scenario {
-                Scenario::A1 | Scenario::A32 | Scenario::A1Events | Scenario::A32Events => {
+                Scenario::A1
+                | Scenario::A32
+                | Scenario::A1Events
+                | Scenario::A32Events
+                | Scenario::A32Verify => {
                     let conns = if matches!(scenario, Scenario::A1 | Scenario::A1Events) {
                         1
                     } else {
                         32
                     };
                     let n = if conns == 1 { sizes.a1 } else { sizes.a32 };
-                    let proxy = if matches!(scenario, Scenario::A1Events | Scenario::A32Events) {
-                        events_proxy.as_ref().expect("events proxy")
-                    } else {
-                        main_proxy.as_ref().expect("main proxy")
+                    let proxy = match scenario {
+                        Scenario::A1Events | Scenario::A32Events => {
+                            events_proxy.as_ref().expect("events proxy")
+                        }
+                        Scenario::A32Verify => verify_proxy.as_ref().expect("verify proxy"),
+                        _ => main_proxy.as_ref().expect("main proxy"),
                     };
                     let via = proxy.route();
                     let warm = (n / 10).clamp(conns, 2_000);
@@ -577,6 +618,33 @@ async fn run_all(
                         )
                     };
                     both(proxy_first, d, p).await?
+                }
+                Scenario::W => {
+                    let proxy = verify_proxy.as_ref().expect("verify proxy");
+                    let via = proxy.route();
+                    let before = proxy.password_checks_hashed().await;
+                    let m = keep_alive(
+                        env,
+                        &via,
+                        Req::WrongPassword,
+                        32,
+                        sizes.w,
+                        32,
+                        Some(proxy),
+                        &fake,
+                        &tag,
+                    )
+                    .await?;
+                    let after = proxy.password_checks_hashed().await;
+                    // The warm-up's 32 are in the count too: they are part of the flood.
+                    if let (Some(b), Some(a)) = (before, after) {
+                        wrong_password_hashes.push((a - b, sizes.w + 32));
+                    }
+                    Sample {
+                        direct: None,
+                        proxy: m,
+                        e: None,
+                    }
                 }
                 Scenario::B32 => {
                     let proxy = main_proxy.as_ref().expect("main proxy");
@@ -627,7 +695,10 @@ async fn run_all(
 
     let mut warn_lines = Vec::new();
     let mut events_checked = None;
-    for proxy in [main_proxy, events_proxy].into_iter().flatten() {
+    for proxy in [main_proxy, events_proxy, verify_proxy]
+        .into_iter()
+        .flatten()
+    {
         if proxy.events {
             let lines = proxy.count_upgraded_events(events_sent).await?;
             events_checked = Some((lines, events_sent));
@@ -644,6 +715,7 @@ async fn run_all(
         warn_lines,
         events_checked,
         fake_upstream_conns: fake.counts().connections,
+        wrong_password_hashes,
         upstream,
         nginx_cpus,
         nginx_log,

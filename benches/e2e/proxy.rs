@@ -3,7 +3,9 @@
 //! connection counters, and stopped.
 
 use crate::scenarios::{client_tls, Route, Servers};
-use crate::{Env, Pinning, BLOB_HOST, CONN_HOST, ECHO_HOST, MY_DOMAIN, STEP_TIMEOUT, USERNAME};
+use crate::{
+    Env, Pinning, BLOB_HOST, CONN_HOST, ECHO_HOST, MY_DOMAIN, PASSWORD, STEP_TIMEOUT, USERNAME,
+};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -82,6 +84,8 @@ impl BenchProxy {
         fake: &FastSalesforce,
         servers: Servers,
         events: bool,
+        // Check every upgraded login's password (a configured `password_hash`, `required`).
+        verify: bool,
     ) -> Result<BenchProxy, String> {
         let dir = env.dir.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -96,6 +100,19 @@ impl BenchProxy {
             (ECHO_HOST, servers.echo),
         ]
         .map(|(host, addr)| (format!("{host}:443"), addr));
+        // The bench user's verifier, as `grantshift hash-password` makes it (OWASP cost).
+        let credential_lines = if verify {
+            let hash = grantshift::password::Verifier::hash(
+                &grantshift::password::Password::new(PASSWORD),
+                grantshift::password::Cost::OWASP,
+            );
+            format!(
+                "verify_password = \"required\"\npassword_hash = \"{}\"\n",
+                hash.as_phc()
+            )
+        } else {
+            String::new()
+        };
         let config = LoadConfig {
             generated_by: "benches/e2e",
             listen: &addr.to_string(),
@@ -107,6 +124,7 @@ impl BenchProxy {
             username: USERNAME,
             my_domain: MY_DOMAIN,
             events: if events { "events.jsonl" } else { "" },
+            credential_lines: &credential_lines,
         };
         let config_path = dir.join("grantshift.toml");
         std::fs::write(&config_path, config.render())
@@ -194,6 +212,17 @@ impl BenchProxy {
             by_protocol.insert(protocol, value as u64);
         }
         (!by_protocol.is_empty()).then_some(by_protocol)
+    }
+
+    /// Argon2 runs checking passwords so far (`grantshift_password_hashes_total{purpose="check"}`).
+    pub async fn password_checks_hashed(&self) -> Option<u64> {
+        let text = testkit::admin::try_admin_get(self.admin, "/metrics", STEP_TIMEOUT)
+            .await
+            .ok()?;
+        let metrics = testkit::admin::parse_openmetrics(&text).ok()?;
+        metrics
+            .value("grantshift_password_hashes_total", &[("purpose", "check")])
+            .map(|v| v as u64)
     }
 
     /// Wait (bounded) until the events file has `expected` lines; all must be `upgraded`.

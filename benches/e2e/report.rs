@@ -14,6 +14,8 @@ pub struct Report {
     pub warn_lines: Vec<String>,
     pub events_checked: Option<(usize, usize)>,
     pub fake_upstream_conns: u64,
+    /// Scenario W, per round: (Argon2 runs for checks, wrong passwords sent).
+    pub wrong_password_hashes: Vec<(u64, usize)>,
     /// What answered for the Salesforce hosts, for the heading.
     pub upstream: String,
     /// nginx's Cpus_allowed_list (`--upstream nginx-*`).
@@ -65,6 +67,8 @@ pub fn figures(scenario: Scenario, s: &Sample, pinned: bool) -> RoundFigures {
                 .map(IdleTunnels::kib_per_tunnel)
                 .unwrap_or(f64::NAN)
         }
+        // CPU seconds per 10,000 wrong passwords.
+        Scenario::W => p.proxy_cpu * 10_000.0 / p.ops.max(1) as f64,
         _ => p.proxy_cpu * 1e6 / p.ops.max(1) as f64,
     };
     let mut others = [0.0; 2];
@@ -145,6 +149,8 @@ pub fn verdict(
             "added p50 ≤ 0.06 ms".into(),
             judge(vec![("added p50", added_p50.is_some_and(|a| a <= 0.06))]),
         ),
+        Scenario::A32Verify => ("CPU within 10% of A32 (below)".into(), "see below".into()),
+        Scenario::W => ("bounded CPU (below)".into(), "see below".into()),
         Scenario::A32 | Scenario::A32Events => (
             "≤ 30 µs/req, ratio ≥ 0.9".into(),
             judge(vec![
@@ -187,6 +193,7 @@ pub fn cost_text(scenario: Scenario, cost: f64) -> String {
         Scenario::D => format!("{cost:.0} ms/GiB"),
         Scenario::E => format!("{cost:.1} KiB/tunnel"),
         Scenario::L1 => format!("{cost:.1} µs/round trip"),
+        Scenario::W => format!("{cost:.2} s per 10,000"),
         _ => format!("{cost:.1} µs/req"),
     }
 }
@@ -285,7 +292,7 @@ impl Report {
         let _ = writeln!(
             w,
             "{} CPUs ({cpu_model}); proxy `{}` pinned to CPU {}; load client + fake Salesforce on CPU {}{}; loopback. \
-             Sizes per round: A1 {} req, A32 {} req, B32 {} req, C {} conns, D {} MiB, E {} tunnels, L1 {} round trips. Run took {:.0} s.\n",
+             Sizes per round: A1 {} req, A32 {} req, W {} req, B32 {} req, C {} conns, D {} MiB, E {} tunnels, L1 {} round trips. Run took {:.0} s.\n",
             env.cpus,
             built.display(),
             self.proxy_cpus,
@@ -299,6 +306,7 @@ impl Report {
             },
             sizes.a1,
             sizes.a32,
+            sizes.w,
             sizes.b32,
             sizes.c,
             sizes.d_bytes >> 20,
@@ -451,6 +459,33 @@ impl Report {
                 },
             );
         }
+        let cost_of = |wanted: Scenario| {
+            details
+                .iter()
+                .find(|(s, ..)| *s == wanted)
+                .map(|(_, _, costs, ..)| costs.clone())
+        };
+        if let (Some(off), Some(on)) = (cost_of(Scenario::A32), cost_of(Scenario::A32Verify)) {
+            let per_round: Vec<String> = off
+                .iter()
+                .zip(&on)
+                .map(|(off, on)| format!("{:.2}", on / off))
+                .collect();
+            let ratio = median(on.clone()) / median(off.clone());
+            let _ = writeln!(
+                w,
+                "\nA32v / A32 proxy CPU per request (same run): {ratio:.2} (per round: {}); target ≤ 1.10: {}.",
+                per_round.join(", "),
+                if ratio <= 1.10 { "met" } else { "**not met**" }
+            );
+        }
+        for (i, (runs, sent)) in self.wrong_password_hashes.iter().enumerate() {
+            let _ = writeln!(
+                w,
+                "\nW round {}: {sent} wrong passwords for one set cost {runs} Argon2 runs (grantshift_password_hashes_total{{purpose=\"check\"}}); every one went to the login host as sent and was refused.",
+                i + 1
+            );
+        }
         for (scenario, _, _, _, _, samples) in &details {
             if *scenario != Scenario::E {
                 continue;
@@ -475,7 +510,7 @@ impl Report {
         }
         let _ = writeln!(
             w,
-            "\nChecks: every response was the fake's 200 of the expected size; the fake counted every request{}; \
+            "\nChecks: every response was the fake's 200 of the expected size (W: its 400 refusal of the password login, with none upgraded); the fake counted every request{}; \
              the fake accepted {} {} in all; proxy WARN/ERROR log lines: {}{}.",
             match self.events_checked {
                 Some((lines, _)) => format!(", and the events file holds exactly {lines} `upgraded` lines (one per login)"),

@@ -118,12 +118,17 @@ pub enum Req {
     Data,
     /// REST GET on the host whose fake closes after one response (scenario C).
     DataOnce,
+    /// Password grant with a wrong password, a different one each time (scenario W): not
+    /// upgraded, forwarded as sent to the login host, which refuses it (400).
+    WrongPassword,
 }
 
 pub struct Bodies {
     pub password: Bytes,
     pub client_credentials: Bytes,
     pub data_len: usize,
+    /// Numbers the wrong passwords (scenario W), so no two are the same.
+    wrong: std::sync::atomic::AtomicU64,
 }
 
 impl Bodies {
@@ -141,14 +146,28 @@ impl Bodies {
                 ("client_secret", CLIENT_SECRET),
             ])),
             data_len: data_response().len(),
+            wrong: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// A password grant of the bench user with a password never sent before by this run.
+    fn wrong_password(&self) -> Bytes {
+        static RUN: AtomicUsize = AtomicUsize::new(0);
+        let n = self.wrong.fetch_add(1, Ordering::Relaxed);
+        let run = RUN.fetch_add(1, Ordering::Relaxed);
+        Bytes::from(testkit::password_form(
+            CLIENT_ID,
+            CLIENT_SECRET,
+            USERNAME,
+            &format!("wrong-{run}-{n}-{PASSWORD}"),
+        ))
     }
 }
 
 impl Req {
     pub fn host(self) -> &'static str {
         match self {
-            Req::Token => LOGIN_HOST,
+            Req::Token | Req::WrongPassword => LOGIN_HOST,
             Req::TokenDirect | Req::Data => MY_DOMAIN,
             Req::DataOnce => CONN_HOST,
         }
@@ -157,15 +176,15 @@ impl Req {
     pub fn build(self, bodies: &Bodies) -> Request<Full<Bytes>> {
         let b = Request::builder().header(HOST, self.host());
         match self {
-            Req::Token | Req::TokenDirect => b
+            Req::Token | Req::TokenDirect | Req::WrongPassword => b
                 .method(Method::POST)
                 .uri(TOKEN_PATH)
                 .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .header("accept", "application/json")
-                .body(Full::new(if self == Req::Token {
-                    bodies.password.clone()
-                } else {
-                    bodies.client_credentials.clone()
+                .body(Full::new(match self {
+                    Req::Token => bodies.password.clone(),
+                    Req::WrongPassword => bodies.wrong_password(),
+                    _ => bodies.client_credentials.clone(),
                 })),
             Req::Data => b
                 .uri(DATA_PATH)
@@ -188,10 +207,13 @@ impl Req {
         .expect("request")
     }
 
-    pub fn expected_len(self, bodies: &Bodies) -> usize {
+    /// The status and (for a 200) body size every answer must have.
+    pub fn expected(self, bodies: &Bodies) -> (StatusCode, Option<usize>) {
         match self {
-            Req::Token | Req::TokenDirect => FIXED_TOKEN_RESPONSE.len(),
-            Req::Data | Req::DataOnce => bodies.data_len,
+            Req::Token | Req::TokenDirect => (StatusCode::OK, Some(FIXED_TOKEN_RESPONSE.len())),
+            Req::Data | Req::DataOnce => (StatusCode::OK, Some(bodies.data_len)),
+            // The login host refuses a password grant (and a wrong password all the more).
+            Req::WrongPassword => (StatusCode::BAD_REQUEST, None),
         }
     }
 }
@@ -214,7 +236,8 @@ pub async fn exchange(sender: &mut Sender, req: Req, bodies: &Bodies) -> Result<
             .await
             .map_err(|e| format!("reading the body: {e}"))?
             .to_bytes();
-        if status != StatusCode::OK || body.len() != req.expected_len(bodies) {
+        let (want_status, want_len) = req.expected(bodies);
+        if status != want_status || want_len.is_some_and(|len| body.len() != len) {
             return Err(format!(
                 "{} answered {status} with {} bytes: {}",
                 req.host(),
@@ -256,14 +279,19 @@ pub async fn keep_alive(
     let mut m = m?;
     m.upstream_conns = opened(before_upstream, upstream_connections(proxy).await);
     let after_fake = fake.counts();
-    let answered = match req {
-        Req::Token | Req::TokenDirect => after_fake.tokens - before_fake.tokens,
-        Req::Data | Req::DataOnce => after_fake.data - before_fake.data,
+    let rejected = after_fake.rejected - before_fake.rejected;
+    let tokens = after_fake.tokens - before_fake.tokens;
+    let (answered, expected_rejected) = match req {
+        Req::Token | Req::TokenDirect => (tokens, 0),
+        Req::Data | Req::DataOnce => (after_fake.data - before_fake.data, 0),
+        // Every wrong password reached the fake as sent, and was refused; none was upgraded.
+        Req::WrongPassword if tokens == 0 => (rejected, n as u64),
+        Req::WrongPassword => (0, n as u64),
     };
-    if answered != n as u64 || after_fake.rejected != before_fake.rejected {
+    if answered != n as u64 || rejected != expected_rejected {
         return Err(format!(
             "the fake answered {answered} of {n} requests and rejected {}: {:?}",
-            after_fake.rejected - before_fake.rejected,
+            rejected,
             fake.rejections().1
         ));
     }
@@ -502,8 +530,15 @@ pub async fn idle_tunnels(
     n: usize,
     round: usize,
 ) -> Result<IdleTunnels, String> {
-    let proxy =
-        BenchProxy::start(env, &format!("proxy-idle-r{round}"), fake, servers, false).await?;
+    let proxy = BenchProxy::start(
+        env,
+        &format!("proxy-idle-r{round}"),
+        fake,
+        servers,
+        false,
+        false,
+    )
+    .await?;
     let route = proxy.route();
     let warm = open_tunnels(&route, 100).await?;
     drop(warm);

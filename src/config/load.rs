@@ -193,6 +193,7 @@ impl Config {
         }
         resolve(&mut self.ca.cert);
         resolve(&mut self.ca.key);
+        resolve(&mut self.state.dir);
         self.upstream.extra_root_certs.iter_mut().for_each(resolve);
     }
 
@@ -263,6 +264,7 @@ impl Config {
                     ));
                 }
             }
+            credential.verify_password = Some(credential.verify_mode());
             match (credential.flow, &credential.jwt_private_key) {
                 (Flow::JwtBearer, None) => {
                     return Err((

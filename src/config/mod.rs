@@ -49,6 +49,7 @@ pub struct Config {
     /// One entry per username the clients log in with.
     pub credentials: Vec<Credential>,
     pub telemetry: TelemetryConfig,
+    pub state: StateConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -358,6 +359,39 @@ impl Flow {
     }
 }
 
+/// Must an upgraded login's password match its credential set's verifier
+/// (docs/operating.md, "Password verifiers")?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyPassword {
+    /// Upgrade only a password that matches the verifier; with none, do not upgrade.
+    Required,
+    /// Upgrade only a password that matches the verifier; with none, upgrade.
+    IfKnown,
+    /// Upgrade without looking at the password.
+    Off,
+}
+
+impl VerifyPassword {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyPassword::Required => "required",
+            VerifyPassword::IfKnown => "if_known",
+            VerifyPassword::Off => "off",
+        }
+    }
+
+    /// The default of an entry with `flow`: JWT bearer needs no secret from the client, so the
+    /// password is all that stands for the user; client credentials still need the app's
+    /// secret.
+    pub fn default_for(flow: Flow) -> VerifyPassword {
+        match flow {
+            Flow::JwtBearer => VerifyPassword::Required,
+            Flow::ClientCredentials => VerifyPassword::IfKnown,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credential {
@@ -377,12 +411,26 @@ pub struct Credential {
     /// receives the client secret.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_non_salesforce_host: bool,
+    /// Must the password of an upgraded login match the verifier? Filled in with the flow's
+    /// default when loaded ([`VerifyPassword::default_for`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_password: Option<VerifyPassword>,
+    /// A configured verifier (`grantshift hash-password`): wins over a learned one. Never
+    /// printed (`grantshift check` leaves it out; `Debug` redacts it).
+    #[serde(default, skip_serializing)]
+    pub password_hash: Option<crate::password::Verifier>,
     /// The loaded `jwt_private_key` (redacting `Debug`; never serialized).
     #[serde(skip)]
     pub jwt_key: Option<crate::oauth::jwt::JwtKey>,
 }
 
 impl Credential {
+    /// `verify_password`, or the flow's default.
+    pub fn verify_mode(&self) -> VerifyPassword {
+        self.verify_password
+            .unwrap_or_else(|| VerifyPassword::default_for(self.flow))
+    }
+
     /// Does this entry apply to a password grant by `username` from `client_id`?
     pub fn matches(&self, client_id: &str, username: &str) -> bool {
         // Full Unicode lowercase, as the rollout bucket and the report use.
@@ -402,6 +450,23 @@ pub struct TelemetryConfig {
     /// Credential sets the report keeps; past this the least recently seen is dropped (and
     /// counted).
     pub report_max_sets: usize,
+}
+
+/// `[state]`: what grantshift learns and keeps across restarts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// The directory of the state file (`verifiers.json`: the learned password verifiers).
+    /// Created, mode 0700, when the first verifier is learned.
+    pub dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from("state"),
+        }
+    }
 }
 
 /// Events that may wait for the events writer by default (`telemetry.events_max_queued`).

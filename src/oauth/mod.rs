@@ -52,6 +52,12 @@ pub enum SkipReason {
     ClientIdTooLong,
     BadBasicAuth,
     ClientIdMismatch,
+    /// The password does not match the credential set's verifier.
+    PasswordMismatch,
+    /// Not checked: the set's verifier refused too many passwords lately.
+    PasswordThrottled,
+    /// The entry requires a verifier and the set has none.
+    NoVerifier,
     Internal,
 }
 
@@ -72,6 +78,9 @@ impl SkipReason {
             SkipReason::ClientIdTooLong => "client_id_too_long",
             SkipReason::BadBasicAuth => "bad_basic_auth",
             SkipReason::ClientIdMismatch => "client_id_mismatch",
+            SkipReason::PasswordMismatch => "password_mismatch",
+            SkipReason::PasswordThrottled => "password_throttled",
+            SkipReason::NoVerifier => "no_verifier",
             SkipReason::Internal => "internal",
         }
     }

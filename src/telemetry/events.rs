@@ -46,6 +46,32 @@ impl Action {
     }
 }
 
+/// What checking the password of a login that was to be upgraded found (docs/operating.md,
+/// "Password verifiers").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordCheck {
+    /// It matches the credential set's verifier.
+    Verified,
+    /// It does not (or was not checked: too many wrong passwords lately).
+    Mismatch,
+    /// The set has no verifier.
+    None,
+    /// `verify_password = "off"`.
+    Off,
+}
+
+impl PasswordCheck {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PasswordCheck::Verified => "verified",
+            PasswordCheck::Mismatch => "mismatch",
+            PasswordCheck::None => "none",
+            PasswordCheck::Off => "off",
+        }
+    }
+}
+
 /// The failed upgrade attempt carried by `fallback` and `failed` events.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpstreamErrorInfo {
@@ -88,6 +114,9 @@ pub struct Event {
     pub latency_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For a login grantshift was to upgrade: what checking its password found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_check: Option<PasswordCheck>,
     /// Fields whose value was over its bound (`username`, `client_id`, `grant`, `host`), with
     /// the value's length in characters. Such a field is left out of the event (`host`, which
     /// every event has, keeps its first [`MAX_HOST_CHARS`] characters).
@@ -138,6 +167,7 @@ impl Event {
             instance_url: None,
             latency_ms: 0.0,
             reason: None,
+            password_check: None,
             oversized,
         }
     }

@@ -6,7 +6,7 @@
 //! Every label takes values from a bounded set, whatever clients send: a `host` label is a
 //! configured host name or a host class ([`HostLabels`]), a `grant` label a known grant type.
 
-use super::events::Event;
+use super::events::{Action, Event, PasswordCheck};
 use crate::config::Config;
 use crate::oauth::{is_generic_login_host, is_my_domain_host, is_sandbox_host};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -47,6 +47,24 @@ struct ProtocolLabels {
 struct ResultLabels {
     result: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PurposeLabels {
+    purpose: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+/// The skip reasons of a login that was not upgraded for its password.
+const PASSWORD_REFUSALS: [&str; 3] = ["password_mismatch", "no_verifier", "password_throttled"];
 
 /// The kinds of proxied connection.
 #[derive(Clone, Copy, Debug)]
@@ -133,6 +151,10 @@ pub struct Metrics {
     config_reloads: Family<ResultLabels, Counter>,
     events_dropped: Counter,
     report_sets_dropped: Counter,
+    password_checks: Family<ResultLabels, Counter>,
+    password_refusals: Family<ReasonLabels, Counter>,
+    password_hashes: Family<PurposeLabels, Counter>,
+    password_verifiers: Family<SourceLabels, Gauge>,
     /// Bytes of token request bodies buffered now (the shared `token_body_budget` in use).
     pub token_body_bytes: Gauge,
 }
@@ -207,7 +229,56 @@ impl Metrics {
             "Credential sets dropped from the report, least recently seen first, to stay within telemetry.report_max_sets",
             report_sets_dropped.clone(),
         );
+        let password_checks = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "grantshift_password_checks",
+            "Passwords of logins that were to be upgraded, by what the check found (verified, mismatch, none: no verifier, off)",
+            password_checks.clone(),
+        );
+        let password_refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "grantshift_password_refusals",
+            "Logins not upgraded for their password (forwarded as they came), by reason",
+            password_refusals.clone(),
+        );
+        let password_hashes = Family::<PurposeLabels, Counter>::default();
+        registry.register(
+            "grantshift_password_hashes",
+            "Argon2 runs, by purpose (check: an upgrade's password; learn: a verifier learned or confirmed)",
+            password_hashes.clone(),
+        );
+        let password_verifiers = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "grantshift_password_verifiers",
+            "Password verifiers known now, by source (learned: in the state file; configured: password_hash entries)",
+            password_verifiers.clone(),
+        );
         // Series that should read 0 rather than be absent before anything happens.
+        for check in [
+            PasswordCheck::Verified,
+            PasswordCheck::Mismatch,
+            PasswordCheck::None,
+            PasswordCheck::Off,
+        ] {
+            let _ = password_checks.get_or_create(&ResultLabels {
+                result: check.as_str().into(),
+            });
+        }
+        for reason in PASSWORD_REFUSALS {
+            let _ = password_refusals.get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            });
+        }
+        for purpose in ["check", "learn"] {
+            let _ = password_hashes.get_or_create(&PurposeLabels {
+                purpose: purpose.into(),
+            });
+        }
+        for source in ["learned", "configured"] {
+            let _ = password_verifiers.get_or_create(&SourceLabels {
+                source: source.into(),
+            });
+        }
         for kind in [Kind::Tunnel, Kind::Intercept, Kind::Http] {
             let _ = connections_total.get_or_create(&kind.label());
             let _ = connections_active.get_or_create(&kind.label());
@@ -235,6 +306,10 @@ impl Metrics {
             token_body_bytes,
             events_dropped,
             report_sets_dropped,
+            password_checks,
+            password_refusals,
+            password_hashes,
+            password_verifiers,
         }
     }
 
@@ -242,6 +317,34 @@ impl Metrics {
     pub fn configure(&self, config: &Config) {
         *self.host_labels.write().unwrap_or_else(|e| e.into_inner()) =
             HostLabels::from_config(config);
+        let configured = config
+            .credentials
+            .iter()
+            .filter(|c| c.password_hash.is_some())
+            .count();
+        self.password_verifiers
+            .get_or_create(&SourceLabels {
+                source: "configured".into(),
+            })
+            .set(configured as i64);
+    }
+
+    /// How many verifiers the state file holds now.
+    pub fn learned_verifiers(&self, n: usize) {
+        self.password_verifiers
+            .get_or_create(&SourceLabels {
+                source: "learned".into(),
+            })
+            .set(n as i64);
+    }
+
+    /// Count one Argon2 run (`purpose`: `check` or `learn`).
+    pub fn password_hash(&self, purpose: &'static str) {
+        self.password_hashes
+            .get_or_create(&PurposeLabels {
+                purpose: purpose.into(),
+            })
+            .inc();
     }
 
     /// Count one event dropped for a full queue (called on the request path: one atomic add).
@@ -271,6 +374,25 @@ impl Metrics {
                 action: event.action.as_str().into(),
             })
             .inc();
+        if let Some(check) = event.password_check {
+            self.password_checks
+                .get_or_create(&ResultLabels {
+                    result: check.as_str().into(),
+                })
+                .inc();
+        }
+        if event.action == Action::Skipped {
+            if let Some(reason) = PASSWORD_REFUSALS
+                .iter()
+                .find(|r| event.reason.as_deref() == Some(**r))
+            {
+                self.password_refusals
+                    .get_or_create(&ReasonLabels {
+                        reason: (*reason).into(),
+                    })
+                    .inc();
+            }
+        }
         if let Some(failure) = &event.upstream_error {
             self.upgrade_failures
                 .get_or_create(&FailureLabels {
@@ -377,7 +499,7 @@ fn error_label(error: Option<&str>, status: Option<u16>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::events::{Action, UpstreamErrorInfo};
+    use crate::telemetry::events::UpstreamErrorInfo;
 
     fn labels(toml: &str) -> HostLabels {
         HostLabels::from_config(&Config::from_toml_str(toml, std::path::Path::new("/")).unwrap())

@@ -73,9 +73,10 @@ pub fn table(report: &Report) -> String {
         "LAST",
         "STATUS",
         "SEEN",
+        "VERIFIER",
         "HINT",
     ];
-    let rows: Vec<[String; 9]> = report
+    let rows: Vec<[String; 10]> = report
         .credentials
         .iter()
         .map(|r| {
@@ -92,6 +93,7 @@ pub fn table(report: &Report) -> String {
                 r.last_action.to_string(),
                 r.last_status.to_string(),
                 r.counts.values().sum::<u64>().to_string(),
+                r.password_verifier.map_or("-", |v| v.as_str()).to_string(),
                 r.hint.clone(),
             ]
             .map(|cell| printable(&cell).into_owned())
@@ -159,7 +161,7 @@ pub fn page(report: &Report, config: &Config) -> String {
     for r in &report.credentials {
         let counts: Vec<String> = r.counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
         rows.push_str(&format!(
-            "<tr class=\"{verdict}\"><td><span class=\"verdict\">{verdict}</span></td><td class=\"wrap\">{user}</td><td class=\"id\">{client}</td><td class=\"hint\">{hint}</td><td class=\"wrap\">{org}</td><td class=\"wrap\">{domain}</td><td class=\"wrap\">{hosts}</td><td>{counts}</td><td>{last} {status}</td><td class=\"wrap\">{seen}</td></tr>\n",
+            "<tr class=\"{verdict}\"><td><span class=\"verdict\">{verdict}</span></td><td class=\"wrap\">{user}</td><td class=\"id\">{client}</td><td class=\"hint\">{hint}</td><td class=\"wrap\">{org}</td><td class=\"wrap\">{domain}</td><td class=\"wrap\">{hosts}</td><td>{counts}</td><td>{last} {status}</td><td class=\"wrap\">{seen}</td><td>{verifier}</td></tr>\n",
             verdict = esc(r.verdict.as_str()),
             client = esc(&r.client_id),
             user = esc(&r.username),
@@ -176,11 +178,16 @@ pub fn page(report: &Report, config: &Config) -> String {
             last = esc(r.last_action),
             status = r.last_status,
             seen = esc(&r.last_seen),
+            verifier = match (r.password_verifier, r.verify_password) {
+                (Some(source), Some(mode)) => format!("{} ({})", source.as_str(), mode.as_str()),
+                (Some(source), None) => source.as_str().to_string(),
+                _ => "-".into(),
+            },
             hint = esc(&r.hint),
         ));
     }
     if rows.is_empty() {
-        rows.push_str("<tr><td colspan=\"10\">No password logins recorded yet.</td></tr>\n");
+        rows.push_str("<tr><td colspan=\"11\">No password logins recorded yet.</td></tr>\n");
     }
     let mut bounds = format!(
         "<p class=\"note\" id=\"bounds\">The report keeps at most {} credential sets (telemetry.report_max_sets); dropped so far, least recently seen first: <span id=\"dropped-sets\">{}</span>.</p>\n",
@@ -214,15 +221,21 @@ pub fn page(report: &Report, config: &Config) -> String {
     let mut mappings = String::new();
     for c in &config.credentials {
         mappings.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>\n",
             esc(&c.username),
             esc(c.my_domain.as_deref().unwrap_or("(in place)")),
             esc(c.flow.as_str()),
             esc(c.client_id.as_deref().unwrap_or("any")),
+            c.verify_mode().as_str(),
+            if c.password_hash.is_some() {
+                ", password_hash set"
+            } else {
+                ""
+            },
         ));
     }
     if mappings.is_empty() {
-        mappings.push_str("<tr><td colspan=\"4\">No [[credentials]] configured.</td></tr>\n");
+        mappings.push_str("<tr><td colspan=\"5\">No [[credentials]] configured.</td></tr>\n");
     }
     format!(
         r#"<!doctype html>
@@ -246,7 +259,8 @@ td.id {{ max-width: 12rem; overflow-wrap: anywhere; font-family: ui-monospace, m
 th {{ background: #f4f4f6; font-weight: 600; }}
 .verdict {{ display: inline-block; padding: .05rem .45rem; border-radius: .6rem; font-size: .85em; white-space: nowrap; background: #eee; }}
 tr.needs-jwt .verdict, tr.needs-run-as-user .verdict, tr.needs-flow-enabled .verdict {{ background: #ffe8b3; }}
-tr.failing .verdict {{ background: #ffd0d0; }}
+tr.needs-verifier .verdict {{ background: #ffe8b3; }}
+tr.failing .verdict, tr.password-mismatch .verdict {{ background: #ffd0d0; }}
 tr.ready .verdict {{ background: #d6e9ff; }}
 tr.upgraded .verdict {{ background: #d3f5d3; }}
 </style>
@@ -256,7 +270,7 @@ tr.upgraded .verdict {{ background: #d3f5d3; }}
 <p class="note">One row per credential set (client_id, username), most urgent first. JSON at <a href="/report">/report</a>, metrics at <a href="/metrics">/metrics</a>.</p>
 <h2>Credential sets</h2>
 <table id="report">
-<thead><tr><th>Verdict</th><th>Username</th><th>Client ID</th><th>Next step</th><th>Org</th><th>My Domain</th><th>Hosts</th><th>Counts</th><th>Last</th><th>Last seen</th></tr></thead>
+<thead><tr><th>Verdict</th><th>Username</th><th>Client ID</th><th>Next step</th><th>Org</th><th>My Domain</th><th>Hosts</th><th>Counts</th><th>Last</th><th>Last seen</th><th>Password verifier</th></tr></thead>
 <tbody>
 {rows}</tbody>
 </table>
@@ -268,7 +282,7 @@ tr.upgraded .verdict {{ background: #d3f5d3; }}
 </table>
 <h2>Mappings</h2>
 <table id="credentials">
-<thead><tr><th>Username</th><th>My Domain</th><th>Flow</th><th>Client ID</th></tr></thead>
+<thead><tr><th>Username</th><th>My Domain</th><th>Flow</th><th>Client ID</th><th>Password check</th></tr></thead>
 <tbody>
 {mappings}</tbody>
 </table>

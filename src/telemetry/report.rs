@@ -7,6 +7,7 @@
 //! login whose username or client id is over its bound is counted, never made a set.
 
 use super::events::{within_bound, Action, Event, UpstreamErrorInfo, MAX_HOST_CHARS};
+use crate::config::VerifyPassword;
 use crate::oauth::{MAX_CLIENT_ID_CHARS, MAX_USERNAME_CHARS};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -17,6 +18,47 @@ pub const MAX_HOSTS_PER_SET: usize = 8;
 /// Usernames named in a `needs-jwt` hint; the rest are counted.
 const MAX_USERS_IN_HINT: usize = 5;
 
+/// When Salesforce stops the username-password flow for connected apps: after it, a password
+/// can no longer be checked by Salesforce, so no verifier can be learned.
+pub const PASSWORD_FLOW_RETIREMENT: &str = "20 Feb 2027";
+
+/// Where a credential set's password verifier comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifierSource {
+    /// The entry's `password_hash`.
+    Configured,
+    /// Learned from a password login Salesforce accepted (the state file).
+    Learned,
+    /// None yet.
+    None,
+}
+
+impl VerifierSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifierSource::Configured => "configured",
+            VerifierSource::Learned => "learned",
+            VerifierSource::None => "none",
+        }
+    }
+}
+
+/// What the proxy knows of a set's verifier (not in the events: from the config and the state
+/// file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifierView {
+    pub source: VerifierSource,
+    /// The `verify_password` of the entry the set matches.
+    pub mode: VerifyPassword,
+}
+
+/// `(client_id, username)` → what is known of that set's verifier.
+pub type VerifierLookup<'a> = dyn Fn(&str, &str) -> VerifierView + 'a;
+
+/// The skip reasons of a login that was not upgraded for its password.
+const PASSWORD_REFUSALS: [&str; 3] = ["password_mismatch", "password_throttled", "no_verifier"];
+
 /// What to do next about a credential set, most urgent first: the first that applies wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -24,6 +66,8 @@ pub enum Verdict {
     NeedsJwt,
     NeedsRunAsUser,
     NeedsFlowEnabled,
+    NeedsVerifier,
+    PasswordMismatch,
     Failing,
     Ready,
     Upgraded,
@@ -36,6 +80,8 @@ impl Verdict {
             Verdict::NeedsJwt => "needs-jwt",
             Verdict::NeedsRunAsUser => "needs-run-as-user",
             Verdict::NeedsFlowEnabled => "needs-flow-enabled",
+            Verdict::NeedsVerifier => "needs-verifier",
+            Verdict::PasswordMismatch => "password-mismatch",
             Verdict::Failing => "failing",
             Verdict::Ready => "ready",
             Verdict::Upgraded => "upgraded",
@@ -71,6 +117,13 @@ pub struct Row {
     /// The last failed upgrade attempt, until an upgrade succeeds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_upgrade_error: Option<UpstreamErrorInfo>,
+    /// Where the set's password verifier comes from (absent when the report was made from
+    /// event files alone). Never the verifier itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_verifier: Option<VerifierSource>,
+    /// The `verify_password` of the entry the set matches (absent as above).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_password: Option<VerifyPassword>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +161,8 @@ struct SetState {
     learned_from_password: bool,
     upgraded_via: Option<String>,
     last_upgrade_error: Option<UpstreamErrorInfo>,
+    /// The last login was not upgraded for its password: why (`password_mismatch`, …).
+    last_password_refusal: Option<&'static str>,
 }
 
 type SetKey = (String, String);
@@ -237,6 +292,12 @@ impl ReportBuilder {
         set.last_seen = event.ts.clone();
         set.last_action = Some(event.action);
         set.last_status = event.status;
+        set.last_password_refusal = match event.action {
+            Action::Skipped => PASSWORD_REFUSALS
+                .into_iter()
+                .find(|r| event.reason.as_deref() == Some(*r)),
+            _ => None,
+        };
         let success = (200..300).contains(&event.status);
         if success {
             if event.org_id.is_some() {
@@ -268,6 +329,12 @@ impl ReportBuilder {
     /// The report: one row per set, ordered by verdict (most urgent first), then client_id,
     /// then username.
     pub fn report(&self) -> Report {
+        self.report_with(None)
+    }
+
+    /// [`report`](Self::report), with what `verifiers(client_id, username)` tells of each
+    /// set's password verifier.
+    pub fn report_with(&self, verifiers: Option<&VerifierLookup<'_>>) -> Report {
         // needs-jwt is a property of (client_id, org): several usernames for one app in one org.
         let mut users_per_app_org: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
         for set in self.sets.values() {
@@ -287,7 +354,8 @@ impl ReportBuilder {
                     .as_ref()
                     .and_then(|org| users_per_app_org.get(&(set.client_id.as_str(), org_key(org))))
                     .filter(|users| users.len() > 1);
-                let (verdict, hint) = judge(set, shared_with);
+                let view = verifiers.map(|v| v(&set.client_id, &set.username));
+                let (verdict, hint) = judge(set, shared_with, view);
                 Row {
                     client_id: set.client_id.clone(),
                     username: set.username.clone(),
@@ -304,6 +372,8 @@ impl ReportBuilder {
                     instance_url: set.instance_url.clone(),
                     upgraded_via: set.upgraded_via.clone(),
                     last_upgrade_error: set.last_upgrade_error.clone(),
+                    password_verifier: view.map(|v| v.source),
+                    verify_password: view.map(|v| v.mode),
                 }
             })
             .collect();
@@ -323,8 +393,29 @@ fn org_key(org: &str) -> &str {
     org.get(..15).unwrap_or(org)
 }
 
-/// The verdict and the one-line next step for a set.
-fn judge(set: &SetState, shared_with: Option<&BTreeSet<&str>>) -> (Verdict, String) {
+/// The verdict and the one-line next step for a set, with a word on its password verifier
+/// when it has none.
+fn judge(
+    set: &SetState,
+    shared_with: Option<&BTreeSet<&str>>,
+    view: Option<VerifierView>,
+) -> (Verdict, String) {
+    let (verdict, mut hint) = judge_login(set, shared_with, view);
+    let unprotected =
+        view.is_some_and(|v| v.source == VerifierSource::None && v.mode == VerifyPassword::IfKnown);
+    if unprotected {
+        hint.push_str(&format!(
+            "; no password verifier yet, so upgrades do not check the password: log in once through grantshift before {PASSWORD_FLOW_RETIREMENT}, or set password_hash"
+        ));
+    }
+    (verdict, hint)
+}
+
+fn judge_login(
+    set: &SetState,
+    shared_with: Option<&BTreeSet<&str>>,
+    view: Option<VerifierView>,
+) -> (Verdict, String) {
     let org = set.org_id.as_deref().unwrap_or("(unknown org)");
     if let Some(users) = shared_with {
         let mut named: Vec<&str> = users.iter().copied().take(MAX_USERS_IN_HINT).collect();
@@ -361,6 +452,30 @@ fn judge(set: &SetState, shared_with: Option<&BTreeSet<&str>>) -> (Verdict, Stri
         return (
             Verdict::NeedsFlowEnabled,
             format!("enable the client credentials flow on app {} in org {org} (Setup → App Manager → Edit → Enable Client Credentials Flow)", set.client_id),
+        );
+    }
+    let needs_verifier = match view {
+        Some(v) => v.source == VerifierSource::None && v.mode == VerifyPassword::Required,
+        None => set.last_password_refusal == Some("no_verifier"),
+    };
+    if needs_verifier {
+        return (
+            Verdict::NeedsVerifier,
+            format!(
+                "not upgraded (no_verifier): no password verifier for this set; log in once through grantshift before {PASSWORD_FLOW_RETIREMENT} (e.g. with mode = \"observe\"), or set password_hash (grantshift hash-password)"
+            ),
+        );
+    }
+    let has_verifier = view.is_none_or(|v| v.source != VerifierSource::None);
+    if has_verifier
+        && matches!(
+            set.last_password_refusal,
+            Some("password_mismatch" | "password_throttled")
+        )
+    {
+        return (
+            Verdict::PasswordMismatch,
+            "not upgraded: the last login's password did not match the set's password verifier, so it went to Salesforce as it came; if the password was changed, follow \"Rotating a password\" in docs/operating.md".into(),
         );
     }
     let last_failed = matches!(set.last_action, Some(Action::Failed))
@@ -643,5 +758,108 @@ mod tests {
             ),
             Verdict::Observing
         );
+    }
+
+    fn skipped(reason: &str, status: u16) -> Event {
+        let mut e = event("t2", "app", "int@acme.com", Action::Skipped, status);
+        e.reason = Some(reason.into());
+        e
+    }
+
+    fn row_with(events: &[Event], view: Option<VerifierView>) -> Row {
+        let mut b = ReportBuilder::default();
+        events.iter().for_each(|e| {
+            b.add(e);
+        });
+        let lookup = move |_: &str, _: &str| view.expect("asked only with a view");
+        let report = match view {
+            Some(_) => b.report_with(Some(&lookup)),
+            None => b.report(),
+        };
+        report.credentials.into_iter().next().unwrap()
+    }
+
+    fn view(source: VerifierSource, mode: VerifyPassword) -> Option<VerifierView> {
+        Some(VerifierView { source, mode })
+    }
+
+    #[test]
+    fn a_set_that_needs_a_verifier_says_how_to_get_one_before_the_deadline() {
+        let upgraded = {
+            let mut e = event("t1", "app", "int@acme.com", Action::Upgraded, 200);
+            e.target_host = Some("acme.my.salesforce.com".into());
+            e
+        };
+        // Required and none: not upgraded until it has one.
+        let row = row_with(
+            &[skipped("no_verifier", 200)],
+            view(VerifierSource::None, VerifyPassword::Required),
+        );
+        assert_eq!(row.verdict, Verdict::NeedsVerifier);
+        assert!(
+            row.hint
+                .contains("log in once through grantshift before 20 Feb 2027"),
+            "{}",
+            row.hint
+        );
+        assert!(row.hint.contains("password_hash"), "{}", row.hint);
+        assert_eq!(row.password_verifier, Some(VerifierSource::None));
+        assert_eq!(row.verify_password, Some(VerifyPassword::Required));
+        // From the events alone (grantshift report --events): the last skip tells it.
+        let row = row_with(&[skipped("no_verifier", 200)], None);
+        assert_eq!(row.verdict, Verdict::NeedsVerifier);
+        assert_eq!(row.password_verifier, None);
+        // Once configured, the set is what its logins say.
+        let row = row_with(
+            &[skipped("no_verifier", 200)],
+            view(VerifierSource::Configured, VerifyPassword::Required),
+        );
+        assert_ne!(row.verdict, Verdict::NeedsVerifier);
+        // if_known and none: upgraded, but the hint says the password is not checked.
+        let row = row_with(
+            std::slice::from_ref(&upgraded),
+            view(VerifierSource::None, VerifyPassword::IfKnown),
+        );
+        assert_eq!(row.verdict, Verdict::Upgraded);
+        assert!(
+            row.hint.contains("no password verifier yet"),
+            "{}",
+            row.hint
+        );
+        assert!(
+            row.hint
+                .contains("before 20 Feb 2027, or set password_hash"),
+            "{}",
+            row.hint
+        );
+        for known in [VerifierSource::Learned, VerifierSource::Configured] {
+            let row = row_with(
+                std::slice::from_ref(&upgraded),
+                view(known, VerifyPassword::IfKnown),
+            );
+            assert!(!row.hint.contains("verifier"), "{}", row.hint);
+            assert_eq!(row.password_verifier, Some(known));
+        }
+        let row = row_with(&[upgraded], view(VerifierSource::None, VerifyPassword::Off));
+        assert!(!row.hint.contains("verifier"), "{}", row.hint);
+    }
+
+    #[test]
+    fn a_refused_password_is_its_own_verdict() {
+        for reason in ["password_mismatch", "password_throttled"] {
+            for status in [200, 400] {
+                let row = row_with(
+                    &[skipped(reason, status)],
+                    view(VerifierSource::Learned, VerifyPassword::Required),
+                );
+                assert_eq!(row.verdict, Verdict::PasswordMismatch, "{reason} {status}");
+                assert!(row.hint.contains("Rotating a password"), "{}", row.hint);
+            }
+        }
+        // A later upgraded login is what counts.
+        let mut upgraded = event("t3", "app", "int@acme.com", Action::Upgraded, 200);
+        upgraded.target_host = Some("acme.my.salesforce.com".into());
+        let row = row_with(&[skipped("password_mismatch", 400), upgraded], None);
+        assert_eq!(row.verdict, Verdict::Upgraded);
     }
 }

@@ -1,11 +1,13 @@
 //! The token path: a `POST /services/oauth2/token` on an intercepted host.
 //!
 //! Phases, in order: check the headers (can the body be read as a form?) → buffer at most
-//! `max_token_body` → [`plan`](plan::plan) (pure: parse, rollout policy, rewrite) → send the
+//! `max_token_body` → [`plan`](plan::plan) (pure: parse, rollout policy, rewrite) → check the
+//! password against the set's verifier and [`gate`](plan::gate) the upgrade on it → send the
 //! rewrite upstream → on failure, fall back to the original request → record one event when
-//! the response has gone back. Whatever grantshift cannot understand is forwarded
-//! byte-for-byte as it came, and recorded as `skipped`. This module does the I/O only; what
-//! happens is decided in [`plan`].
+//! the response has gone back. A password login forwarded as it came (observed, unmapped,
+//! fallback) that Salesforce accepts teaches its set's verifier. Whatever grantshift cannot
+//! understand is forwarded byte-for-byte as it came, and recorded as `skipped`. This module
+//! does the I/O only; what happens is decided in [`plan`].
 
 pub mod facts;
 pub mod plan;
@@ -15,9 +17,11 @@ use crate::conn::Target;
 use crate::forward::{to_client, upstream_failed};
 use crate::hop_by_hop;
 use crate::oauth::{self, SkipReason};
+use crate::password::Password;
 use crate::state::State;
 use crate::telemetry::events::{Action, Event, UpstreamErrorInfo};
 use crate::upstream::UpstreamError;
+use crate::verifiers::SetKey;
 use facts::read_facts;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::request::Parts;
@@ -43,7 +47,7 @@ pub async fn handle(
 
     if let Some(skip) = plan::check_headers(&parts.headers, &config) {
         let resp = forward_original(&parts, body.boxed(), target, state).await;
-        return finish(resp, record(event, skip), state, started).await;
+        return finish(resp, record(event, skip), state, started, None).await;
     }
     let limits = Limits {
         max: config.proxy.max_token_body,
@@ -61,7 +65,7 @@ pub async fn handle(
                 http::StatusCode::BAD_REQUEST,
                 "grantshift: the request body could not be read",
             );
-            return finish(Ok(resp), event, state, started).await;
+            return finish(Ok(resp), event, state, started, None).await;
         }
     };
     let request = TokenRequest {
@@ -75,7 +79,18 @@ pub async fn handle(
             Some(Stopped::Budget) => BodyRead::Unread(SkipReason::MemoryBudget),
         },
     };
-    let (plan, login) = plan::plan(&request, &config, unix_now(), &state.faults);
+    let (plan, mut login) = plan::plan(&request, &config, unix_now(), &state.faults);
+    let password = login.password.take();
+    // The credential set, for its verifier: as the report and the rollout bucket name it.
+    let set = SetKey::new(
+        login.client_id.as_deref().unwrap_or(""),
+        login.username.as_deref().unwrap_or(""),
+    );
+    // Only a set the login names in full, with a password, can be learned.
+    let learnable = match (&login.client_id, &login.username, &password) {
+        (Some(_), Some(_), Some(password)) => Some((&set, password)),
+        _ => None,
+    };
     event.grant = login.grant;
     event.client_id = login.client_id;
     event.username = login.username;
@@ -88,17 +103,29 @@ pub async fn handle(
             if let Some(problem) = &forward.problem {
                 tracing::error!(%problem, "cannot build the upgraded request; forwarding the original");
             }
+            let learn = learnable.filter(|_| plan::teaches_verifier(forward.action));
             let resp = forward_original(&parts, buffered.into_body(), target, state).await;
-            return finish(resp, record(event, forward), state, started).await;
+            return finish(resp, record(event, forward), state, started, learn).await;
         }
     };
+
+    let checked = state
+        .verifiers
+        .check(&set, password.as_ref(), &rewrite.verify)
+        .await;
+    event.password_check = Some(checked.password_check());
+    if let Some(forward) = plan::gate(rewrite.verify.mode, checked) {
+        // Not upgraded: Salesforce judges the password while it still can.
+        let resp = forward_original(&parts, buffered.into_body(), target, state).await;
+        return finish(resp, record(event, forward), state, started, None).await;
+    }
 
     event.flow = Some(rewrite.flow.as_str().into());
     event.target_host = Some(rewrite.target_host.clone());
     let (info, failed) = match send_upgraded(&parts, &rewrite, target, state).await {
         Ok(resp) if resp.status().is_success() => {
             event.action = Action::Upgraded;
-            return finish(Ok(resp), event, state, started).await;
+            return finish(Ok(resp), event, state, started, None).await;
         }
         Ok(resp) => {
             let status = resp.status();
@@ -130,10 +157,11 @@ pub async fn handle(
     if rewrite.fallback {
         event.action = Action::Fallback;
         let resp = forward_original(&parts, buffered.into_body(), target, state).await;
-        finish(resp, event, state, started).await
+        let learn = learnable.filter(|_| plan::teaches_verifier(event.action));
+        finish(resp, event, state, started, learn).await
     } else {
         event.action = Action::Failed;
-        finish(failed, event, state, started).await
+        finish(failed, event, state, started, None).await
     }
 }
 
@@ -216,16 +244,22 @@ async fn forward_original(
 }
 
 /// Fill the event from the response the client gets, and send that response with the event
-/// attached: it is recorded once the body has gone back.
+/// attached: it is recorded once the body has gone back. With `learn` (the original password
+/// login, forwarded as it came), a token response that names the user (Salesforce accepted
+/// the password) makes the password the set's verifier first.
 async fn finish(
     resp: Result<Response<Body>, UpstreamError>,
     mut event: Event,
     state: &State,
     started: Instant,
+    learn: Option<(&SetKey, &Password)>,
 ) -> Response<Body> {
     let resp = match resp {
         Ok(resp) if resp.status().is_success() => {
             let (resp, facts) = read_facts(resp, state.upstream.request_timeout()).await;
+            if let (Some((set, password)), Some(_)) = (learn, &facts.user_id) {
+                state.verifiers.learn(set, password).await;
+            }
             event.org_id = facts.org_id;
             event.user_id = facts.user_id;
             event.instance_url = facts.instance_url;
@@ -245,6 +279,7 @@ async fn finish(
         target_host = event.target_host.as_deref().unwrap_or(""),
         status = event.status,
         reason = event.reason.as_deref().unwrap_or(""),
+        password_check = event.password_check.map_or("", |c| c.as_str()),
         "token request"
     );
     let (parts, body) = resp.into_parts();

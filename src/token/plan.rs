@@ -4,15 +4,19 @@
 //!
 //! Every way a token request can go is one [`Plan`]: forward the original with an action and
 //! a reason (`passed`, `observed`, `unmapped`, `skipped` and why), or rewrite it (which flow,
-//! to which host, the new body, and whether to fall back). The actions that depend on the
-//! upstream's answer (`upgraded`, `fallback`, `failed`) follow from a `Rewrite`.
+//! to which host, the new body, whether to fall back, how the password is checked). The
+//! actions that depend on the upstream's answer (`upgraded`, `fallback`, `failed`) follow from
+//! a `Rewrite`; so does what the password check decides ([`gate`]: the check itself is the
+//! executor's, it may cost Argon2).
 
-use crate::config::{Config, Flow};
+use crate::config::{Config, Flow, VerifyPassword};
 use crate::fault::Faults;
 use crate::oauth::jwt::Claims;
 use crate::oauth::{self, rewrite, SkipReason, TokenParams};
-use crate::policy::{self, Decision, Upgrade};
+use crate::password::Password;
+use crate::policy::{self, Decision, Upgrade, Verification};
 use crate::telemetry::events::{within_bound, Action};
+use crate::verifiers::Checked;
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 use std::collections::BTreeMap;
@@ -67,6 +71,8 @@ pub struct Rewrite {
     pub fallback: bool,
     /// The new form body (it holds a secret: never logged).
     pub body: String,
+    /// How the password is checked before the rewrite goes out ([`gate`]).
+    pub verify: Verification,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,9 +81,10 @@ pub enum Plan {
     Rewrite(Rewrite),
 }
 
-/// The non-secret facts of the login, for the event (empty when the body could not be parsed).
-/// Each value is within its bound ([`oauth::MAX_USERNAME_CHARS`] and the others); one over it
-/// is left out and its length put in `oversized` instead.
+/// The facts of the login (empty when the body could not be parsed): the non-secret ones for
+/// the event, each within its bound ([`oauth::MAX_USERNAME_CHARS`] and the others; one over it
+/// is left out and its length put in `oversized` instead), and the password for its
+/// verifier, which is never recorded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Login {
     pub grant: Option<String>,
@@ -87,6 +94,8 @@ pub struct Login {
     pub username: Option<String>,
     /// Field name → the length, in characters, of a value left out for being over its bound.
     pub oversized: BTreeMap<&'static str, u64>,
+    /// A password grant's password (redacted in `Debug`, wiped on drop).
+    pub password: Option<Password>,
 }
 
 impl Login {
@@ -149,6 +158,7 @@ pub fn plan(req: &TokenRequest, config: &Config, now: u64, faults: &Faults) -> (
         params.get("username"),
         oauth::MAX_USERNAME_CHARS,
     );
+    login.password = params.get("password").map(Password::new);
     // A login whose app or user cannot be told for sure is not upgraded (nor, for an
     // over-long value, made a credential set of the report).
     let skip = if basic.is_err() {
@@ -194,6 +204,7 @@ pub fn plan(req: &TokenRequest, config: &Config, now: u64, faults: &Faults) -> (
             target_host: upgrade.target_host,
             fallback: upgrade.fallback,
             body,
+            verify: upgrade.verify,
         }),
         Err(problem) => Plan::Forward(Forward {
             problem: Some(problem),
@@ -201,6 +212,33 @@ pub fn plan(req: &TokenRequest, config: &Config, now: u64, faults: &Faults) -> (
         }),
     };
     (plan, login)
+}
+
+/// Whether a decided upgrade goes ahead once its password was checked as its entry's
+/// `verify_password` says: `Some` (forward the original, `skipped`) when the password does not
+/// match the verifier, was not checked for too many wrong ones lately, or the set has no
+/// verifier where one is `required`.
+pub fn gate(mode: VerifyPassword, checked: Checked) -> Option<Forward> {
+    match checked {
+        Checked::Verified | Checked::Off => None,
+        Checked::Mismatch => Some(Forward::skipped(SkipReason::PasswordMismatch)),
+        Checked::Throttled => Some(Forward::skipped(SkipReason::PasswordThrottled)),
+        Checked::NoVerifier => match mode {
+            VerifyPassword::Required => Some(Forward::skipped(SkipReason::NoVerifier)),
+            VerifyPassword::IfKnown | VerifyPassword::Off => None,
+        },
+    }
+}
+
+/// Does a password login recorded with `action`, once Salesforce accepted it, teach its set's
+/// verifier? Only one grantshift forwarded as it came: observed (also for `percent` and
+/// `no_rule`), unmapped, or the original a fallback replayed. Never a rewritten login, nor one
+/// skipped (for its password or anything else).
+pub fn teaches_verifier(action: Action) -> bool {
+    matches!(
+        action,
+        Action::Observed | Action::Unmapped | Action::Fallback
+    )
 }
 
 /// The client id of the request's `Authorization: Basic` field: `Ok(None)` with no such
@@ -426,6 +464,56 @@ mod tests {
         assert!(!form.iter().any(|(k, _)| k == "password" || k == "username"));
         assert_eq!(login.grant.as_deref(), Some("password"));
         assert_eq!(login.username.as_deref(), Some("Int@Acme.com"));
+    }
+
+    #[test]
+    fn the_password_is_kept_for_its_verifier_but_never_printed() {
+        let (plan, login) = plan_for(&mapped(""), LOGIN, PW, &HeaderMap::new());
+        assert_eq!(login.password, Some(Password::new("pw")));
+        let Plan::Rewrite(r) = &plan else {
+            panic!("expected a rewrite, got {plan:?}")
+        };
+        assert_eq!(r.verify.mode, VerifyPassword::IfKnown);
+        let printed = format!("{plan:?}{login:?}");
+        assert!(!printed.contains("=pw"), "{printed}");
+        assert!(!printed.contains("\"pw\""), "{printed}");
+        let (_, other) = plan_for(
+            &config(""),
+            ACME,
+            "grant_type=refresh_token&refresh_token=r&password=x",
+            &HeaderMap::new(),
+        );
+        assert_eq!(other.password, None, "only a password grant's");
+    }
+
+    #[test]
+    fn the_gate_lets_a_verified_password_through_and_skips_the_rest() {
+        use Checked::*;
+        use VerifyPassword::*;
+        let skipped = |reason| Some(forwarded(Action::Skipped, Some(reason)));
+        for mode in [Required, IfKnown] {
+            assert_eq!(gate(mode, Verified), None);
+            assert_eq!(gate(mode, Mismatch), skipped("password_mismatch"));
+            assert_eq!(gate(mode, Throttled), skipped("password_throttled"));
+        }
+        assert_eq!(gate(Required, NoVerifier), skipped("no_verifier"));
+        assert_eq!(gate(IfKnown, NoVerifier), None);
+        assert_eq!(gate(VerifyPassword::Off, Checked::Off), None);
+    }
+
+    #[test]
+    fn only_logins_forwarded_as_they_came_teach_a_verifier() {
+        for action in [Action::Observed, Action::Unmapped, Action::Fallback] {
+            assert!(teaches_verifier(action), "{action:?}");
+        }
+        for action in [
+            Action::Upgraded,
+            Action::Failed,
+            Action::Skipped,
+            Action::Passed,
+        ] {
+            assert!(!teaches_verifier(action), "{action:?}");
+        }
     }
 
     #[test]

@@ -229,14 +229,20 @@ impl RunningBinary {
         matching(&lines)
     }
 
-    /// Where the admin server listens, from its `admin listening` line (`--log-format json`
-    /// only; waits for the line).
+    /// Where the admin server listens, from its `admin listening` line (JSON or human log
+    /// format; waits for the line).
     pub async fn admin_addr(&self) -> SocketAddr {
-        let lines = self.wait_for_json_logs("admin listening", 1).await;
-        lines[0]["fields"]["addr"]
-            .as_str()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("`admin listening` names no address: {}", lines[0]))
+        let lines = self
+            .wait_for_stderr("the `admin listening` log line", |lines| {
+                lines
+                    .iter()
+                    .any(|l| logged_addr(l, "admin listening").is_some())
+            })
+            .await;
+        lines
+            .iter()
+            .find_map(|l| logged_addr(l, "admin listening"))
+            .expect("just seen")
     }
 
     /// Send a signal with `kill -SIG pid` (e.g. "TERM", "INT").
@@ -273,11 +279,17 @@ impl Drop for RunningBinary {
 
 /// The address in a `proxy listening` log line: JSON (`fields.addr`) or human (`addr=…`).
 pub fn listening_addr(line: &str) -> Option<SocketAddr> {
+    logged_addr(line, "proxy listening")
+}
+
+/// The address in a log line whose message is `message` (`proxy listening`, `admin
+/// listening`): JSON (`fields.addr`) or human (`addr=…`).
+fn logged_addr(line: &str, message: &str) -> Option<SocketAddr> {
     if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-        return json_logged_addr(&v, "proxy listening");
+        return json_logged_addr(&v, message);
     }
     let plain = strip_ansi(line);
-    if !plain.contains("proxy listening") {
+    if !plain.contains(message) {
         return None;
     }
     let (_, rest) = plain.split_once("addr=")?;
@@ -330,9 +342,41 @@ impl BinaryProxy {
         log_format: &str,
         rust_log: Option<&str>,
     ) -> BinaryProxy {
+        BinaryProxy::start_with_env(binary, up, builder, log_format, rust_log, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra environment variables (e.g. a test build's fault
+    /// point, `GRANTSHIFT_FAULT_STALL_STATE_WRITE`).
+    pub async fn start_with_env(
+        binary: Binary,
+        up: &Upstreams,
+        builder: &TestProxyBuilder,
+        log_format: &str,
+        rust_log: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> BinaryProxy {
         let dir = tempfile::tempdir().expect("binary tempdir");
+        std::fs::write(dir.path().join("grantshift.toml"), builder.render(up))
+            .expect("write grantshift.toml");
+        BinaryProxy::run_in(binary, dir, log_format, rust_log, env).await
+    }
+
+    /// `grantshift run` again on the same directory (config, CA, events and state files) after
+    /// this one exited (stopped, or killed and waited for): a restart. `--log-format json`.
+    pub async fn restart(self, binary: Binary, env: &[(&str, &str)]) -> BinaryProxy {
+        assert!(self.bin.exited, "restart a process that has exited");
+        let BinaryProxy { dir, .. } = self;
+        BinaryProxy::run_in(binary, dir, "json", None, env).await
+    }
+
+    async fn run_in(
+        binary: Binary,
+        dir: tempfile::TempDir,
+        log_format: &str,
+        rust_log: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> BinaryProxy {
         let config = dir.path().join("grantshift.toml");
-        std::fs::write(&config, builder.render(up)).expect("write grantshift.toml");
         let mut cmd = binary.command(dir.path());
         cmd.arg("run")
             .arg("-c")
@@ -341,10 +385,18 @@ impl BinaryProxy {
         if let Some(filter) = rust_log {
             cmd.env("RUST_LOG", filter);
         }
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
         let bin = RunningBinary::start(cmd).await;
         let ca_pem = std::fs::read_to_string(dir.path().join("grantshift-ca.pem"))
             .expect("the binary created its CA next to its config");
         BinaryProxy { bin, dir, ca_pem }
+    }
+
+    /// The state file of learned password verifiers (`[state] dir` is `state/` by default).
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.path().join("state/verifiers.json")
     }
 
     pub fn dir(&self) -> &Path {
@@ -376,6 +428,13 @@ impl BinaryProxy {
 
     pub fn events_path(&self) -> std::path::PathBuf {
         self.dir.path().join(EVENTS_FILE)
+    }
+
+    /// SIGKILL (no clean-up of any kind), then wait for the process to be gone.
+    pub async fn kill(&mut self) {
+        self.bin.signal("KILL");
+        let status = self.bin.wait().await;
+        assert_eq!(status.code(), None, "killed by a signal: {status:?}");
     }
 
     /// SIGTERM, then wait for a clean exit (status 0): after this, everything the process
@@ -430,6 +489,9 @@ pub struct LoadConfig<'a> {
     pub my_domain: &'a str,
     /// `[telemetry] events`: a path, or `""` for none.
     pub events: &'a str,
+    /// Lines added to the `[[credentials]]` entry, e.g. `verify_password = "required"` and a
+    /// `password_hash` (`""` for none).
+    pub credential_lines: &'a str,
 }
 
 impl LoadConfig<'_> {
@@ -460,7 +522,7 @@ connect_to_only = true
 [[credentials]]
 username = {username}
 my_domain = {my_domain}
-
+{credential_lines}
 [telemetry]
 events = {events}
 "#,
@@ -473,6 +535,7 @@ events = {events}
             username = q(self.username),
             my_domain = q(self.my_domain),
             events = q(self.events),
+            credential_lines = self.credential_lines,
         )
     }
 }

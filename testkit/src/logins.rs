@@ -90,6 +90,45 @@ pub fn jwt_credentials_toml(username: &str, my_domain: Option<&str>, key_file: &
     t
 }
 
+/// A configured password verifier (`password_hash`) of `password`, as `grantshift
+/// hash-password` makes one but with the cheapest Argon2id parameters (m = 8 KiB, t = 1), so
+/// tests that configure many stay fast. grantshift itself always makes OWASP-strength ones.
+pub fn password_hash(password: &str) -> String {
+    use grantshift::password::{Cost, Password, Verifier};
+    let cheap = Cost {
+        memory_kib: 8,
+        passes: 1,
+        lanes: 1,
+    };
+    Verifier::hash(&Password::new(password), cheap)
+        .as_phc()
+        .to_owned()
+}
+
+/// [`jwt_credentials_toml`] with `password_hash` of `password`: a JWT entry whose logins are
+/// upgraded when they carry that password (JWT bearer requires a verifier by default).
+pub fn jwt_credentials_with_password_toml(
+    username: &str,
+    my_domain: Option<&str>,
+    key_file: &str,
+    password: &str,
+) -> String {
+    with_password_hash(
+        &jwt_credentials_toml(username, my_domain, key_file),
+        password,
+    )
+}
+
+/// A `[[credentials]]` entry (TOML ending in a blank line) with `password_hash` of `password`
+/// added.
+pub fn with_password_hash(entry: &str, password: &str) -> String {
+    format!(
+        "{}\npassword_hash = {}\n\n",
+        entry.trim_end(),
+        super::proxy::toml_str(password_hash(password))
+    )
+}
+
 /// A `[[rollout]]` rule.
 pub fn rollout_toml(host: &str, mode: &str, percent: u8, fallback: bool) -> String {
     format!(

@@ -390,7 +390,8 @@ fn assert_page_shows_the_report(dom: &str) {
             acme_qa::USERNAME,
             acme_qa::MY_DOMAIN,
             "client_credentials",
-            "any"
+            "any",
+            "if_known"
         ]],
         "the mappings"
     );

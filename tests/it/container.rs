@@ -267,7 +267,8 @@ fn compose_runs_grantshift_on_the_deploy_config_with_its_listen_and_admin_ports_
         );
     }
 
-    // The CA and the events file live in the writable named volume.
+    // The CA, the events file and the state (learned password verifiers) live in the
+    // writable named volume.
     let data = mounts(gs)
         .into_iter()
         .find(|m| !m.is_bind())
@@ -277,6 +278,7 @@ fn compose_runs_grantshift_on_the_deploy_config_with_its_listen_and_admin_ports_
         ("ca.cert", config.ca.cert.clone()),
         ("ca.key", config.ca.key.clone()),
         ("telemetry.events", PathBuf::from(&config.telemetry.events)),
+        ("state.dir", config.state.dir.clone()),
     ] {
         assert!(
             path.starts_with(&data.target),

@@ -108,7 +108,12 @@ async fn client_credentials_flow_disabled_falls_back_with_salesforces_error() {
 
 #[tokio::test]
 async fn jwt_user_not_preapproved_falls_back_with_salesforces_error() {
-    let toml = jwt_credentials_toml(acme::USERNAME, Some(acme::MY_DOMAIN), "jwt-app.pkcs8.pem");
+    let toml = jwt_credentials_with_password_toml(
+        acme::USERNAME,
+        Some(acme::MY_DOMAIN),
+        "jwt-app.pkcs8.pem",
+        acme::PASSWORD,
+    );
     let proxy = TestProxy::start(&toml).await;
     proxy.sf.edit(|w| {
         w.org_mut(acme::ORG_ID)

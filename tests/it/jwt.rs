@@ -49,10 +49,11 @@ fn assert_exp_three_minutes_ahead(jwt: &DecodedJwt, before: u64, after: u64) {
 }
 
 async fn jwt_login_at_login_host_with_key(key_file: &str) {
-    let proxy = TestProxy::start(&jwt_credentials_toml(
+    let proxy = TestProxy::start(&jwt_credentials_with_password_toml(
         acme::USERNAME,
         Some(acme::MY_DOMAIN),
         key_file,
+        acme::PASSWORD,
     ))
     .await;
     let before = unix_now();
@@ -92,10 +93,11 @@ async fn jwt_bearer_with_a_pkcs1_key_is_signed_for_the_app_and_accepted() {
 
 #[tokio::test]
 async fn jwt_audience_is_test_for_a_login_at_the_sandbox_login_host() {
-    let proxy = TestProxy::start(&jwt_credentials_toml(
+    let proxy = TestProxy::start(&jwt_credentials_with_password_toml(
         acme_qa::USERNAME,
         Some(acme_qa::MY_DOMAIN),
         "jwt-app.pkcs8.pem",
+        acme_qa::PASSWORD,
     ))
     .await;
     let body = acme_qa_password_form();
@@ -113,10 +115,11 @@ async fn jwt_audience_is_test_for_a_login_at_the_sandbox_login_host() {
 
 #[tokio::test]
 async fn jwt_without_my_domain_goes_to_the_sandbox_my_domain_posted_to_with_test_audience() {
-    let proxy = TestProxy::start(&jwt_credentials_toml(
+    let proxy = TestProxy::start(&jwt_credentials_with_password_toml(
         acme_qa::USERNAME,
         None,
         "jwt-app.pkcs1.pem",
+        acme_qa::PASSWORD,
     ))
     .await;
     let body = acme_qa_password_form();
@@ -128,10 +131,11 @@ async fn jwt_without_my_domain_goes_to_the_sandbox_my_domain_posted_to_with_test
 
 #[tokio::test]
 async fn jwt_without_my_domain_goes_to_the_login_host_posted_to() {
-    let proxy = TestProxy::start(&jwt_credentials_toml(
+    let proxy = TestProxy::start(&jwt_credentials_with_password_toml(
         acme::USERNAME,
         None,
         "jwt-app.pkcs8.pem",
+        acme::PASSWORD,
     ))
     .await;
     let reply = proxy.login(LOGIN_HOST, &acme_password_form()).await;
@@ -146,7 +150,12 @@ async fn configured_jwt_audience_is_used() {
     // Still inside the [[credentials]] table: blank lines do not end a TOML table.
     let toml = format!(
         "{}jwt_audience = \"https://acme.my.salesforce.com\"\n",
-        jwt_credentials_toml(acme::USERNAME, Some(acme::MY_DOMAIN), "jwt-app.pkcs8.pem")
+        jwt_credentials_with_password_toml(
+            acme::USERNAME,
+            Some(acme::MY_DOMAIN),
+            "jwt-app.pkcs8.pem",
+            acme::PASSWORD
+        )
     );
     let proxy = TestProxy::start(&toml).await;
     let reply = proxy.login(LOGIN_HOST, &acme_password_form()).await;
@@ -157,10 +166,11 @@ async fn configured_jwt_audience_is_used() {
 
 #[tokio::test]
 async fn jwt_body_keeps_format_and_drops_scope_and_every_credential() {
-    let proxy = TestProxy::start(&jwt_credentials_toml(
+    let proxy = TestProxy::start(&jwt_credentials_with_password_toml(
         acme::USERNAME,
         Some(acme::MY_DOMAIN),
         "jwt-app.pkcs8.pem",
+        acme::PASSWORD,
     ))
     .await;
     let body = format!("{}&format=json&scope=api", acme_password_form());

@@ -55,4 +55,5 @@ mod transparent_tls;
 mod tunnel;
 mod upgrade;
 mod upstream_proxy;
+mod verify;
 mod websocket;

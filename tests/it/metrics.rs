@@ -217,6 +217,40 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         m.series("grantshift_upgrade_failures_total"),
         series(&[(&[("host", LOGIN_HOST), ("error", "invalid_grant")], 1.0)])
     );
+    // Password verifiers: the two logins that were to be upgraded had none to check
+    // (client credentials, `if_known`); the fallback's and the unmapped login's passwords,
+    // accepted by Salesforce as sent, were learned (one Argon2 run each).
+    assert_eq!(
+        m.series("grantshift_password_checks_total"),
+        series(&[
+            (&[("result", "verified")], 0.0),
+            (&[("result", "mismatch")], 0.0),
+            (&[("result", "none")], 2.0),
+            (&[("result", "off")], 0.0),
+        ])
+    );
+    assert_eq!(
+        m.series("grantshift_password_refusals_total"),
+        series(&[
+            (&[("reason", "password_mismatch")], 0.0),
+            (&[("reason", "no_verifier")], 0.0),
+            (&[("reason", "password_throttled")], 0.0),
+        ])
+    );
+    assert_eq!(
+        m.series("grantshift_password_hashes_total"),
+        series(&[
+            (&[("purpose", "check")], 0.0),
+            (&[("purpose", "learn")], 2.0)
+        ])
+    );
+    assert_eq!(
+        m.series("grantshift_password_verifiers"),
+        series(&[
+            (&[("source", "learned")], 2.0),
+            (&[("source", "configured")], 0.0)
+        ])
+    );
     assert_eq!(
         m.series("grantshift_connections_total"),
         kinds(1.0, 4.0, 1.0)
@@ -271,6 +305,10 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         ("grantshift_events_dropped", "counter"),
         ("grantshift_report_sets_dropped", "counter"),
         ("grantshift_token_body_bytes", "gauge"),
+        ("grantshift_password_checks", "counter"),
+        ("grantshift_password_refusals", "counter"),
+        ("grantshift_password_hashes", "counter"),
+        ("grantshift_password_verifiers", "gauge"),
     ]
     .iter()
     .map(|(n, k)| (n.to_string(), k.to_string()))
@@ -432,9 +470,10 @@ async fn hosts_a_client_invents_share_one_label_value_and_one_report_row() {
     }
     let admin = proxy.admin_addr();
     let text = admin_get(admin, "/metrics").await.text();
+    // The fixed families and their pre-registered series: about 75 lines, whatever the hosts.
     let lines = text.lines().count();
     assert!(
-        lines < 60,
+        lines < 80,
         "{lines} lines of /metrics after {INVENTED_HOSTS} invented hosts:\n{text}"
     );
     let m = scrape(admin).await;

@@ -33,6 +33,8 @@ const VERDICT_ORDER: &[&str] = &[
     "needs-jwt",
     "needs-run-as-user",
     "needs-flow-enabled",
+    "needs-verifier",
+    "password-mismatch",
     "failing",
     "ready",
     "upgraded",
@@ -183,10 +185,30 @@ async fn each_verdict_comes_from_real_logins_and_the_live_and_cli_reports_agree(
 
     let live = live_report(proxy.admin_addr()).await;
     let events = proxy.events_path();
-    let cli = report_cli_json(GRANTSHIFT, proxy.dir(), &[&events]).await;
+    // With the config (-c), the CLI also reads the state file: where each set's password
+    // verifier comes from, as /report says.
+    let config = proxy.config_path();
+    let cli = report_cli(
+        GRANTSHIFT,
+        proxy.dir(),
+        &[&events],
+        &["-c", config.to_str().unwrap(), "--json"],
+    )
+    .await;
     assert_eq!(
-        live, cli,
+        live,
+        serde_json::from_str::<Value>(&cli.stdout).unwrap(),
         "/report and `report --json` over the events file"
+    );
+    // From the events file alone, the verifiers are not known: the rows leave them out.
+    let alone = report_cli_json(GRANTSHIFT, proxy.dir(), &[&events]).await;
+    for row in alone["credentials"].as_array().unwrap() {
+        assert!(row.get("password_verifier").is_none(), "{row}");
+        assert!(row.get("verify_password").is_none(), "{row}");
+    }
+    assert_eq!(
+        alone["credentials"].as_array().unwrap().len(),
+        live["credentials"].as_array().unwrap().len()
     );
     // Without --events: the config's telemetry.events.
     let out = report_cli(
@@ -352,8 +374,24 @@ async fn two_replicas_files_merge_counts_per_set_and_reveal_needs_jwt() {
     login(&b, acme::MY_DOMAIN, &ready_form, 200, "observed").await;
 
     let (file_a, file_b) = (a.events_path(), b.events_path());
-    let only_a = report_cli_json(GRANTSHIFT, a.dir(), &[&file_a]).await;
-    let only_b = report_cli_json(GRANTSHIFT, b.dir(), &[&file_b]).await;
+    // With each replica's config (-c), the CLI knows its verifiers as its /report does.
+    let with_config = |proxy: &TestProxy, file: &std::path::Path| {
+        let config = proxy.config_path();
+        let dir = proxy.dir().to_path_buf();
+        let file = file.to_path_buf();
+        async move {
+            let out = report_cli(
+                GRANTSHIFT,
+                &dir,
+                &[&file],
+                &["-c", config.to_str().unwrap(), "--json"],
+            )
+            .await;
+            serde_json::from_str::<Value>(&out.stdout).unwrap()
+        }
+    };
+    let only_a = with_config(&a, &file_a).await;
+    let only_b = with_config(&b, &file_b).await;
     assert_eq!(only_a, live_report(a.admin_addr()).await, "replica a");
     assert_eq!(only_b, live_report(b.admin_addr()).await, "replica b");
     // Each replica alone sees one username per app: nothing needs JWT.

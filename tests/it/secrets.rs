@@ -1,9 +1,11 @@
-//! The rule: "Never a password, client secret, access token, assertion, signature or private
-//! key." Every path (upgraded with client credentials and with JWT, fallback after a
+//! The rule: "Never a password, client secret, access token, assertion, signature, private
+//! key, password verifier or password digest." Every path (upgraded with client credentials
+//! and with JWT, refused for a password that does not match its verifier, fallback after a
 //! Salesforce refusal and after a refused connection, failed, observed, unmapped, skipped,
-//! passed refresh / client-credentials / JWT grants; HTTP/1.1 and HTTP/2; parameters in the
-//! body and in the URL) goes through the real binary at `RUST_LOG=debug`, in both log formats,
-//! and none of the secrets involved may appear in its stderr, its stdout or its events file.
+//! passed refresh / client-credentials / JWT grants; verifiers configured and learned;
+//! HTTP/1.1 and HTTP/2; parameters in the body and in the URL) goes through the real binary at
+//! `RUST_LOG=debug`, in both log formats, and none of the secrets involved may appear in its
+//! stderr, its stdout, its events file, or its admin server's metrics, report and page.
 
 use crate::GRANTSHIFT;
 use http::Method;
@@ -12,10 +14,20 @@ use testkit::*;
 
 const DOWN_MY_DOMAIN: &str = "down.my.salesforce.com";
 const REFRESH_TOKEN: &str = "5Aep861-SECRET-refresh-e3b0";
+const WRONG_PASSWORD: &str = "pw-SECRET-wrong-0b7e";
+
+/// What one run wrote: stderr, stdout, the events file, and the admin server's `/metrics`,
+/// `/report` and `/` as one text.
+struct Written {
+    stderr: String,
+    stdout: String,
+    events: String,
+    admin: String,
+}
 
 /// One binary, one run of every path. Returns the secrets that were in play and what the
-/// process wrote (stderr, stdout, events file).
-async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, String, String) {
+/// process wrote.
+async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
     let up = Upstreams::start().await;
     up.sf.edit(|w| {
         w.org_mut(acme::ORG_ID)
@@ -27,6 +39,8 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, Str
             .app_mut(acme_qa::CLIENT_ID)
             .run_as_user = None;
     });
+    // The JWT user's configured verifier (`password_hash`).
+    let configured_hash = password_hash(acme::REPORTS_PASSWORD);
     let config = [
         rollout_toml(TEST_HOST, "observe", 100, true),
         rollout_toml(acme_qa::MY_DOMAIN, "upgrade", 100, false),
@@ -37,6 +51,10 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, Str
             acme::REPORTS_USERNAME,
             Some(acme::MY_DOMAIN),
             "jwt-app.pkcs8.pem",
+        ),
+        format!(
+            "password_hash = {}\n\n",
+            testkit::proxy::toml_str(&configured_hash)
         ),
     ]
     .concat();
@@ -74,6 +92,18 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, Str
         acme::REPORTS_PASSWORD,
     );
     expect(&bin.login(LOGIN_HOST, &reports).await, 200, "jwt");
+    // skipped: the password does not match the configured verifier (Salesforce refuses it too)
+    let wrong = password_form(
+        acme::CLIENT_ID,
+        acme::CLIENT_SECRET,
+        acme::REPORTS_USERNAME,
+        WRONG_PASSWORD,
+    );
+    expect(
+        &bin.login(LOGIN_HOST, &wrong).await,
+        400,
+        "skipped (password_mismatch)",
+    );
     // fallback after Salesforce refuses (this app has no client-credentials flow)
     let other_app = password_form(
         acme::OTHER_CLIENT_ID,
@@ -140,6 +170,18 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, Str
     ]);
     expect(&bin.login(LOGIN_HOST, &jwt).await, 200, "passed jwt");
 
+    // What the admin server shows.
+    let admin_addr = bin.bin.admin_addr().await;
+    let mut admin = String::new();
+    for path in ["/metrics", "/report", "/"] {
+        let reply = testkit::admin::admin_get(admin_addr, path).await;
+        assert_eq!(reply.status, 200, "{path}");
+        admin.push_str(&reply.text());
+    }
+    assert!(
+        admin.contains("\"password_verifier\": \"learned\""),
+        "the report shows learned verifiers: {admin}"
+    );
     bin.stop().await;
 
     // The secrets that were in play.
@@ -149,6 +191,7 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, Str
         ("password", acme::PLUS_PASSWORD),
         ("password", acme::RUN_AS_PASSWORD),
         ("password", acme_qa::PASSWORD),
+        ("password", WRONG_PASSWORD),
         ("client secret", acme::CLIENT_SECRET),
         ("client secret", acme::OTHER_CLIENT_SECRET),
         ("client secret", acme_qa::CLIENT_SECRET),
@@ -184,6 +227,27 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, Str
         }
     }
     secrets.push(("private key".into(), "PRIVATE KEY".into()));
+    // The verifiers: configured, and learned from the logins Salesforce accepted as they came
+    // (observed, unmapped, the two fallbacks).
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bin.state_file()).expect("a state file"))
+            .expect("the state file is JSON");
+    let mut verifiers: Vec<String> = state["verifiers"]
+        .as_array()
+        .expect("verifiers")
+        .iter()
+        .map(|v| v["verifier"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(verifiers.len(), 4, "{state}");
+    verifiers.push(configured_hash);
+    for verifier in verifiers {
+        let mut parts = verifier.rsplit('$');
+        let (hash, salt) = (parts.next().unwrap(), parts.next().unwrap());
+        secrets.push(("verifier hash".into(), hash.to_string()));
+        secrets.push(("verifier salt".into(), salt.to_string()));
+        secrets.push(("verifier".into(), verifier));
+    }
+    secrets.push(("verifier".into(), "$argon2".into()));
     // Also as they look inside a form (signatures and tokens have reserved characters).
     let encoded: Vec<(String, String)> = secrets
         .iter()
@@ -196,7 +260,33 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, String, Str
     secrets.extend(encoded);
 
     let events = std::fs::read_to_string(bin.events_path()).unwrap_or_default();
-    (secrets, bin.bin.stderr(), bin.bin.stdout(), events)
+    let written = Written {
+        stderr: bin.bin.stderr(),
+        stdout: bin.bin.stdout(),
+        events,
+        admin,
+    };
+    (secrets, written)
+}
+
+/// A password digest (HMAC-SHA-256) lives in memory only, under a key that never leaves the
+/// process: it cannot be listed as a secret. No output has a run of 43 or more base64 (or 64
+/// hex) characters, which is what a 32-byte digest would print as.
+fn assert_no_opaque_blob(what: &str, text: &str) {
+    let plain = strip_ansi(text);
+    let mut run = String::new();
+    for c in plain.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() || c == '+' || c == '/' {
+            run.push(c);
+            continue;
+        }
+        assert!(
+            run.len() < 43,
+            "{what} has a {}-character opaque run (a digest?): {run}",
+            run.len()
+        );
+        run.clear();
+    }
 }
 
 fn assert_no_secret_in(what: &str, text: &str, secrets: &[(String, String)]) {
@@ -212,7 +302,13 @@ fn assert_no_secret_in(what: &str, text: &str, secrets: &[(String, String)]) {
 }
 
 async fn no_secret_reaches_logs_stdout_or_events(log_format: &str) {
-    let (secrets, stderr, stdout, events) = run_every_path(log_format).await;
+    let (secrets, written) = run_every_path(log_format).await;
+    let Written {
+        stderr,
+        stdout,
+        events,
+        admin,
+    } = written;
     // The checks below can fail: there is output to look at.
     let event_lines: Vec<serde_json::Value> = events
         .lines()
@@ -220,7 +316,7 @@ async fn no_secret_reaches_logs_stdout_or_events(log_format: &str) {
         .collect();
     assert_eq!(
         event_lines.len(),
-        12,
+        13,
         "one event per token request:\n{events}"
     );
     let actions: Vec<&str> = event_lines
@@ -230,8 +326,8 @@ async fn no_secret_reaches_logs_stdout_or_events(log_format: &str) {
     assert_eq!(
         actions,
         [
-            "upgraded", "upgraded", "upgraded", "fallback", "fallback", "failed", "observed",
-            "unmapped", "skipped", "passed", "passed", "passed"
+            "upgraded", "upgraded", "upgraded", "skipped", "fallback", "fallback", "failed",
+            "observed", "unmapped", "skipped", "passed", "passed", "passed"
         ]
     );
     assert!(
@@ -240,13 +336,25 @@ async fn no_secret_reaches_logs_stdout_or_events(log_format: &str) {
     );
     assert_eq!(
         strip_ansi(&stderr).matches("token request").count(),
-        12,
+        13,
         "one log line per token request"
     );
+    assert_eq!(event_lines[2]["password_check"], "verified");
+    assert_eq!(event_lines[3]["password_check"], "mismatch");
+    assert_eq!(event_lines[3]["reason"], "password_mismatch");
 
     assert_no_secret_in("the events file", &events, &secrets);
     assert_no_secret_in("stderr", &stderr, &secrets);
     assert_no_secret_in("stdout", &stdout, &secrets);
+    assert_no_secret_in("the admin server", &admin, &secrets);
+    for (what, text) in [
+        ("the events file", &events),
+        ("stderr", &stderr),
+        ("stdout", &stdout),
+        ("the admin server", &admin),
+    ] {
+        assert_no_opaque_blob(what, text);
+    }
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ const EVENT_FIELDS: &[&str] = &[
     "instance_url",
     "latency_ms",
     "reason",
+    "password_check",
     "oversized",
 ];
 

@@ -568,6 +568,7 @@ fn render_config(args: &Args, dir: &Path, fake: &FastSalesforce, echo: &TcpEchoS
         username: USERNAME,
         my_domain: MY_DOMAIN,
         events: &dir.join("events.jsonl").display().to_string(),
+        credential_lines: "",
     }
     .render()
 }
