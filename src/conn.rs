@@ -51,6 +51,21 @@ impl ClientConn {
     }
 }
 
+/// The HTTP/1.1 server settings of every client-facing connection (the proxy port and
+/// intercepted connections): header case kept, `header_read_timeout`, and `max_header_bytes`
+/// exactly (`max_header_size` counts the request line and fields; the read buffer's own limit
+/// is looser: it may hold more than one read's worth).
+pub fn http1_server(proxy: &crate::config::ProxyConfig) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .preserve_header_case(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(proxy.header_read_timeout)
+        .max_header_size(proxy.max_header_bytes)
+        .max_buf_size(proxy.max_header_bytes);
+    builder
+}
+
 /// The one form of a host name that grantshift matches, records and dials: ASCII lowercase,
 /// without the brackets of an IPv6 literal and without trailing dots (`LOGIN.salesforce.com.`
 /// and `login.salesforce.com` are the same host, and must meet the same rollout rule). Names

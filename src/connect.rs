@@ -3,7 +3,7 @@
 
 use crate::access;
 use crate::body::{empty_body, text_response, Body};
-use crate::conn::{canonical_host, plain_request_span, ClientConn, Target};
+use crate::conn::{canonical_host, http1_server, plain_request_span, ClientConn, Target};
 use crate::forward::{forward, upstream_failed};
 use crate::hop_by_hop;
 use crate::idle::IdleTimeout;
@@ -12,7 +12,7 @@ use crate::telemetry::metrics::Kind;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -32,14 +32,7 @@ where
     let svc = hyper::service::service_fn(move |req| front(req, conn.clone(), svc_state.clone()));
     // `with_upgrades` is what lets a CONNECT's 200 hand the socket over to
     // `hyper::upgrade::on`; without it the upgrade silently never happens.
-    let served = hyper::server::conn::http1::Builder::new()
-        .preserve_header_case(true)
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.proxy.header_read_timeout)
-        // The request line and header fields, exactly (the read buffer's own limit is
-        // looser: it may hold more than one read's worth).
-        .max_header_size(config.proxy.max_header_bytes)
-        .max_buf_size(config.proxy.max_header_bytes)
+    let served = http1_server(&config.proxy)
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     drop(config);

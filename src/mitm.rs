@@ -1,7 +1,7 @@
 //! TLS termination for intercepted hosts: read the ClientHello, present a leaf for its SNI
 //! (falling back to the CONNECT host), then serve the decrypted HTTP/1.1 or HTTP/2 requests.
 
-use crate::conn::{canonical_host, ClientConn, Target};
+use crate::conn::{canonical_host, http1_server, ClientConn, Target};
 use crate::service;
 use crate::state::State;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -60,12 +60,7 @@ pub async fn serve_intercepted<IO>(
             .serve_until_drained(served, |c| c.graceful_shutdown())
             .await
     } else {
-        let served = hyper::server::conn::http1::Builder::new()
-            .preserve_header_case(true)
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.proxy.header_read_timeout)
-            .max_header_size(config.proxy.max_header_bytes)
-            .max_buf_size(config.proxy.max_header_bytes)
+        let served = http1_server(&config.proxy)
             .serve_connection(TokioIo::new(tls), svc)
             .with_upgrades();
         drop(config);

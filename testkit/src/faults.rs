@@ -377,11 +377,8 @@ impl MisbehavingUpstream {
                     }
                     match behaviour {
                         Misbehaviour::ResetMidBody { declared, sent } => {
-                            let mut resp = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: {declared}\r\n\r\n"
-                            )
-                            .into_bytes();
-                            resp.extend(std::iter::repeat_n(b'x', sent));
+                            let resp =
+                                partial_answer("application/octet-stream", b'x', declared, sent);
                             if tls.write_all(&resp).await.is_err() || tls.flush().await.is_err() {
                                 return;
                             }
@@ -389,14 +386,11 @@ impl MisbehavingUpstream {
                             // Dropped here: with SO_LINGER 0 the close is a reset.
                         }
                         Misbehaviour::StallMidBody { declared, sent } => {
-                            let mut resp = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n"
-                            )
-                            .into_bytes();
-                            resp.extend(std::iter::repeat_n(b'{', sent));
+                            let resp = partial_answer("application/json", b'{', declared, sent);
                             if tls.write_all(&resp).await.is_err() || tls.flush().await.is_err() {
                                 return;
                             }
+                            // Then nothing more: read until the peer closes.
                             while let Ok(n) = tls.read(&mut buf).await {
                                 if n == 0 {
                                     return;
@@ -466,6 +460,17 @@ impl MisbehavingUpstream {
         })
         .await;
     }
+}
+
+/// A `200` head of `content_type` declaring `declared` body bytes, and the first `sent` of them
+/// (`fill`).
+fn partial_answer(content_type: &str, fill: u8, declared: usize, sent: usize) -> Vec<u8> {
+    let mut resp = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {declared}\r\n\r\n"
+    )
+    .into_bytes();
+    resp.extend(std::iter::repeat_n(fill, sent));
+    resp
 }
 
 /// Counts a connection as open until dropped.
