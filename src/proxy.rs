@@ -248,7 +248,7 @@ impl ProxyHandle {
 /// Applies a new config to a running proxy. Requests already in flight keep the snapshot they
 /// started with; open tunnels are not touched. Rollout, credentials (their `password_hash` and
 /// `verify_password` too), intercept hosts, connect_to, timeouts and the events file take
-/// effect; learned password verifiers are kept; the listeners, `max_connections`,
+/// effect (the events file is reopened on every reload, even a failed one: log rotation); learned password verifiers are kept; the listeners, `max_connections`,
 /// `leaf_cache_size`, `token_body_budget`, the CA, `state.dir` and the upstream root
 /// certificates need a restart (a reload that changes them says so in a warning).
 #[derive(Clone)]
@@ -302,9 +302,10 @@ impl Reloader {
                 }
             }
         }
-        if old.telemetry.events != new.telemetry.events {
-            self.state.events.reopen(&new.telemetry.events);
-        }
+        // Every SIGHUP reopens the events file, changed or not: after a rotation (the file
+        // renamed) new events go to a new file at the path. The writer takes the reopen in
+        // order, so events queued before it go to the old file, the rest to the new.
+        self.state.events.reopen(&new.telemetry.events);
         self.state
             .events
             .set_max_queued(new.telemetry.events_max_queued);
@@ -321,6 +322,10 @@ impl Reloader {
 
     /// A reload that could not be applied: the running config stays.
     pub fn failed(&self, error: &dyn std::fmt::Display) {
+        // A rotation's SIGHUP still reopens the running events file.
+        self.state
+            .events
+            .reopen(&self.state.config_snapshot().telemetry.events);
         self.state.metrics.config_reload(false);
         tracing::error!(%error, "config reload failed; keeping the running config");
     }

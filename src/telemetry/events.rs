@@ -454,7 +454,9 @@ impl EventSink {
         self.inbox.max_queued.store(max_queued, Ordering::Relaxed);
     }
 
-    /// Switch to another events file (config reload).
+    /// Switch to the events file at `path` (config reload, log rotation: the same path opens
+    /// the file now there). Events recorded before go to the old file, flushed; those after
+    /// to the new one.
     pub fn reopen(&self, path: &str) {
         self.push(Message::Reopen(path.to_string()));
     }

@@ -7,7 +7,7 @@
 //! login whose username or client id is over its bound is counted, never made a set.
 
 use super::events::{within_bound, Action, Event, UpstreamErrorInfo, MAX_HOST_CHARS};
-use crate::config::VerifyPassword;
+use crate::config::{Flow, VerifyPassword};
 use crate::oauth::{MAX_CLIENT_ID_CHARS, MAX_USERNAME_CHARS};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -160,6 +160,8 @@ struct SetState {
     /// written.
     learned_from_password: bool,
     upgraded_via: Option<String>,
+    /// The flow of the last successful upgrade (`jwt_bearer`, …).
+    upgraded_flow: Option<String>,
     last_upgrade_error: Option<UpstreamErrorInfo>,
     /// The last login was not upgraded for its password: why (`password_mismatch`, …).
     last_password_refusal: Option<&'static str>,
@@ -316,6 +318,7 @@ impl ReportBuilder {
         match event.action {
             Action::Upgraded => {
                 set.upgraded_via = event.target_host.clone();
+                set.upgraded_flow = event.flow.clone();
                 set.last_upgrade_error = None;
             }
             Action::Fallback | Action::Failed => {
@@ -417,7 +420,9 @@ fn judge_login(
     view: Option<VerifierView>,
 ) -> (Verdict, String) {
     let org = set.org_id.as_deref().unwrap_or("(unknown org)");
-    if let Some(users) = shared_with {
+    // A set already upgraded with the flow the hint advises has followed it.
+    let follows_advice = set.upgraded_flow.as_deref() == Some(Flow::JwtBearer.as_str());
+    if let Some(users) = shared_with.filter(|_| !follows_advice) {
         let mut named: Vec<&str> = users.iter().copied().take(MAX_USERS_IN_HINT).collect();
         let more = users.len() - named.len();
         let more = format!("{more} more");
@@ -575,6 +580,27 @@ mod tests {
         let entry = &parsed["credentials"].as_array().unwrap()[0];
         assert_eq!(entry["my_domain"].as_str(), Some("acme.my.salesforce.com"));
         assert_eq!(entry["username"].as_str(), Some("int@acme.com"));
+    }
+
+    #[test]
+    fn a_set_upgraded_with_jwt_bearer_is_upgraded_though_its_app_has_several_users() {
+        let org = "00D000000000001AAA";
+        let upgraded = |ts, user| {
+            let mut e = learned(event(ts, "app", user, Action::Upgraded, 200), org);
+            e.flow = Some("jwt_bearer".into());
+            e.target_host = Some("acme.my.salesforce.com".into());
+            e
+        };
+        let observed = learned(event("t3", "app", "c@acme.com", Action::Observed, 200), org);
+        let events = [
+            upgraded("t1", "a@acme.com"),
+            upgraded("t2", "b@acme.com"),
+            observed,
+        ];
+        assert_eq!(verdict_of(&events, "a@acme.com"), Verdict::Upgraded);
+        assert_eq!(verdict_of(&events, "b@acme.com"), Verdict::Upgraded);
+        // The one still on its password has not followed the advice yet.
+        assert_eq!(verdict_of(&events, "c@acme.com"), Verdict::NeedsJwt);
     }
 
     #[test]

@@ -150,9 +150,19 @@ pub async fn handle(
             (info, Err(e))
         }
     };
-    tracing::info!(target_host = %rewrite.target_host,
-        status = ?info.status, error = ?info.error, error_description = ?info.error_description,
-        fallback = rewrite.fallback, "upgraded login failed");
+    // The credential set (never its secrets) and Salesforce's answer; absent values are left
+    // out (an `Option` field records nothing when `None`).
+    tracing::warn!(
+        client_id = event.client_id.as_deref(),
+        username = event.username.as_deref(),
+        flow = rewrite.flow.as_str(),
+        target_host = %rewrite.target_host,
+        status = info.status,
+        error = info.error.as_deref(),
+        error_description = info.error_description.as_deref(),
+        fallback = rewrite.fallback,
+        "upgraded login failed"
+    );
     event.upstream_error = Some(info);
     if rewrite.fallback {
         event.action = Action::Fallback;
@@ -269,17 +279,19 @@ async fn finish(
         Err(e) => upstream_failed(e),
     };
     event.status = resp.status().as_u16();
+    // The event's fields but `ts`, `latency_ms` (known once the body has gone back) and the
+    // response facts; like the event, absent ones are left out (`None` records nothing).
     tracing::info!(
         host = %event.host,
-        grant = event.grant.as_deref().unwrap_or(""),
-        client_id = event.client_id.as_deref().unwrap_or(""),
-        username = event.username.as_deref().unwrap_or(""),
+        grant = event.grant.as_deref(),
+        client_id = event.client_id.as_deref(),
+        username = event.username.as_deref(),
         action = event.action.as_str(),
-        flow = event.flow.as_deref().unwrap_or(""),
-        target_host = event.target_host.as_deref().unwrap_or(""),
+        flow = event.flow.as_deref(),
+        target_host = event.target_host.as_deref(),
         status = event.status,
-        reason = event.reason.as_deref().unwrap_or(""),
-        password_check = event.password_check.map_or("", |c| c.as_str()),
+        reason = event.reason.as_deref(),
+        password_check = event.password_check.map(|c| c.as_str()),
         "token request"
     );
     let (parts, body) = resp.into_parts();

@@ -171,3 +171,96 @@ async fn log_lines_name_their_client_connection_and_request_but_never_the_query(
         "{failed}"
     );
 }
+
+/// No JSON field of a log line is Rust `Debug` text or an empty string.
+fn assert_plain_fields(line: &serde_json::Value) {
+    for (name, value) in line["fields"].as_object().unwrap() {
+        if let Some(text) = value.as_str() {
+            assert!(!text.is_empty(), "empty field {name}: {line}");
+            assert!(!text.starts_with("Some("), "Debug form in {name}: {line}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn token_request_and_failed_upgrade_logs_have_typed_values_and_name_the_credential_set() {
+    let up = Upstreams::start().await;
+    up.sf
+        .edit(|w| w.org_mut(acme::ORG_ID).app_mut(acme::CLIENT_ID).run_as_user = None);
+    let mut bin = start(&up).await;
+    let reply = bin.login(LOGIN_HOST, &acme_password_form()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+
+    let failed = &bin.bin.wait_for_json_logs("upgraded login failed", 1).await[0];
+    assert_eq!(failed["level"], "WARN", "{failed}");
+    let fields = &failed["fields"];
+    assert_eq!(fields["client_id"], acme::CLIENT_ID, "{failed}");
+    assert_eq!(fields["username"], acme::USERNAME, "{failed}");
+    assert_eq!(fields["target_host"], acme::MY_DOMAIN, "{failed}");
+    assert!(fields["status"].is_u64(), "status is a number: {failed}");
+    assert!(fields["error"].is_string(), "{failed}");
+    assert_eq!(fields["fallback"], true, "{failed}");
+    assert_plain_fields(failed);
+
+    let token = &bin.bin.wait_for_json_logs("token request", 1).await[0];
+    assert_eq!(token["level"], "INFO");
+    assert_eq!(token["fields"]["status"], 200, "a JSON number: {token}");
+    assert_eq!(token["fields"]["action"], "fallback");
+    assert_plain_fields(token);
+
+    // An unmapped login has no flow, target_host or reason: they are left out.
+    let other = password_form(
+        acme::CLIENT_ID,
+        acme::CLIENT_SECRET,
+        acme::REPORTS_USERNAME,
+        acme::REPORTS_PASSWORD,
+    );
+    assert_eq!(bin.login(LOGIN_HOST, &other).await.status, 200);
+    let unmapped = &bin.bin.wait_for_json_logs("token request", 2).await[1];
+    assert_eq!(unmapped["fields"]["action"], "unmapped", "{unmapped}");
+    for absent in ["flow", "target_host", "reason", "password_check"] {
+        assert!(
+            unmapped["fields"].get(absent).is_none(),
+            "{absent} is left out: {unmapped}"
+        );
+    }
+    assert_plain_fields(unmapped);
+    bin.stop().await;
+    assert!(
+        !bin.bin.stderr().contains("\x1b["),
+        "no colour codes in a pipe"
+    );
+}
+
+#[tokio::test]
+async fn human_logs_to_a_pipe_have_no_colour_and_no_debug_values() {
+    let up = Upstreams::start().await;
+    up.sf
+        .edit(|w| w.org_mut(acme::ORG_ID).app_mut(acme::CLIENT_ID).run_as_user = None);
+    let builder = TestProxy::builder().extra_toml(&acme_mapping());
+    let mut bin = BinaryProxy::start(GRANTSHIFT, &up, &builder, "human", None).await;
+    assert_eq!(
+        bin.login(LOGIN_HOST, &acme_password_form()).await.status,
+        200
+    );
+    bin.bin
+        .wait_for_stderr("a `token request` line", |lines| {
+            lines.iter().any(|l| l.contains("token request"))
+        })
+        .await;
+    bin.stop().await;
+    let stderr = bin.bin.stderr();
+    assert!(
+        !stderr.contains("\x1b["),
+        "no colour codes in a pipe: {stderr}"
+    );
+    let failed = stderr
+        .lines()
+        .find(|l| l.contains("upgraded login failed"))
+        .expect("the failed upgrade is logged");
+    assert!(failed.contains("WARN"), "{failed}");
+    assert!(failed.contains(acme::USERNAME), "{failed}");
+    for bad in ["Some(", "=\"\""] {
+        assert!(!stderr.contains(bad), "{bad} in the log: {stderr}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Reloading the config (docs/operating.md, "Reloading the config (SIGHUP)", "The config file", "The upgrade"): a new `percent` takes effect for the
 //! next login, also on connections opened before the reload, while open blind tunnels keep
-//! working; raising `percent` only adds sets; SIGHUP on the binary with an invalid file keeps
+//! working; raising `percent` only adds sets; SIGHUP reopens the events file (rotation); SIGHUP on the binary with an invalid file keeps
 //! the running config (and says so), and a valid file then applies.
 
 use crate::GRANTSHIFT;
@@ -366,5 +366,63 @@ async fn sighup_changing_keys_that_need_a_restart_warns_naming_them_and_applies_
     assert_eq!(
         token_request_actions(&bin, 2).await,
         ["observed", "upgraded"]
+    );
+}
+
+#[tokio::test]
+async fn sighup_reopens_the_events_file_so_a_renamed_file_keeps_exactly_the_earlier_events() {
+    let up = Upstreams::start().await;
+    let builder = TestProxy::builder().extra_toml(&config_with_percent(100));
+    let mut bin = BinaryProxy::start(GRANTSHIFT, &up, &builder, "json", None).await;
+    let path = bin.events_path();
+    let rotated = bin.dir().join("events.1.jsonl");
+    let lines_in = |file: &std::path::Path| read_events(file).len();
+
+    for _ in 0..3 {
+        assert_eq!(
+            bin.login(LOGIN_HOST, &acme_password_form()).await.status,
+            200
+        );
+    }
+    testkit::faults::eventually("3 events in the file", || match lines_in(&path) {
+        3 => Ok(()),
+        n => Err(format!("{n} lines")),
+    })
+    .await;
+
+    // logrotate without copytruncate: rename, then SIGHUP (postrotate).
+    std::fs::rename(&path, &rotated).unwrap();
+    bin.bin.signal("HUP");
+    nth_log_starting_with(&bin, "config reloaded", 1).await;
+    for _ in 0..2 {
+        assert_eq!(
+            bin.login(LOGIN_HOST, &acme_password_form()).await.status,
+            200
+        );
+    }
+    // After a clean exit everything is written.
+    bin.stop().await;
+
+    let old = read_events(&rotated);
+    let new = read_events(&path);
+    assert_eq!(
+        old.len(),
+        3,
+        "the renamed file has the events before the HUP: {old:?}"
+    );
+    assert_eq!(
+        new.len(),
+        2,
+        "the new file has the events after it: {new:?}"
+    );
+    let stamps: std::collections::BTreeSet<&str> = old
+        .iter()
+        .chain(&new)
+        .map(|e| e["ts"].as_str().unwrap())
+        .collect();
+    assert_eq!(stamps.len(), 5, "no event lost or written twice");
+    assert!(
+        old.last().unwrap()["ts"].as_str() < new.first().unwrap()["ts"].as_str(),
+        "the new file continues where the old one ends"
     );
 }

@@ -765,3 +765,53 @@ async fn a_login_with_basic_client_authentication_is_a_credential_set_with_its_c
         );
     }
 }
+
+#[tokio::test]
+async fn two_usernames_of_one_app_upgraded_with_jwt_bearer_are_upgraded_not_needs_jwt() {
+    // The advice of needs-jwt followed: both usernames of the app mapped with
+    // flow = "jwt_bearer" (each with its configured password_hash), and their logins upgrade.
+    let proxy = TestProxy::builder()
+        .extra_toml(&jwt_credentials_with_password_toml(
+            acme::USERNAME,
+            Some(acme::MY_DOMAIN),
+            "jwt-app.pkcs8.pem",
+            acme::PASSWORD,
+        ))
+        .extra_toml(&jwt_credentials_with_password_toml(
+            acme::REPORTS_USERNAME,
+            Some(acme::MY_DOMAIN),
+            "jwt-app.pkcs8.pem",
+            acme::REPORTS_PASSWORD,
+        ))
+        .start()
+        .await;
+    let reports_form = password_form(
+        acme::CLIENT_ID,
+        acme::CLIENT_SECRET,
+        acme::REPORTS_USERNAME,
+        acme::REPORTS_PASSWORD,
+    );
+    for _ in 0..2 {
+        let event = login(&proxy, LOGIN_HOST, &acme_password_form(), 200, "upgraded").await;
+        assert_eq!(event["flow"], "jwt_bearer");
+        let event = login(&proxy, LOGIN_HOST, &reports_form, 200, "upgraded").await;
+        assert_eq!(event["flow"], "jwt_bearer");
+    }
+
+    let live = live_report(proxy.admin_addr()).await;
+    let config = proxy.config_path();
+    let cli = report_cli(
+        GRANTSHIFT,
+        proxy.dir(),
+        &[&proxy.events_path()],
+        &["-c", config.to_str().unwrap(), "--json"],
+    )
+    .await;
+    let cli: Value = serde_json::from_str(&cli.stdout).unwrap();
+    assert_eq!(cli, live, "the live and the CLI report agree");
+    for username in [acme::USERNAME, acme::REPORTS_USERNAME] {
+        let row = report_row(&live, acme::CLIENT_ID, username);
+        assert_eq!(row["verdict"], "upgraded", "{row}");
+        assert_eq!(row["upgraded_via"], acme::MY_DOMAIN, "{row}");
+    }
+}
