@@ -107,6 +107,15 @@ fn init_logging(format: LogFormat) {
 
 fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
+    // Where the config came from, as Config::load chose: -c, else $GRANTSHIFT_CONFIG.
+    let source = config_path
+        .clone()
+        .or_else(|| std::env::var_os(grantshift::config::CONFIG_ENV).map(PathBuf::from))
+        .map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        );
+    let (rules, credentials) = (config.rollout.len(), config.credentials.len());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -126,12 +135,24 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .with_context(|| format!("proxy.listen: cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "proxy listening");
+        let mut listeners = format!("proxy {addr}");
         if let Some(admin) = proxy.start_admin().await? {
             tracing::info!(addr = %admin, "admin listening");
+            listeners += &format!(", admin {admin}");
         }
         if let Some(tls) = proxy.start_tls_listener().await? {
             tracing::info!(addr = %tls, "transparent TLS listening");
+            listeners += &format!(", tls {tls}");
         }
+        // One line that says what this process is: which build, which config, where.
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = %source,
+            listeners = %listeners,
+            rollout_rules = rules,
+            credentials,
+            "grantshift started"
+        );
         tokio::spawn(reload_on_sighup(hup, config_path, proxy.reloader()));
         proxy.serve(listener, shutdown).await?;
         Ok(())
