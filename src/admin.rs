@@ -1,8 +1,8 @@
-//! The admin server: `/healthz`, `/metrics`, `/report` (JSON) and `/` (an HTML page of the
+//! The admin server: `/healthz`, `/readyz`, `/metrics`, `/report` (JSON) and `/` (an HTML page of the
 //! report and the rollout rules). Read-only and secret-free by construction: it only renders
 //! metrics, the report and the rollout rules. With `proxy.admin_token_env` set, every path
-//! but `/healthz` (probed by load balancers and the container's health check, and telling
-//! nothing) needs `Authorization: Bearer <token>`.
+//! but `/healthz` and `/readyz` (probed by load balancers, orchestrators and the container's
+//! health check, and telling nothing) needs `Authorization: Bearer <token>`.
 
 use crate::access;
 use crate::body::{full_body, text_response, Body};
@@ -77,7 +77,7 @@ pub async fn serve(listener: TcpListener, state: Arc<State>) {
 }
 
 async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Body>, Infallible> {
-    if req.uri().path() != "/healthz" {
+    if !matches!(req.uri().path(), "/healthz" | "/readyz") {
         let config = state.config();
         if let Some(token) = &config.proxy.admin_token {
             if !token.accepts(req.headers()) {
@@ -98,6 +98,11 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bod
     }
     Ok(match req.uri().path() {
         "/healthz" => text_response(StatusCode::OK, "ok"),
+        // Config and CA are loaded before the admin server starts; this adds the proxy port.
+        "/readyz" => match state.readiness.check() {
+            Ok(()) => text_response(StatusCode::OK, "ready"),
+            Err(reason) => text_response(StatusCode::SERVICE_UNAVAILABLE, reason),
+        },
         "/metrics" => with_type(
             state.metrics.encode(),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -112,7 +117,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bod
         ),
         _ => text_response(
             StatusCode::NOT_FOUND,
-            "not found: try /, /report, /metrics, /healthz",
+            "not found: try /, /report, /metrics, /healthz, /readyz",
         ),
     })
 }

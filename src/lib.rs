@@ -8,7 +8,7 @@
 //!   graceful shutdown, [`ProxyHandle`], [`Reloader`] (SIGHUP).
 //! - [`preflight`]: the checks `run` makes before it creates anything, and `check` makes
 //!   alone (CA files, events file, upstream roots; CA warnings).
-//! - [`admin`]: `/healthz`, `/metrics`, `/report`, `/`.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/report`, `/`.
 //! - [`server`]: the one accept loop every listener uses (connection cap, `TCP_NODELAY`,
 //!   backoff), and binding with a deep accept queue.
 //! - [`connect`]: the HTTP/1.1 proxy front: `CONNECT` → tunnel or intercept; absolute-form

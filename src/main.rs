@@ -42,6 +42,14 @@ enum Command {
         #[arg(long)]
         renew: bool,
     },
+    /// Write a commented grantshift.toml (the -c path, default ./grantshift.toml); never
+    /// overwrites a file.
+    Init {
+        /// Start in observe mode: a `host = "*"` rule that only watches (the migration's
+        /// first step).
+        #[arg(long)]
+        observe: bool,
+    },
     /// Validate the config and print the effective settings.
     Check,
     /// The migration report from one or more event files (several replicas merge).
@@ -72,6 +80,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cli.config),
         Command::Ca { renew } => ca(cli.config, renew),
+        Command::Init { observe } => init(cli.config, observe),
         Command::Check => check(cli.config),
         Command::Report {
             events,
@@ -107,6 +116,15 @@ fn init_logging(format: LogFormat) {
 
 fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
+    // Where the config came from, as Config::load chose: -c, else $GRANTSHIFT_CONFIG.
+    let source = config_path
+        .clone()
+        .or_else(|| std::env::var_os(grantshift::config::CONFIG_ENV).map(PathBuf::from))
+        .map_or_else(
+            || "built-in defaults".to_owned(),
+            |p| p.display().to_string(),
+        );
+    let (rules, credentials) = (config.rollout.len(), config.credentials.len());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -126,12 +144,24 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             .with_context(|| format!("proxy.listen: cannot listen on {listen}"))?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "proxy listening");
+        let mut listeners = format!("proxy {addr}");
         if let Some(admin) = proxy.start_admin().await? {
             tracing::info!(addr = %admin, "admin listening");
+            listeners += &format!(", admin {admin}");
         }
         if let Some(tls) = proxy.start_tls_listener().await? {
             tracing::info!(addr = %tls, "transparent TLS listening");
+            listeners += &format!(", tls {tls}");
         }
+        // One line that says what this process is: which build, which config, where.
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = %source,
+            listeners = %listeners,
+            rollout_rules = rules,
+            credentials,
+            "grantshift started"
+        );
         tokio::spawn(reload_on_sighup(hup, config_path, proxy.reloader()));
         proxy.serve(listener, shutdown).await?;
         Ok(())
@@ -236,6 +266,51 @@ Then point the client at the proxy: export HTTPS_PROXY=http://127.0.0.1:3128
 
 /// The same checks `run` makes before it creates anything ([`grantshift::preflight`]), then
 /// the effective settings. Warnings go to stderr; they do not fail the check.
+/// The commented config `init` writes: the repository's `grantshift.example.toml`, so the
+/// two cannot drift.
+const EXAMPLE_CONFIG: &str = include_str!("../grantshift.example.toml");
+/// The observe rule as the example has it (commented out), and as `init --observe` writes it.
+const OBSERVE_RULE_OFF: &str = "# [[rollout]]\n# host = \"*\"\n# mode = \"observe\"\n";
+const OBSERVE_RULE_ON: &str = "[[rollout]]\nhost = \"*\"\nmode = \"observe\"\n";
+
+/// The text `init` writes.
+fn init_text(observe: bool) -> String {
+    assert!(
+        EXAMPLE_CONFIG.contains(OBSERVE_RULE_OFF),
+        "grantshift.example.toml has the commented observe rule"
+    );
+    if observe {
+        EXAMPLE_CONFIG.replacen(OBSERVE_RULE_OFF, OBSERVE_RULE_ON, 1)
+    } else {
+        EXAMPLE_CONFIG.to_owned()
+    }
+}
+
+fn init(config: Option<PathBuf>, observe: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    let path = config.unwrap_or_else(|| PathBuf::from("grantshift.toml"));
+    // create_new: an existing file (or a link to one) is never overwritten.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "init: cannot create {} (an existing file is never overwritten)",
+                path.display()
+            )
+        })?;
+    file.write_all(init_text(observe).as_bytes())
+        .with_context(|| format!("init: writing {}", path.display()))?;
+    let mode = if observe { " (observe mode)" } else { "" };
+    println!("wrote {}{mode}", path.display());
+    println!(
+        "next: grantshift check -c {0}; grantshift run -c {0}",
+        path.display()
+    );
+    Ok(())
+}
+
 fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config.as_deref())?;
     let checked = grantshift::preflight::run(&config)?;

@@ -187,6 +187,15 @@ impl Proxy {
             state.upstream.dialer.add_own_listener(bound);
         }
         let slots = state.slots.clone();
+        // Ready (`/readyz`) from the first accept until shutdown begins.
+        state.readiness.serving();
+        let shutdown = {
+            let state = state.clone();
+            async move {
+                shutdown.await;
+                state.readiness.stopping();
+            }
+        };
         accept_loop(listener, "proxy", slots, shutdown, |tcp, peer, slot| {
             let idle = state.config().proxy.idle_timeout;
             let conn = ClientConn::new(peer, "proxy", idle, Some(slot));
@@ -236,6 +245,11 @@ impl ProxyHandle {
     /// The migration report.
     pub fn report(&self) -> Report {
         self.state.report()
+    }
+
+    /// What `/readyz` answers: `Ok` while the proxy port accepts, else the reason.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        self.state.readiness.check()
     }
 
     /// Make the named fault point panic for requests to `host` on this proxy (test builds).

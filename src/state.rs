@@ -35,6 +35,43 @@ pub struct State {
     pub token_bodies: MemoryBudget,
     /// Test-only panic points (nothing in a normal build).
     pub faults: Faults,
+    /// Whether the proxy port accepts (`/readyz`).
+    pub readiness: Readiness,
+}
+
+/// Where the proxy port is in its life, for `/readyz`: config and CA are loaded before a
+/// [`State`] exists, so readiness is only whether the proxy listener accepts.
+#[derive(Default)]
+pub struct Readiness(std::sync::atomic::AtomicU8);
+
+const STARTING: u8 = 0;
+const SERVING: u8 = 1;
+const STOPPING: u8 = 2;
+
+impl Readiness {
+    /// The proxy listener has started accepting.
+    pub fn serving(&self) {
+        let _ = self.0.compare_exchange(
+            STARTING,
+            SERVING,
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+        );
+    }
+
+    /// Shutdown has begun: no new connections from here on.
+    pub fn stopping(&self) {
+        self.0.store(STOPPING, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// `Ok` when ready; otherwise a one-line reason.
+    pub fn check(&self) -> Result<(), &'static str> {
+        match self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            SERVING => Ok(()),
+            STARTING => Err("not ready: the proxy listener is not serving yet"),
+            _ => Err("not ready: shutting down"),
+        }
+    }
 }
 
 /// The parts [`State::new`] is built from.
@@ -67,6 +104,7 @@ impl State {
             slots,
             token_bodies,
             faults: Faults::default(),
+            readiness: Readiness::default(),
         }
     }
 
@@ -103,5 +141,24 @@ impl State {
             .lock()
             .expect("report lock")
             .set_max_sets(max_sets)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Readiness;
+
+    #[test]
+    fn readiness_goes_starting_serving_stopping_and_never_back() {
+        let r = Readiness::default();
+        assert_eq!(
+            r.check(),
+            Err("not ready: the proxy listener is not serving yet")
+        );
+        r.serving();
+        assert_eq!(r.check(), Ok(()));
+        r.stopping();
+        r.serving();
+        assert_eq!(r.check(), Err("not ready: shutting down"));
     }
 }

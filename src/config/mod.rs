@@ -58,7 +58,7 @@ pub struct ProxyConfig {
     /// Where the proxy front listens. Loopback by default: a proxy that sees passwords is not
     /// opened to a network unless the operator says so.
     pub listen: SocketAddr,
-    /// The admin server (`/healthz`, `/metrics`, `/report`, `/`); `""` disables it.
+    /// The admin server (`/healthz`, `/readyz`, `/metrics`, `/report`, `/`); `""` disables it.
     pub admin_listen: String,
     /// Transparent TLS listener for clients that ignore proxy settings (DNS or /etc/hosts
     /// points the Salesforce hosts here); `""` (default) disables it.

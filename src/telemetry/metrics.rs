@@ -44,6 +44,11 @@ struct ProtocolLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     result: String,
 }
@@ -252,6 +257,18 @@ impl Metrics {
             "grantshift_password_verifiers",
             "Password verifiers known now, by source (learned: in the state file; configured: password_hash entries)",
             password_verifiers.clone(),
+        );
+        // The running version, as Prometheus convention has it: a gauge at 1.
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+            })
+            .set(1);
+        registry.register(
+            "grantshift_build_info",
+            "The running grantshift's version (always 1)",
+            build_info,
         );
         // Series that should read 0 rather than be absent before anything happens.
         for check in [

@@ -1,4 +1,6 @@
-//! docs/operating.md, "The events file", the admin server: `GET /healthz` → `200 ok`, `/metrics` (OpenMetrics), `/report`
+//! docs/operating.md, "The events file", the admin server: `GET /healthz` → `200 ok`,
+//! `/readyz` → `200 ready` only while the proxy port serves (`503` with the reason before and
+//! once shutdown begins), `/metrics` (OpenMetrics), `/report`
 //! (JSON), `/` (HTML); read-only (every write method gets `405` and changes nothing);
 //! `admin_listen = ""` turns it off.
 
@@ -77,6 +79,60 @@ async fn admin_server_serves_healthz_metrics_report_and_page() {
 }
 
 #[tokio::test]
+async fn readyz_is_503_until_the_proxy_port_serves_and_again_once_shutdown_begins() {
+    // In-process, admin started before serve(): config and CA loaded, proxy port not serving.
+    testkit::init_crypto();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml_str(
+        "[proxy]\nadmin_listen = \"127.0.0.1:0\"\n[telemetry]\nevents = \"\"\n",
+        dir.path(),
+    )
+    .expect("config");
+    let proxy = Proxy::new(config).expect("proxy");
+    let handle = proxy.handle();
+    let admin = proxy
+        .start_admin()
+        .await
+        .expect("start_admin")
+        .expect("admin");
+    let early = admin_get(admin, "/readyz").await;
+    assert_eq!(early.status, 503);
+    assert_eq!(
+        early.text(),
+        "not ready: the proxy listener is not serving yet\n"
+    );
+    assert_eq!(
+        admin_get(admin, "/healthz").await.status,
+        200,
+        "alive all the same"
+    );
+
+    // Serving: a CONNECT through the proxy port proves it accepts; now ready.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let serve = tokio::spawn(proxy.serve(listener, async move {
+        let _ = rx.await;
+    }));
+    let (status, _tcp) = connect_tunnel(addr, "127.0.0.1:9").await;
+    assert!(status >= 200, "the proxy port answered");
+    let ready = admin_get(admin, "/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.text(), "ready\n");
+    let head = admin_request(admin, Method::HEAD, "/readyz", None).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(handle.readiness(), Ok(()));
+
+    // Shutdown: not ready from the moment it begins (the admin port then closes as it drains).
+    tx.send(()).unwrap();
+    within(30, "serve() returning", serve)
+        .await
+        .unwrap()
+        .expect("serve");
+    assert_eq!(handle.readiness(), Err("not ready: shutting down"));
+}
+
+#[tokio::test]
 async fn admin_server_refuses_every_write_method_and_changes_nothing() {
     let proxy = TestProxy::start(&acme_mapping()).await;
     let admin = proxy.admin_addr();
@@ -88,7 +144,9 @@ async fn admin_server_refuses_every_write_method_and_changes_nothing() {
     let report_before = live_report(admin).await;
     let page_before = admin_get(admin, "/").await.text();
 
-    for path in ["/", "/report", "/metrics", "/healthz", "/reload", "/config"] {
+    for path in [
+        "/", "/report", "/metrics", "/healthz", "/readyz", "/reload", "/config",
+    ] {
         for method in [Method::POST, Method::PUT, Method::PATCH, Method::DELETE] {
             let reply =
                 admin_request(admin, method.clone(), path, Some("{\"credentials\":[]}")).await;

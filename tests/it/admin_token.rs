@@ -1,5 +1,5 @@
 //! The admin server's bearer token (docs/operating.md, "Who may use the proxy"): with
-//! `proxy.admin_token_env` set, every admin request but `/healthz` needs `Authorization:
+//! `proxy.admin_token_env` set, every admin request but `/healthz` and `/readyz` needs `Authorization:
 //! Bearer <token>` (else `401` with a `Bearer` challenge); the token comes from the named
 //! environment variable (missing or empty stops start-up, naming the variable) and never
 //! appears in a log, an error or `grantshift check`.
@@ -93,6 +93,16 @@ async fn admin_requests_need_the_bearer_token_and_healthz_stays_open() {
     assert_eq!(head.status, 200);
     assert_eq!(
         admin_get_bearer(admin, "/healthz", "wrong").await.status,
+        200
+    );
+
+    // /readyz: orchestrators probe it without credentials too (once the proxy port serves).
+    assert_eq!(proxy.connect(&format!("{LOGIN_HOST}:443")).await.0, 200);
+    let ready = admin_get(admin, "/readyz").await;
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    assert_eq!(ready.text(), "ready\n");
+    assert_eq!(
+        admin_get_bearer(admin, "/readyz", "wrong").await.status,
         200
     );
 }

@@ -75,6 +75,42 @@ async fn every_stderr_line_is_json_with_log_format_json() {
     }
 }
 
+#[tokio::test]
+async fn start_up_logs_one_line_with_version_config_listeners_and_counts() {
+    let up = Upstreams::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = TestProxy::builder()
+        .extra_toml(&(acme_mapping() + &rollout_toml("*", "observe", 100, true)))
+        .render(&up);
+    let (rules, credentials) = (
+        text.matches("[[rollout]]").count(),
+        text.matches("[[credentials]]").count(),
+    );
+    assert!(rules > 0 && credentials > 0, "the config has both:\n{text}");
+    let config = dir.path().join("grantshift.toml");
+    std::fs::write(&config, &text).unwrap();
+    let mut cmd = GRANTSHIFT.command(dir.path());
+    cmd.arg("run")
+        .arg("-c")
+        .arg(&config)
+        .args(["--log-format", "json"]);
+    let mut bin = RunningBinary::start(cmd).await;
+    let line = bin.wait_for_json_logs("grantshift started", 1).await[0].clone();
+    assert_eq!(line["level"], "INFO", "{line}");
+    let fields = &line["fields"];
+    assert_eq!(fields["version"], env!("CARGO_PKG_VERSION"), "{line}");
+    assert_eq!(fields["config"], config.display().to_string(), "{line}");
+    assert_eq!(fields["rollout_rules"], rules, "{line}");
+    assert_eq!(fields["credentials"], credentials, "{line}");
+    let listeners = fields["listeners"].as_str().expect("listeners is a string");
+    assert!(
+        listeners.starts_with(&format!("proxy {}, admin 127.0.0.1:", bin.addr())),
+        "{line}"
+    );
+    bin.signal("TERM");
+    assert_eq!(bin.wait().await.code(), Some(0));
+}
+
 /// The kernel's name for where thread `pid` sleeps (`/proc/PID/wchan`).
 fn wchan(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default()

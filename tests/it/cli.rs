@@ -254,3 +254,60 @@ async fn run_with_an_events_file_in_a_missing_directory_fails_before_creating_th
     );
     assert!(!dir.path().join("pki").exists(), "not even its directory");
 }
+
+/// The repository's example config, as shipped.
+const EXAMPLE: &str = include_str!("../../grantshift.example.toml");
+
+#[test]
+fn the_example_config_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = grantshift::config::Config::from_toml_str(EXAMPLE, dir.path())
+        .unwrap_or_else(|e| panic!("grantshift.example.toml: {e}"));
+    // No rule active: the built-in default (upgrade everything, with fallback) applies.
+    assert_eq!(config.rollout.len(), 1);
+    assert_eq!(config.rollout[0].mode, grantshift::config::Mode::Upgrade);
+}
+
+#[tokio::test]
+async fn init_writes_the_example_or_its_observe_variant_and_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    // Plain: the example itself, in ./grantshift.toml.
+    let mut cmd = GRANTSHIFT.command(dir.path());
+    cmd.arg("init");
+    let out = run_to_end(cmd).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.starts_with("wrote grantshift.toml\n"), "{out:?}");
+    let written = dir.path().join("grantshift.toml");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), EXAMPLE);
+
+    // Again: refused, the file unchanged.
+    std::fs::write(&written, "# mine\n").unwrap();
+    let mut cmd = GRANTSHIFT.command(dir.path());
+    cmd.args(["init", "--observe"]);
+    let out = run_to_end(cmd).await;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        out.stderr.contains("grantshift.toml") && out.stderr.contains("never overwritten"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), "# mine\n");
+
+    // --observe -c PATH: one active rule, host "*" observe, and `check` accepts the file.
+    let observe = dir.path().join("etc-grantshift.toml");
+    let mut cmd = GRANTSHIFT.command(dir.path());
+    cmd.args(["init", "--observe", "-c"]).arg(&observe);
+    let out = run_to_end(cmd).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        out.stdout
+            .starts_with(&format!("wrote {} (observe mode)", observe.display())),
+        "{out:?}"
+    );
+    let text = std::fs::read_to_string(&observe).unwrap();
+    let config = grantshift::config::Config::from_toml_str(&text, dir.path()).expect("parses");
+    assert_eq!(config.rollout.len(), 1, "{text}");
+    assert_eq!(config.rollout[0].host, "*");
+    assert_eq!(config.rollout[0].mode, grantshift::config::Mode::Observe);
+    let checked = check(dir.path(), &["-c", observe.to_str().unwrap()], None).await;
+    assert!(checked.status.success(), "{checked:?}");
+}

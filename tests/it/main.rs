@@ -48,6 +48,7 @@ mod rollout;
 mod secrets;
 mod shutdown;
 mod skipped;
+mod systemd;
 mod telemetry;
 mod token_bounds;
 mod transparency;

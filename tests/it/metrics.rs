@@ -309,11 +309,17 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         ("grantshift_password_refusals", "counter"),
         ("grantshift_password_hashes", "counter"),
         ("grantshift_password_verifiers", "gauge"),
+        ("grantshift_build_info", "gauge"),
     ]
     .iter()
     .map(|(n, k)| (n.to_string(), k.to_string()))
     .collect();
     assert_eq!(families, expected);
+    assert_eq!(
+        m.series("grantshift_build_info"),
+        [(label_set(&[("version", env!("CARGO_PKG_VERSION"))]), 1.0)].into(),
+        "one series, the running version, at 1"
+    );
     for f in &m.families {
         assert!(
             f.help.as_deref().is_some_and(|h| !h.is_empty()),
