@@ -62,6 +62,14 @@ pub struct Cost {
 }
 
 impl Cost {
+    /// The cheapest cost Argon2 accepts: for unit tests that only need some verifier.
+    #[cfg(test)]
+    pub const CHEAPEST: Cost = Cost {
+        memory_kib: 8,
+        passes: 1,
+        lanes: 1,
+    };
+
     /// OWASP's Password Storage Cheat Sheet, Argon2id: 19 MiB of memory, 2 passes, 1 lane
     /// (one of its equivalent settings; the one that costs the least memory at t = 2).
     pub const OWASP: Cost = Cost {
@@ -216,12 +224,7 @@ impl fmt::Debug for Digest {
 mod tests {
     use super::*;
 
-    /// Tests that only need some verifier use the cheapest Argon2 accepts.
-    const CHEAP: Cost = Cost {
-        memory_kib: 8,
-        passes: 1,
-        lanes: 1,
-    };
+    const CHEAP: Cost = Cost::CHEAPEST;
 
     #[test]
     fn a_verifier_matches_its_password_only() {

@@ -274,11 +274,7 @@ mod tests {
     use super::*;
     use crate::password::Cost;
 
-    const CHEAP: Cost = Cost {
-        memory_kib: 8,
-        passes: 1,
-        lanes: 1,
-    };
+    const CHEAP: Cost = Cost::CHEAPEST;
 
     fn verifiers(dir: &std::path::Path) -> (Verifiers, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
