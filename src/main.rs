@@ -124,7 +124,14 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             || "built-in defaults".to_owned(),
             |p| p.display().to_string(),
         );
-    let (rules, credentials) = (config.rollout.len(), config.credentials.len());
+    // Rules from the file: the built-in default is said in words instead.
+    let rules = if config.rollout_is_default {
+        0
+    } else {
+        config.rollout.len()
+    };
+    let default_rollout = config.rollout_is_default;
+    let credentials = config.credentials.len();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -152,6 +159,10 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         if let Some(tls) = proxy.start_tls_listener().await? {
             tracing::info!(addr = %tls, "transparent TLS listening");
             listeners += &format!(", tls {tls}");
+        }
+        // What the built-in default does, said before the start-up line (which ends start-up).
+        if default_rollout {
+            tracing::info!("{}", grantshift::config::RolloutRule::DEFAULT_IN_WORDS);
         }
         // One line that says what this process is: which build, which config, where.
         tracing::info!(
@@ -329,8 +340,13 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
         ),
         None => "absent: created on first start".into(),
     };
+    let default_rollout = if config.rollout_is_default {
+        format!("# {}\n", grantshift::config::RolloutRule::DEFAULT_IN_WORDS)
+    } else {
+        String::new()
+    };
     out(&format!(
-        "# config OK (CA {ca_state}; {} learned password verifiers); effective settings:\n{}",
+        "# config OK (CA {ca_state}; {} learned password verifiers); effective settings:\n{default_rollout}{}",
         checked.learned_verifiers,
         config.to_toml()
     ))

@@ -171,6 +171,7 @@ impl Config {
             })?;
         if config.rollout.is_empty() {
             config.rollout.push(RolloutRule::default_rule());
+            config.rollout_is_default = true;
         }
         Ok(config)
     }

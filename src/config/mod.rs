@@ -46,6 +46,9 @@ pub struct Config {
     /// First rule whose host pattern matches a password grant's request host wins. With no
     /// rules: upgrade every set, with fallback (docs/operating.md, "The config file").
     pub rollout: Vec<RolloutRule>,
+    /// The file has no `[[rollout]]`: `rollout` holds the built-in default rule alone.
+    #[serde(skip)]
+    pub rollout_is_default: bool,
     /// One entry per username the clients log in with.
     pub credentials: Vec<Credential>,
     pub telemetry: TelemetryConfig,
@@ -332,7 +335,11 @@ impl RolloutRule {
         self.host == "*" || hosts::pattern_matches(&self.host, host)
     }
 
-    fn default_rule() -> RolloutRule {
+    /// What the built-in default rule does, in the words the start-up log and `grantshift
+    /// check` use.
+    pub const DEFAULT_IN_WORDS: &'static str = "no [[rollout]] rules, so the built-in default applies: a password login already sent to a My Domain host (X.my.salesforce.com) is upgraded in place to client credentials, with fallback to the original login; a login sent to login.salesforce.com or test.salesforce.com passes through unchanged unless a [[credentials]] entry maps its username to a My Domain";
+
+    pub(crate) fn default_rule() -> RolloutRule {
         RolloutRule {
             host: "*".into(),
             mode: Mode::Upgrade,

@@ -107,8 +107,57 @@ async fn start_up_logs_one_line_with_version_config_listeners_and_counts() {
         listeners.starts_with(&format!("proxy {}, admin 127.0.0.1:", bin.addr())),
         "{line}"
     );
+    let logs = bin.stderr();
+    assert!(
+        !logs.contains("built-in default"),
+        "rules in the file: the default is not announced (it comes before this line): {logs}"
+    );
     bin.signal("TERM");
     assert_eq!(bin.wait().await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn with_no_rollout_rules_start_up_says_logins_to_a_my_domain_are_upgraded_in_place() {
+    let up = Upstreams::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = TestProxy::builder().render(&up);
+    assert!(!text.contains("[[rollout]]"), "{text}");
+    let config = dir.path().join("grantshift.toml");
+    std::fs::write(&config, &text).unwrap();
+    let mut cmd = GRANTSHIFT.command(dir.path());
+    cmd.arg("run")
+        .arg("-c")
+        .arg(&config)
+        .args(["--log-format", "json"]);
+    let mut bin = RunningBinary::start(cmd).await;
+    let started = bin.wait_for_json_logs("grantshift started", 1).await[0].clone();
+    assert_eq!(started["fields"]["rollout_rules"], 0, "{started}");
+    let words = grantshift::config::RolloutRule::DEFAULT_IN_WORDS;
+    let said = bin.wait_for_json_logs(words, 1).await[0].clone();
+    assert_eq!(said["level"], "INFO", "{said}");
+    let message = said["fields"]["message"].as_str().unwrap();
+    for words in [
+        "My Domain host",
+        "upgraded in place to client credentials",
+        "fallback",
+        "login.salesforce.com",
+        "passes through unchanged",
+    ] {
+        assert!(message.contains(words), "{words:?} in {message}");
+    }
+    bin.signal("TERM");
+    assert_eq!(bin.wait().await.code(), Some(0));
+    // `grantshift check` says the same.
+    let out = GRANTSHIFT
+        .command(dir.path())
+        .arg("check")
+        .arg("-c")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains(message), "{stdout}");
 }
 
 /// The kernel's name for where thread `pid` sleeps (`/proc/PID/wchan`).
