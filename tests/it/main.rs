@@ -23,6 +23,7 @@ mod config;
 mod connect_ports;
 mod container;
 mod curl;
+mod demo;
 mod destinations;
 mod edges_smoke;
 mod errors;
