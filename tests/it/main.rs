@@ -25,6 +25,7 @@ mod container;
 mod curl;
 mod demo;
 mod destinations;
+mod docs;
 mod edges_smoke;
 mod errors;
 mod fake_salesforce;
