@@ -21,13 +21,15 @@
 //!   send, fall back, record); [`token::facts`] reads token responses.
 //! - [`forward`]: forward unchanged; upstream errors become 502/504.
 //! - [`state`]: what every connection shares (config snapshot, CA, upstream, telemetry,
-//!   password verifiers, tasks).
+//!   password verifiers, the token broker, tasks).
 //! - [`conn`]: one client connection (address, idle clock, connection slot, tracing span) and
 //!   its [`conn::Target`].
 //! - [`tasks`]: spawn, drain and close every connection task.
 //! - [`verifiers`]: credential binding: each set's password verifier (configured, or learned
 //!   into the state file), the check an upgrade waits for (Argon2 off the async threads,
 //!   bounded, throttled; a keyed digest for passwords already accepted).
+//! - [`broker`]: the token broker: upgraded token responses cached per credentials (single
+//!   flight, negative entries, eviction by TTL, capacity, 401, revoke and reload).
 //! - [`policy`]: rollout rules → observe / upgrade (flow, target) / unmapped (pure).
 //! - [`oauth`]: token-request parsing and the grant rewrites, JWT signing (pure).
 //! - [`hop_by_hop`]: RFC 9110 §7.6.1 connection-specific header handling, and the request head
@@ -50,6 +52,7 @@
 pub mod access;
 pub mod admin;
 pub mod body;
+pub mod broker;
 pub mod ca;
 pub mod config;
 pub mod conn;

@@ -33,6 +33,11 @@ pub struct Upgrade {
     pub jwt: Option<(JwtKey, String)>,
     /// How the password is checked before the upgrade goes out.
     pub verify: Verification,
+    /// The `[[credentials]]` entry that decided it ([`Credential::fingerprint`]); `None` for
+    /// an upgrade in place at a My Domain with no entry.
+    ///
+    /// [`Credential::fingerprint`]: crate::config::Credential#structfield.fingerprint
+    pub credential: Option<[u8; 32]>,
 }
 
 /// How an upgrade's password is checked: the entry's `verify_password` and `password_hash`
@@ -137,6 +142,7 @@ pub fn decide(config: &Config, request_host: &str, grant: &PasswordGrant<'_>) ->
         fallback: rule.fallback,
         jwt,
         verify,
+        credential: credential.map(|c| c.fingerprint),
     })
 }
 

@@ -17,6 +17,9 @@ use arc_swap::ArcSwap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// How often expired token cache entries are wiped.
+const CACHE_SWEEP: std::time::Duration = std::time::Duration::from_secs(15);
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -187,6 +190,21 @@ impl Proxy {
             state.upstream.dialer.add_own_listener(bound);
         }
         let slots = state.slots.clone();
+        // No cached session stays in memory past its time, asked for again or not.
+        let sweeper = {
+            let state = Arc::downgrade(&state);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(CACHE_SWEEP);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    match state.upgrade() {
+                        Some(state) => state.token_cache.sweep(),
+                        None => return,
+                    }
+                }
+            })
+        };
         // Ready (`/readyz`) from the first accept until shutdown begins.
         state.readiness.serving();
         let shutdown = {
@@ -207,6 +225,7 @@ impl Proxy {
         .await;
         let grace = state.config().proxy.shutdown_grace;
         state.tasks.drain(grace).await;
+        sweeper.abort();
         // Every login's event is on disk before the process exits, unless the events file
         // itself is stuck (a full disk, a hung NFS mount): that must not hold the exit.
         if tokio::time::timeout(grace, state.events.sync())
@@ -295,6 +314,14 @@ impl Reloader {
                 "proxy.token_body_budget",
                 old.proxy.token_body_budget != new.proxy.token_body_budget,
             ),
+            (
+                "token_cache.max_entries",
+                old.token_cache.max_entries != new.token_cache.max_entries,
+            ),
+            (
+                "token_cache.max_bytes",
+                old.token_cache.max_bytes != new.token_cache.max_bytes,
+            ),
             ("ca.cert", old.ca.cert != new.ca.cert),
             ("state.dir", old.state.dir != new.state.dir),
             ("ca.key", old.ca.key != new.ca.key),
@@ -329,6 +356,20 @@ impl Reloader {
         self.state.metrics.report_sets_dropped(dropped);
         self.state.metrics.configure(&new);
         self.state.verifiers.prune(&new);
+        // Cached answers of credentials entries that changed or went are dropped (all of
+        // them when the cache is turned off).
+        let keep: std::collections::HashSet<[u8; 32]> =
+            new.credentials.iter().map(|c| c.fingerprint).collect();
+        let dropped = self
+            .state
+            .token_cache
+            .reload(new.token_cache.enabled.then_some(&keep));
+        if dropped > 0 {
+            tracing::info!(
+                entries = dropped,
+                "token cache entries dropped by the reload"
+            );
+        }
         self.state.store_config(new);
         self.state.metrics.config_reload(true);
         tracing::info!("config reloaded");

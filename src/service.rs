@@ -55,7 +55,11 @@ async fn dispatch(
     if oauth::is_token_request(req.method(), req.uri().path()) {
         return token::handle(req, target, conn.addr, state).await;
     }
+    if token::revoke::applies(&req, state) {
+        return token::revoke::handle(req, target, conn.addr, state).await;
+    }
     let (mut parts, body) = req.into_parts();
+    let carried = token::revoke::carried_token(&parts.headers, state);
     parts.uri = match target.uri(&parts.uri) {
         Ok(uri) => uri,
         Err(e) => {
@@ -66,10 +70,12 @@ async fn dispatch(
         }
     };
     hop_by_hop::strip(&mut parts.headers);
-    forward::forward(
+    let resp = forward::forward(
         Request::from_parts(parts, body.boxed()),
         &target.host,
         state,
     )
-    .await
+    .await;
+    token::revoke::after_api_call(carried, resp.status(), state);
+    resp
 }

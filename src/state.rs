@@ -2,6 +2,7 @@
 //! read by every stage below it.
 
 use crate::body::MemoryBudget;
+use crate::broker::cache::TokenCache;
 use crate::ca::CertificateAuthority;
 use crate::config::Config;
 use crate::fault::Faults;
@@ -37,6 +38,8 @@ pub struct State {
     pub faults: Faults,
     /// Whether the proxy port accepts (`/readyz`).
     pub readiness: Readiness,
+    /// Upgraded token responses, per credentials (`[token_cache]`).
+    pub token_cache: TokenCache,
 }
 
 /// Where the proxy port is in its life, for `/readyz`: config and CA are loaded before a
@@ -92,7 +95,12 @@ impl State {
             parts.config.load().proxy.token_body_budget,
             parts.metrics.token_body_bytes.clone(),
         );
+        let token_cache = TokenCache::new(
+            &parts.config.load().token_cache,
+            parts.metrics.token_cache.clone(),
+        );
         State {
+            token_cache,
             config: parts.config,
             ca: parts.ca,
             upstream: parts.upstream,

@@ -213,6 +213,29 @@ impl Config {
             }
             self.upstream.proxy_auth_resolved = Some(auth.resolve("upstream.proxy_auth", secrets)?);
         }
+        let cache = &self.token_cache;
+        if cache.ttl <= cache.margin {
+            return Err((
+                "token_cache.margin".into(),
+                format!(
+                    "must be shorter than token_cache.ttl ({})",
+                    humantime_serde::re::humantime::format_duration(cache.ttl)
+                ),
+            ));
+        }
+        if cache.max_entries == 0 || cache.max_bytes == 0 {
+            return Err((
+                "token_cache.max_entries".into(),
+                "max_entries and max_bytes must be positive (enabled = false turns the cache off)"
+                    .into(),
+            ));
+        }
+        if cache.negative_ttl > Duration::from_secs(60) {
+            return Err((
+                "token_cache.negative_ttl".into(),
+                "at most 60s: a failure is only kept to spare Salesforce a storm".into(),
+            ));
+        }
         for (i, rule) in self.rollout.iter().enumerate() {
             let key = |field: &str| format!("rollout[{i}].{field}");
             if rule.percent > 100 {
@@ -266,6 +289,7 @@ impl Config {
                 }
             }
             credential.verify_password = Some(credential.verify_mode());
+            credential.fingerprint = credential.compute_fingerprint();
             match (credential.flow, &credential.jwt_private_key) {
                 (Flow::JwtBearer, None) => {
                     return Err((

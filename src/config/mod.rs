@@ -53,6 +53,7 @@ pub struct Config {
     pub credentials: Vec<Credential>,
     pub telemetry: TelemetryConfig,
     pub state: StateConfig,
+    pub token_cache: TokenCacheConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -429,9 +430,21 @@ pub struct Credential {
     /// The loaded `jwt_private_key` (redacting `Debug`; never serialized).
     #[serde(skip)]
     pub jwt_key: Option<crate::oauth::jwt::JwtKey>,
+    /// [`Credential::compute_fingerprint`], set when the config is loaded: a reload that
+    /// changes the entry drops what the token cache holds for it.
+    #[serde(skip)]
+    pub fingerprint: [u8; 32],
 }
 
 impl Credential {
+    /// A digest of the entry as configured (never its secrets: `password_hash` and the loaded
+    /// key are not serialized), for [`Credential::fingerprint`].
+    pub fn compute_fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let text = toml::to_string(self).unwrap_or_default();
+        sha2::Sha256::digest(text.as_bytes()).into()
+    }
+
     /// `verify_password`, or the flow's default.
     pub fn verify_mode(&self) -> VerifyPassword {
         self.verify_password
@@ -473,6 +486,55 @@ impl Default for StateConfig {
         StateConfig {
             dir: PathBuf::from("state"),
         }
+    }
+}
+
+/// `[token_cache]`: upgraded token responses kept in memory and handed to the next caller with
+/// the same credentials (docs/operating.md, "The token cache").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TokenCacheConfig {
+    /// Cache upgraded logins (never a password login forwarded as it came).
+    pub enabled: bool,
+    /// How long a session lasts at Salesforce (the org's session timeout; 15 minutes is the
+    /// shortest Salesforce offers).
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// An entry stops being served this long before `ttl` ends, so no caller gets a session
+    /// about to expire.
+    #[serde(with = "humantime_serde")]
+    pub margin: Duration,
+    /// Entries kept at most (least recently used go first).
+    pub max_entries: usize,
+    /// Bytes of cached responses kept at most.
+    pub max_bytes: u64,
+    /// After an upgrade fails, logins with the same credentials go straight to fallback for
+    /// this long instead of asking Salesforce again (`0s`: never).
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Answer a revoke of a token handed out from the cache locally, so the callers sharing
+    /// the session keep it; `false` forwards it to Salesforce.
+    pub shield_revoke: bool,
+}
+
+impl Default for TokenCacheConfig {
+    fn default() -> Self {
+        TokenCacheConfig {
+            enabled: true,
+            ttl: Duration::from_secs(15 * 60),
+            margin: Duration::from_secs(60),
+            max_entries: 1_000,
+            max_bytes: 4 * 1024 * 1024,
+            negative_ttl: Duration::from_secs(5),
+            shield_revoke: true,
+        }
+    }
+}
+
+impl TokenCacheConfig {
+    /// How long an entry is served: `ttl` minus `margin`.
+    pub fn serve_for(&self) -> Duration {
+        self.ttl.saturating_sub(self.margin)
     }
 }
 

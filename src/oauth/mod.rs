@@ -32,6 +32,50 @@ pub fn is_token_request(method: &Method, path: &str) -> bool {
     method == Method::POST && path == TOKEN_PATH
 }
 
+/// Salesforce's token revocation endpoint (RFC 7009): `token=` in the form body (POST) or the
+/// query string (GET).
+pub const REVOKE_PATH: &str = "/services/oauth2/revoke";
+
+/// Is this request a token revocation (before looking at its body)?
+pub fn is_revoke_request(method: &Method, path: &str) -> bool {
+    (method == Method::POST || method == Method::GET) && path == REVOKE_PATH
+}
+
+/// The token a revocation names: `token` in the query string or, for a form body, the body
+/// (the body wins when both name one). `None` when neither names exactly one.
+pub fn revoked_token(query: Option<&str>, body: &[u8]) -> Option<String> {
+    let one = |pairs: Vec<(String, String)>| -> Option<Option<String>> {
+        let mut tokens = pairs
+            .into_iter()
+            .filter(|(k, _)| k == "token")
+            .map(|(_, v)| v);
+        match (tokens.next(), tokens.next()) {
+            (Some(t), None) => Some(Some(t)),
+            (None, _) => Some(None),
+            _ => None,
+        }
+    };
+    let from_body = one(serde_urlencoded::from_bytes(body).ok()?)?;
+    let from_query = match query {
+        Some(q) => one(serde_urlencoded::from_str(q).ok()?)?,
+        None => None,
+    };
+    from_body.or(from_query).filter(|t| !t.is_empty())
+}
+
+/// The token of `Authorization: Bearer <token>` (or `OAuth <token>`, which Salesforce takes
+/// too), from one such field, if any.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return None;
+    };
+    let value = value.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let known = scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("oauth");
+    (known && !token.trim().is_empty()).then(|| token.trim())
+}
+
 /// Why a token request is forwarded untouched without being understood (docs/operating.md, "The upgrade"). The
 /// string is the event's `reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +300,43 @@ pub fn is_sandbox_host(host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_revocation_names_its_token_in_the_body_or_the_query() {
+        assert_eq!(
+            revoked_token(None, b"token=00D%21AQ.x").as_deref(),
+            Some("00D!AQ.x")
+        );
+        assert_eq!(
+            revoked_token(Some("token=00D!q"), b"").as_deref(),
+            Some("00D!q")
+        );
+        assert_eq!(
+            revoked_token(Some("token=q"), b"token=b").as_deref(),
+            Some("b")
+        );
+        assert_eq!(revoked_token(None, b"token=a&token=b"), None, "two tokens");
+        assert_eq!(revoked_token(None, b"token="), None);
+        assert_eq!(revoked_token(None, b"%zz"), None);
+        assert!(is_revoke_request(&Method::GET, REVOKE_PATH));
+        assert!(is_revoke_request(&Method::POST, REVOKE_PATH));
+        assert!(!is_revoke_request(&Method::DELETE, REVOKE_PATH));
+    }
+
+    #[test]
+    fn a_bearer_token_is_read_from_one_authorization_field() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(bearer_token(&h), None);
+        h.insert("authorization", "Bearer 00D!AQ.x".parse().unwrap());
+        assert_eq!(bearer_token(&h), Some("00D!AQ.x"));
+        h.insert("authorization", "OAuth 00D!AQ.y".parse().unwrap());
+        assert_eq!(bearer_token(&h), Some("00D!AQ.y"));
+        h.insert("authorization", "Basic YTpi".parse().unwrap());
+        assert_eq!(bearer_token(&h), None, "not a token");
+        h.insert("authorization", "bearer t".parse().unwrap());
+        h.append("authorization", "bearer u".parse().unwrap());
+        assert_eq!(bearer_token(&h), None, "two fields");
+    }
+
     use super::*;
 
     #[test]

@@ -30,6 +30,9 @@ pub enum Action {
     Unmapped,
     Skipped,
     Passed,
+    /// A revoke of a session shared through the token cache, answered by grantshift (the
+    /// other callers keep the session).
+    RevokeShielded,
 }
 
 impl Action {
@@ -42,6 +45,7 @@ impl Action {
             Action::Unmapped => "unmapped",
             Action::Skipped => "skipped",
             Action::Passed => "passed",
+            Action::RevokeShielded => "revoke_shielded",
         }
     }
 }
@@ -68,6 +72,31 @@ impl PasswordCheck {
             PasswordCheck::Mismatch => "mismatch",
             PasswordCheck::None => "none",
             PasswordCheck::Off => "off",
+        }
+    }
+}
+
+/// For an upgraded login: what the token cache did (docs/operating.md, "The token cache").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheUse {
+    /// Answered from the cache: no login went upstream.
+    Hit,
+    /// Not in the cache: the login went upstream (and its answer was kept if it succeeded).
+    Miss,
+    /// An upgrade with the same credentials failed moments ago: straight to fallback.
+    Negative,
+    /// `[token_cache] enabled = false`.
+    Off,
+}
+
+impl CacheUse {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheUse::Hit => "hit",
+            CacheUse::Miss => "miss",
+            CacheUse::Negative => "negative",
+            CacheUse::Off => "off",
         }
     }
 }
@@ -117,6 +146,10 @@ pub struct Event {
     /// For a login grantshift was to upgrade: what checking its password found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_check: Option<PasswordCheck>,
+    /// For a login grantshift was to upgrade, past its password check: what the token cache
+    /// did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheUse>,
     /// Fields whose value was over its bound (`username`, `client_id`, `grant`, `host`), with
     /// the value's length in characters. Such a field is left out of the event (`host`, which
     /// every event has, keeps its first [`MAX_HOST_CHARS`] characters).
@@ -168,6 +201,7 @@ impl Event {
             latency_ms: 0.0,
             reason: None,
             password_check: None,
+            cache: None,
             oversized,
         }
     }

@@ -144,8 +144,94 @@ impl HostLabels {
     }
 }
 
+/// The token cache's counters and gauges (`grantshift_token_cache_*`).
+#[derive(Clone, Default)]
+pub struct CacheMetrics {
+    pub hits: Counter,
+    pub misses: Counter,
+    /// Logins that waited for another login's upstream request (single flight).
+    pub waits: Counter,
+    /// Logins sent to fallback by a negative entry, without asking Salesforce.
+    pub negative_hits: Counter,
+    /// Logins waiting now for another login's upstream request.
+    pub waiting: Gauge,
+    /// Revokes of cached sessions answered locally (`shield_revoke`).
+    pub revokes_shielded: Counter,
+    evictions: Family<ReasonLabels, Counter>,
+    pub entries: Gauge,
+    pub bytes: Gauge,
+}
+
+/// Why a token cache entry goes (the `reason` label).
+pub const CACHE_EVICTION_REASONS: [&str; 5] =
+    ["expired", "capacity", "unauthorized", "revoked", "reload"];
+
+impl CacheMetrics {
+    /// One entry gone for `reason` (one of [`CACHE_EVICTION_REASONS`]).
+    pub fn evicted(&self, reason: &'static str) {
+        self.evictions
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Entries gone for `reason` so far.
+    pub fn evictions(&self, reason: &str) -> u64 {
+        self.evictions
+            .get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            })
+            .get()
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        let counters = [
+            ("hits", "Upgraded logins answered from the token cache, with no upstream login", &self.hits),
+            ("misses", "Upgraded logins the token cache had no answer for (sent upstream)", &self.misses),
+            ("waits", "Upgraded logins that waited for another login's upstream request with the same key (single flight)", &self.waits),
+            ("negative_hits", "Upgraded logins sent to fallback without asking, because an upgrade with the same key failed moments ago (token_cache.negative_ttl)", &self.negative_hits),
+            ("revokes_shielded", "Revokes of sessions shared through the token cache, answered by grantshift so the other callers keep the session (token_cache.shield_revoke)", &self.revokes_shielded),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(
+                format!("grantshift_token_cache_{name}"),
+                help,
+                counter.clone(),
+            );
+        }
+        for reason in CACHE_EVICTION_REASONS {
+            let _ = self.evictions.get_or_create(&ReasonLabels {
+                reason: reason.into(),
+            });
+        }
+        registry.register(
+            "grantshift_token_cache_evictions",
+            "Token cache entries removed, by reason (expired, capacity, unauthorized: an API call with the token got 401, revoked, reload)",
+            self.evictions.clone(),
+        );
+        registry.register(
+            "grantshift_token_cache_waiting",
+            "Upgraded logins waiting now for another login's upstream request with the same key",
+            self.waiting.clone(),
+        );
+        registry.register(
+            "grantshift_token_cache_entries",
+            "Upgraded token responses held in the token cache now",
+            self.entries.clone(),
+        );
+        registry.register(
+            "grantshift_token_cache_bytes",
+            "Bytes the token cache holds now (at most token_cache.max_bytes)",
+            self.bytes.clone(),
+        );
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
+    /// The token cache's (shared with it).
+    pub token_cache: CacheMetrics,
     host_labels: RwLock<HostLabels>,
     token_requests: Family<TokenLabels, Counter>,
     upgrade_failures: Family<FailureLabels, Counter>,
@@ -310,8 +396,11 @@ impl Metrics {
                 result: result.into(),
             });
         }
+        let token_cache = CacheMetrics::default();
+        token_cache.register(&mut registry);
         Metrics {
             registry,
+            token_cache,
             host_labels: RwLock::new(HostLabels::default()),
             token_requests,
             upgrade_failures,
@@ -378,6 +467,11 @@ impl Metrics {
 
     /// Count one token request (called by the events writer).
     pub fn record_event(&self, event: &Event) {
+        if event.action == Action::RevokeShielded {
+            // Not a token request: counted on its own.
+            self.token_cache.revokes_shielded.inc();
+            return;
+        }
         let host = self
             .host_labels
             .read()

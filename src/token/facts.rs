@@ -47,6 +47,34 @@ pub async fn read_facts(resp: Response<Body>, within: Duration) -> (Response<Bod
     }
 }
 
+/// A successful token response read whole (up to `MAX_TOKEN_RESPONSE`, within `within`), for
+/// the token cache: its head and body. One that is larger, slower or broken comes back as a
+/// response to stream on (`Err`), with the same bytes.
+pub async fn read_whole(
+    resp: Response<Body>,
+    within: Duration,
+) -> Result<(http::response::Parts, Bytes), Response<Body>> {
+    let (parts, body) = resp.into_parts();
+    let limits = Limits {
+        deadline: Some(tokio::time::Instant::now() + within),
+        ..Limits::max(MAX_TOKEN_RESPONSE)
+    };
+    match Buffered::read(body, limits).await {
+        Ok(buffered)
+            if buffered.rest.is_none()
+                && buffered.stopped.is_none()
+                && buffered.trailers.is_none() =>
+        {
+            Ok((parts, buffered.data))
+        }
+        Ok(buffered) => Err(Response::from_parts(parts, buffered.into_body())),
+        Err(e) => {
+            tracing::debug!(error = %e, "token response body ended with an error");
+            Err(Response::from_parts(parts, empty_body()))
+        }
+    }
+}
+
 /// The response body without its `Content-Encoding` (identity, gzip, deflate), bounded to
 /// `MAX_TOKEN_RESPONSE` decoded bytes; `None` for other encodings or a broken stream.
 fn decoded(headers: &HeaderMap, body: &Bytes) -> Option<std::borrow::Cow<'static, [u8]>> {

@@ -11,19 +11,22 @@
 
 pub mod facts;
 pub mod plan;
+pub mod revoke;
 
 use crate::body::{full_body, text_response, Body, Buffered, Limits, RecordOnEnd, Stopped};
+use crate::broker::cache::{Entry, Flight, Key, KeyParts, Lookup};
+use crate::config::TokenCacheConfig;
 use crate::conn::Target;
 use crate::forward::{to_client, upstream_failed};
 use crate::hop_by_hop;
 use crate::oauth::{self, SkipReason};
 use crate::password::Password;
 use crate::state::State;
-use crate::telemetry::events::{Action, Event, UpstreamErrorInfo};
+use crate::telemetry::events::{Action, CacheUse, Event, UpstreamErrorInfo};
 use crate::upstream::UpstreamError;
 use crate::verifiers::SetKey;
 use facts::read_facts;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
@@ -122,9 +125,59 @@ pub async fn handle(
 
     event.flow = Some(rewrite.flow.as_str().into());
     event.target_host = Some(rewrite.target_host.clone());
+    // The token cache: a live answer for the same credentials is the client's, with no login
+    // upstream; a miss takes the flight (others with the same key wait for it).
+    let mut flight = None;
+    if config.token_cache.enabled {
+        let key = state.token_cache.key(&KeyParts {
+            target_host: &rewrite.target_host,
+            flow: rewrite.flow,
+            shape: &rewrite.shape,
+            accept: parts.headers.get(ACCEPT).map(HeaderValue::as_bytes),
+            authorization: parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
+            credential: rewrite.credential,
+        });
+        match state
+            .token_cache
+            .lookup(key, state.upstream.request_timeout())
+            .await
+        {
+            Lookup::Hit { entry, .. } => {
+                event.action = Action::Upgraded;
+                event.cache = Some(CacheUse::Hit);
+                return finish(Ok(cached_response(&entry)), event, state, started, None).await;
+            }
+            Lookup::Negative(negative) if rewrite.fallback => {
+                // Salesforce refused these credentials moments ago: fall back without asking.
+                event.cache = Some(CacheUse::Negative);
+                event.upstream_error = Some(negative.info.clone());
+                event.action = Action::Fallback;
+                let resp = forward_original(&parts, buffered.into_body(), target, state).await;
+                let learn = learnable.filter(|_| plan::teaches_verifier(event.action));
+                return finish(resp, event, state, started, learn).await;
+            }
+            Lookup::Negative(_) => {
+                // Without fallback the client gets Salesforce's own answer: ask.
+                event.cache = Some(CacheUse::Miss);
+                flight = Some((key, Flight::alone()));
+            }
+            Lookup::Miss(f) => {
+                event.cache = Some(CacheUse::Miss);
+                flight = Some((key, f));
+            }
+        }
+    } else {
+        event.cache = Some(CacheUse::Off);
+    }
     let (info, failed) = match send_upgraded(&parts, &rewrite, target, state).await {
         Ok(resp) if resp.status().is_success() => {
             event.action = Action::Upgraded;
+            let resp = match flight {
+                Some((key, flight)) => {
+                    keep(resp, key, flight, &rewrite, &config.token_cache, state).await
+                }
+                None => resp,
+            };
             return finish(Ok(resp), event, state, started, None).await;
         }
         Ok(resp) => {
@@ -163,6 +216,11 @@ pub async fn handle(
         fallback = rewrite.fallback,
         "upgraded login failed"
     );
+    if let Some((key, flight)) = flight {
+        state
+            .token_cache
+            .failed(flight, key, &info, config.token_cache.negative_ttl);
+    }
     event.upstream_error = Some(info);
     if rewrite.fallback {
         event.action = Action::Fallback;
@@ -173,6 +231,41 @@ pub async fn handle(
         event.action = Action::Failed;
         finish(failed, event, state, started, None).await
     }
+}
+
+/// Keep a successful upgraded response in the token cache (when it can be read whole and
+/// names its access token), and give the client the same bytes.
+async fn keep(
+    resp: Response<Body>,
+    key: Key,
+    flight: Flight<'_>,
+    rewrite: &Rewrite,
+    config: &TokenCacheConfig,
+    state: &State,
+) -> Response<Body> {
+    match facts::read_whole(resp, state.upstream.request_timeout()).await {
+        Ok((parts, body)) => {
+            state.token_cache.store(
+                flight,
+                key,
+                parts.status,
+                &parts.headers,
+                &body,
+                config.serve_for(),
+                rewrite.credential,
+            );
+            Response::from_parts(parts, full_body(body))
+        }
+        Err(resp) => resp,
+    }
+}
+
+/// The cached answer, as the upstream gave it.
+fn cached_response(entry: &Entry) -> Response<Body> {
+    let mut resp = Response::new(full_body(entry.body()));
+    *resp.status_mut() = entry.status;
+    *resp.headers_mut() = entry.headers.clone();
+    resp
 }
 
 fn record(mut event: Event, forward: Forward) -> Event {
@@ -292,6 +385,7 @@ async fn finish(
         status = event.status,
         reason = event.reason.as_deref(),
         password_check = event.password_check.map(|c| c.as_str()),
+        cache = event.cache.map(|c| c.as_str()),
         "token request"
     );
     let (parts, body) = resp.into_parts();

@@ -73,6 +73,13 @@ pub struct Rewrite {
     pub body: String,
     /// How the password is checked before the rewrite goes out ([`gate`]).
     pub verify: Verification,
+    /// What shapes the upstream's answer besides the target host and flow, for the token
+    /// cache's key: the client-credentials body (client id, secret, every other parameter), or
+    /// for JWT bearer the issuer, the subject and `format` (the assertion changes every time).
+    /// It holds a secret: never logged.
+    pub shape: String,
+    /// The `[[credentials]]` entry that decided it (`None`: upgraded in place).
+    pub credential: Option<[u8; 32]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,11 +207,13 @@ pub fn plan(req: &TokenRequest, config: &Config, now: u64, faults: &Faults) -> (
     .unwrap_or_else(|| Err("the rewrite panicked".into()));
     let plan = match rewritten {
         Ok(body) => Plan::Rewrite(Rewrite {
+            shape: response_shape(&upgrade, &params, &grant, &body),
             flow: upgrade.flow,
             target_host: upgrade.target_host,
             fallback: upgrade.fallback,
             body,
             verify: upgrade.verify,
+            credential: upgrade.credential,
         }),
         Err(problem) => Plan::Forward(Forward {
             problem: Some(problem),
@@ -276,6 +285,25 @@ fn rewritten_body(
             let assertion = key.sign(&claims)?;
             Ok(rewrite::jwt_bearer_body(params, &assertion))
         }
+    }
+}
+
+/// [`Rewrite::shape`]: what of the request shapes the answer, without what changes on every
+/// login of the same caller.
+fn response_shape(
+    upgrade: &Upgrade,
+    params: &TokenParams,
+    grant: &policy::PasswordGrant<'_>,
+    body: &str,
+) -> String {
+    match upgrade.flow {
+        Flow::ClientCredentials => body.to_owned(),
+        Flow::JwtBearer => serde_urlencoded::to_string([
+            ("iss", grant.client_id),
+            ("sub", &grant.username.to_lowercase()),
+            ("format", params.get("format").unwrap_or("")),
+        ])
+        .expect("string pairs always encode"),
     }
 }
 

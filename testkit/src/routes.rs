@@ -283,6 +283,8 @@ pub async fn handle(
             let _ = release.wait_for(|released| *released).await;
         }
         Some(shared.oauth.token(&call))
+    } else if path == salesforce::REVOKE_PATH {
+        Some(shared.oauth.revoke(&call))
     } else if path.starts_with("/services/data/") {
         Some(shared.oauth.data(&call))
     } else if path.starts_with("/id/") {

@@ -23,6 +23,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub const LOGIN_HOST: &str = "login.salesforce.com";
 pub const TEST_HOST: &str = "test.salesforce.com";
 pub const TOKEN_PATH: &str = "/services/oauth2/token";
+/// Token revocation (RFC 7009).
+pub const REVOKE_PATH: &str = "/services/oauth2/revoke";
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 /// How far in the past a JWT `exp` may lie and still be accepted (clock skew).
 pub const JWT_EXP_SKEW_SECS: u64 = 60;
@@ -505,6 +507,8 @@ pub fn token_signature(consumer_secret: &str, id: &str, issued_at: &str) -> Stri
 pub struct OAuthState {
     world: std::sync::Mutex<World>,
     issued: std::sync::Mutex<Vec<Issued>>,
+    /// Sessions ended (revoked, or timed out by a test): their tokens are refused.
+    ended: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl OAuthState {
@@ -512,6 +516,7 @@ impl OAuthState {
         OAuthState {
             world: std::sync::Mutex::new(world),
             issued: Default::default(),
+            ended: Default::default(),
         }
     }
 
@@ -853,8 +858,50 @@ impl OAuthState {
         map
     }
 
+    /// End the session of `access_token` (as a timeout or a revoke elsewhere would).
+    pub fn end_session(&self, access_token: &str) {
+        self.ended.lock().unwrap().insert(access_token.to_owned());
+    }
+
+    /// `/services/oauth2/revoke` (RFC 7009; `token` in the form body or the query): ends the
+    /// session; 200 with no body, or 400 `unsupported_token_type` for a token it never issued.
+    pub fn revoke(&self, call: &Call<'_>) -> SfResponse {
+        let named = |text: &str| {
+            url_pairs(text)
+                .into_iter()
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v)
+        };
+        let token = named(std::str::from_utf8(call.body).unwrap_or(""))
+            .or_else(|| call.query.and_then(named));
+        let known = token.as_deref().is_some_and(|t| {
+            self.issued
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|i| i.access_token == t)
+        });
+        match token {
+            Some(t) if known => {
+                self.end_session(&t);
+                SfResponse {
+                    status: StatusCode::OK,
+                    headers: vec![],
+                    body: vec![],
+                }
+            }
+            _ => SfResponse::json(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "unsupported_token_type", "error_description": "this token type is not supported"}),
+            ),
+        }
+    }
+
     fn token_holder(&self, call: &Call<'_>) -> Option<Issued> {
         let token = call.bearer()?;
+        if self.ended.lock().unwrap().contains(token) {
+            return None;
+        }
         self.issued
             .lock()
             .unwrap()
@@ -1048,4 +1095,9 @@ pub fn sign_jwt_with_fixture_key(claims: &Value) -> String {
     );
     let sig = signer.sign(input.as_bytes()).expect("sign");
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+}
+
+/// `k=v&…` decoded (form or query).
+fn url_pairs(text: &str) -> Vec<(String, String)> {
+    serde_urlencoded::from_str(text).unwrap_or_default()
 }

@@ -170,6 +170,11 @@ impl FakeSalesforce {
         self.shared.oauth.issued()
     }
 
+    /// End the session of `access_token`: API calls with it get 401 `INVALID_SESSION_ID`.
+    pub fn end_session(&self, access_token: &str) {
+        self.shared.oauth.end_session(access_token)
+    }
+
     /// Requests to the token endpoint, in arrival order.
     pub fn token_requests(&self) -> Vec<Recorded> {
         self.requests_to(super::salesforce::TOKEN_PATH)

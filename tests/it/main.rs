@@ -53,6 +53,7 @@ mod skipped;
 mod systemd;
 mod telemetry;
 mod token_bounds;
+mod token_cache;
 mod transparency;
 mod transparent_tls;
 mod tunnel;

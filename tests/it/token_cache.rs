@@ -1,0 +1,394 @@
+//! The token cache (`[token_cache]`, on by default for upgraded logins): the second login with
+//! the same credentials gets the first one's answer with no upstream login, and only a login
+//! that presents the same client id, secret and password (when bound) does; concurrent misses
+//! send one request; a failed upgrade is not cached but spares Salesforce for `negative_ttl`; a
+//! session Salesforce refuses (401 on an API call) or a client revokes leaves the cache, and
+//! a revoke of a shared session does not end it for the other callers.
+
+use serde_json::Value;
+use testkit::admin::scrape;
+use testkit::salesforce::App;
+use testkit::*;
+
+/// The upgraded requests the fake saw (client credentials at acme's My Domain).
+fn upgraded_requests(sf: &FakeSalesforce) -> usize {
+    sf.token_requests()
+        .iter()
+        .filter(|r| {
+            r.host_name() == Some(acme::MY_DOMAIN)
+                && String::from_utf8_lossy(&r.body).contains("grant_type=client_credentials")
+        })
+        .count()
+}
+
+/// The value of the unlabelled series `name`.
+fn metric(scraped: &testkit::admin::Exposition, name: &str) -> f64 {
+    scraped
+        .value(name, &[])
+        .unwrap_or_else(|| panic!("no {name} series"))
+}
+
+#[tokio::test]
+async fn the_second_login_with_the_same_credentials_is_answered_from_the_cache() {
+    let proxy = TestProxy::start(&acme_mapping()).await;
+    let first = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let event = proxy.next_event().await;
+    assert_eq!(
+        (event["action"].as_str(), event["cache"].as_str()),
+        (Some("upgraded"), Some("miss")),
+        "{event}"
+    );
+
+    let second = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body, first.body, "the same session, byte for byte");
+    assert_eq!(second.header("content-type"), first.header("content-type"));
+    let event = proxy.next_event().await;
+    assert_eq!(
+        (event["action"].as_str(), event["cache"].as_str()),
+        (Some("upgraded"), Some("hit")),
+        "{event}"
+    );
+    assert_eq!(event["status"], 200);
+    assert_eq!(event["org_id"], acme::ORG_ID, "{event}");
+    assert_eq!(upgraded_requests(&proxy.sf), 1, "one login upstream");
+
+    // The session works for an API call.
+    let token = second.json()["access_token"].as_str().unwrap().to_owned();
+    let mut conn = proxy.intercepted(acme::MY_DOMAIN, Http::H1).await;
+    let api = conn
+        .get_with_bearer(acme::MY_DOMAIN, "/services/data/v60.0/limits", &token)
+        .await;
+    assert_eq!(api.status, 200, "{}", api.text());
+
+    let metrics = scrape(proxy.admin_addr()).await;
+    assert_eq!(metric(&metrics, "grantshift_token_cache_hits_total"), 1.0);
+    assert_eq!(metric(&metrics, "grantshift_token_cache_misses_total"), 1.0);
+    assert_eq!(metric(&metrics, "grantshift_token_cache_entries"), 1.0);
+    // Both logins count, as before the cache.
+    let upgraded: f64 = metrics
+        .series("grantshift_token_requests_total")
+        .iter()
+        .filter(|(labels, _)| labels.iter().any(|(k, v)| k == "action" && v == "upgraded"))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(upgraded, 2.0);
+}
+
+#[tokio::test]
+async fn a_login_with_another_secret_or_a_wrong_password_is_never_served_from_the_cache() {
+    let proxy = TestProxy::start(&acme_mapping()).await;
+    assert_eq!(
+        proxy.login(LOGIN_HOST, &acme_password_form()).await.status,
+        200
+    );
+    proxy.next_event().await;
+
+    // Another client secret: its own key, so Salesforce judges it (and refuses it).
+    let wrong_secret = password_form(
+        acme::CLIENT_ID,
+        "not-the-secret",
+        acme::USERNAME,
+        acme::PASSWORD,
+    );
+    let reply = proxy.login(LOGIN_HOST, &wrong_secret).await;
+    assert_ne!(reply.status, 200, "{}", reply.text());
+    let event = proxy.next_event().await;
+    assert_eq!(event["cache"], "miss", "{event}");
+    assert_ne!(event["action"], "upgraded", "{event}");
+    assert_eq!(upgraded_requests(&proxy.sf), 2);
+}
+
+#[tokio::test]
+async fn with_a_verifier_a_wrong_password_gets_no_cached_session() {
+    // Observe first (learns the verifier), then upgrade with the password bound.
+    let mut proxy =
+        TestProxy::start(&(acme_mapping() + &rollout_toml("*", "observe", 100, true))).await;
+    assert_eq!(
+        proxy.login(LOGIN_HOST, &acme_password_form()).await.status,
+        200
+    );
+    proxy.next_event().await;
+    proxy.reload(
+        TestProxy::builder()
+            .extra_toml(&(acme_mapping() + &rollout_toml("*", "upgrade", 100, true))),
+    );
+    assert_eq!(
+        proxy.login(LOGIN_HOST, &acme_password_form()).await.status,
+        200
+    );
+    assert_eq!(proxy.next_event().await["cache"], "miss");
+    let wrong = password_form(
+        acme::CLIENT_ID,
+        acme::CLIENT_SECRET,
+        acme::USERNAME,
+        "wrong",
+    );
+    let reply = proxy.login(LOGIN_HOST, &wrong).await;
+    assert_ne!(
+        reply.status,
+        200,
+        "Salesforce judged the wrong password: {}",
+        reply.text()
+    );
+    let event = proxy.next_event().await;
+    assert_eq!(
+        (event["action"].as_str(), event["reason"].as_str()),
+        (Some("skipped"), Some("password_mismatch")),
+        "{event}"
+    );
+    assert!(event.get("cache").is_none(), "{event}");
+}
+
+#[tokio::test]
+async fn json_and_xml_answers_never_share_an_entry() {
+    let proxy = TestProxy::start(&acme_mapping()).await;
+    let xml = acme_password_form() + "&format=xml";
+    let a = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    let b = proxy.login(LOGIN_HOST, &xml).await;
+    let c = proxy.login(LOGIN_HOST, &xml).await;
+    assert!(a.text().starts_with('{'), "{}", a.text());
+    assert!(b.text().starts_with("<?xml"), "{}", b.text());
+    assert_eq!(
+        b.body, c.body,
+        "the second XML login is the first XML answer"
+    );
+    let caches: Vec<Value> = [
+        proxy.next_event().await,
+        proxy.next_event().await,
+        proxy.next_event().await,
+    ]
+    .into_iter()
+    .map(|e| e["cache"].clone())
+    .collect();
+    assert_eq!(caches, ["miss", "miss", "hit"]);
+    assert_eq!(upgraded_requests(&proxy.sf), 2);
+}
+
+#[tokio::test]
+async fn a_session_salesforce_refuses_on_an_api_call_leaves_the_cache() {
+    let proxy = TestProxy::start(&acme_mapping()).await;
+    let first = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    let token = first.json()["access_token"].as_str().unwrap().to_owned();
+    proxy.sf.end_session(&token);
+    let mut conn = proxy.intercepted(acme::MY_DOMAIN, Http::H1).await;
+    let api = conn
+        .get_with_bearer(acme::MY_DOMAIN, "/services/data/v60.0/limits", &token)
+        .await;
+    assert_eq!(api.status, 401, "{}", api.text());
+    assert!(api.text().contains("INVALID_SESSION_ID"));
+
+    let second = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    assert_eq!(second.status, 200);
+    assert_ne!(second.body, first.body, "a fresh session");
+    assert_eq!(upgraded_requests(&proxy.sf), 2);
+    let metrics = scrape(proxy.admin_addr()).await;
+    assert_eq!(
+        metrics.value(
+            "grantshift_token_cache_evictions_total",
+            &[("reason", "unauthorized")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_revoke_of_a_shared_session_is_answered_locally_and_the_others_keep_it() {
+    let proxy = TestProxy::start(&acme_mapping()).await;
+    let a = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    let b = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    let token = a.json()["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        b.json()["access_token"],
+        token.as_str(),
+        "one shared session"
+    );
+
+    // Caller A logs out (jsforce's logout(): POST /services/oauth2/revoke, token in the body).
+    let mut conn = proxy.intercepted(acme::MY_DOMAIN, Http::H1).await;
+    let revoke = post_form(
+        &mut conn,
+        acme::MY_DOMAIN,
+        "/services/oauth2/revoke",
+        &form(&[("token", &token)]),
+    )
+    .await;
+    assert_eq!(revoke.status, 200, "{}", revoke.text());
+    assert!(
+        proxy.sf.requests_to("/services/oauth2/revoke").is_empty(),
+        "the revoke never reached Salesforce"
+    );
+    // Caller B's session still works at Salesforce.
+    let api = conn
+        .get_with_bearer(acme::MY_DOMAIN, "/services/data/v60.0/limits", &token)
+        .await;
+    assert_eq!(api.status, 200, "{}", api.text());
+
+    let events = [
+        proxy.next_event().await,
+        proxy.next_event().await,
+        proxy.next_event().await,
+    ];
+    assert_eq!(events[2]["action"], "revoke_shielded", "{:?}", events);
+    assert!(
+        !events[2].to_string().contains(&token),
+        "no token in the event"
+    );
+    // The next login is a fresh session; a revoke of that one (GET, token in the query)
+    // is shielded too, and a revoke of a token the cache does not hold goes to Salesforce.
+    let c = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    let fresh = c.json()["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, token);
+    let query = form(&[("token", &fresh)]);
+    let get = conn
+        .get(acme::MY_DOMAIN, &format!("/services/oauth2/revoke?{query}"))
+        .await;
+    assert_eq!(get.status, 200);
+    assert!(proxy.sf.requests_to("/services/oauth2/revoke").is_empty());
+    let unknown = post_form(
+        &mut conn,
+        acme::MY_DOMAIN,
+        "/services/oauth2/revoke",
+        &form(&[("token", "00Dnot-a-cached-token")]),
+    )
+    .await;
+    assert_eq!(
+        unknown.status,
+        400,
+        "Salesforce's answer: {}",
+        unknown.text()
+    );
+    assert_eq!(proxy.sf.requests_to("/services/oauth2/revoke").len(), 1);
+}
+
+#[tokio::test]
+async fn shield_revoke_false_forwards_the_revoke() {
+    let proxy =
+        TestProxy::start(&(acme_mapping() + "[token_cache]\nshield_revoke = false\n")).await;
+    let a = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    let token = a.json()["access_token"].as_str().unwrap().to_owned();
+    let mut conn = proxy.intercepted(acme::MY_DOMAIN, Http::H1).await;
+    let revoke = post_form(
+        &mut conn,
+        acme::MY_DOMAIN,
+        "/services/oauth2/revoke",
+        &form(&[("token", &token)]),
+    )
+    .await;
+    assert_eq!(revoke.status, 200);
+    assert_eq!(proxy.sf.requests_to("/services/oauth2/revoke").len(), 1);
+}
+
+#[tokio::test]
+async fn a_hundred_concurrent_misses_send_one_upstream_login() {
+    let proxy = TestProxy::start(&acme_mapping()).await;
+    proxy.sf.hold_token_requests_at(acme::MY_DOMAIN);
+    let logins: Vec<_> = (0..100)
+        .map(|_| {
+            let proxy = &proxy;
+            async move { proxy.login(LOGIN_HOST, &acme_password_form()).await }
+        })
+        .collect();
+    let all = futures_util::future::join_all(logins);
+    let release = async {
+        proxy.sf.wait_token_hold_arrived().await;
+        // Every other login waits on the first one's flight.
+        let admin = proxy.admin_addr();
+        within(60, "99 logins waiting on one flight", async {
+            loop {
+                let text = scrape(admin).await;
+                if metric(&text, "grantshift_token_cache_waiting") == 99.0 {
+                    assert_eq!(metric(&text, "grantshift_token_cache_misses_total"), 1.0);
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        proxy.sf.release_holds();
+    };
+    let (replies, ()) = tokio::join!(all, release);
+    let first = &replies[0].body;
+    for reply in &replies {
+        assert_eq!(reply.status, 200);
+        assert_eq!(&reply.body, first);
+    }
+    assert_eq!(upgraded_requests(&proxy.sf), 1);
+    let metrics = scrape(proxy.admin_addr()).await;
+    assert_eq!(metric(&metrics, "grantshift_token_cache_waits_total"), 99.0);
+}
+
+#[tokio::test]
+async fn a_failed_upgrade_is_not_cached_and_spares_salesforce_for_negative_ttl() {
+    const APP: &str = "3MVG9acmeNoRunAsApp.consumerKey";
+    const SECRET: &str = "cs-SECRET-norunas-7d2a";
+    let proxy = TestProxy::start(&acme_mapping()).await;
+    proxy.sf.edit(|w| {
+        w.org_mut(acme::ORG_ID).apps.push(App::new(APP, SECRET));
+    });
+    let login = password_form(APP, SECRET, acme::USERNAME, acme::PASSWORD);
+    for expected in ["miss", "negative"] {
+        let reply = proxy.login(LOGIN_HOST, &login).await;
+        assert_eq!(
+            reply.status,
+            200,
+            "fallback serves the client: {}",
+            reply.text()
+        );
+        let event = proxy.next_event().await;
+        assert_eq!(event["action"], "fallback", "{event}");
+        assert_eq!(event["cache"], expected, "{event}");
+        assert_eq!(
+            event["upstream_error"]["error_description"], "no client credentials user enabled",
+            "{event}"
+        );
+    }
+    let attempts = proxy
+        .sf
+        .token_requests()
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains("client_credentials"))
+        .count();
+    assert_eq!(attempts, 1, "the second login did not ask Salesforce again");
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_credentials_entry_drops_its_cached_sessions() {
+    let mut proxy = TestProxy::start(&acme_mapping()).await;
+    proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    assert_eq!(upgraded_requests(&proxy.sf), 1);
+    // The same file again: nothing changes, the entry stays.
+    proxy.reload(TestProxy::builder().extra_toml(&acme_mapping()));
+    proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    assert_eq!(upgraded_requests(&proxy.sf), 1);
+    // The entry changes (verify_password): its cached session goes.
+    proxy.reload(
+        TestProxy::builder()
+            .extra_toml(&(acme_mapping().trim_end().to_owned() + "\nverify_password = \"off\"\n")),
+    );
+    proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    assert_eq!(upgraded_requests(&proxy.sf), 2);
+    let metrics = scrape(proxy.admin_addr()).await;
+    assert_eq!(
+        metrics.value(
+            "grantshift_token_cache_evictions_total",
+            &[("reason", "reload")]
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn with_the_cache_off_every_login_goes_upstream() {
+    let proxy = TestProxy::start(&(acme_mapping() + "[token_cache]\nenabled = false\n")).await;
+    for _ in 0..3 {
+        assert_eq!(
+            proxy.login(LOGIN_HOST, &acme_password_form()).await.status,
+            200
+        );
+        assert_eq!(proxy.next_event().await["cache"], "off");
+    }
+    assert_eq!(upgraded_requests(&proxy.sf), 3);
+}
