@@ -5,9 +5,10 @@
 //! - **Key**: a keyed digest (HMAC-SHA-256 under a key made at start, never stored) of
 //!   everything that shapes the answer: the target host, the flow, the rewritten request's
 //!   shape ([`Rewrite::shape`]: client id, client secret and every other parameter; for JWT
-//!   the issuer, subject and `format`), the `Accept` and `Authorization` fields, and the
-//!   `[[credentials]]` entry that decided the upgrade. Only a login presenting the same client
-//!   id and secret can compute the same key: two digests are compared, never two secrets.
+//!   the issuer, subject and `format`), and the `Accept` and `Authorization` fields. Not the
+//!   username of a client-credentials login: every username of one app shares the app's Run
+//!   As user's session, which is the point. Only a login presenting the same client id and
+//!   secret can compute the same key: two digests are compared, never two secrets.
 //! - **Value**: the upstream's exact response (status, fields, body), wiped when it goes.
 //! - **Single flight**: concurrent misses for one key send one upstream request; the others
 //!   wait for its answer.
@@ -51,7 +52,6 @@ pub struct KeyParts<'a> {
     pub accept: Option<&'a [u8]>,
     /// `Authorization` as sent (it may carry the client secret, `Basic`).
     pub authorization: Option<&'a [u8]>,
-    pub credential: Option<[u8; 32]>,
 }
 
 /// One cached token response.
@@ -63,6 +63,8 @@ pub struct Entry {
     /// names.
     token: [u8; 32],
     expires: Instant,
+    /// The `[[credentials]]` entry of the login that filled it (a reload that changes that
+    /// entry drops it).
     credential: Option<[u8; 32]>,
 }
 
@@ -227,7 +229,6 @@ impl TokenCache {
         field(parts.shape.as_bytes());
         field(parts.accept.unwrap_or(b"\0none"));
         field(parts.authorization.unwrap_or(b"\0none"));
-        field(parts.credential.as_ref().map_or(&[0u8; 0][..], |c| &c[..]));
         Key(mac.finalize().into_bytes().into())
     }
 
@@ -392,8 +393,10 @@ impl TokenCache {
 
     /// After a reload: drop the entries of `[[credentials]]` entries that changed or went
     /// (`keep` says which fingerprints remain), or every entry (`keep` is `None`: the cache
-    /// was turned off).
+    /// was turned off). Failures remembered before it are forgotten: the reload may have
+    /// fixed what failed (a route, a host), so the next login tries again.
     pub fn reload(&self, keep: Option<&std::collections::HashSet<[u8; 32]>>) -> usize {
+        self.negative.clear();
         match keep {
             None => self.evict_where(Eviction::Reload, |_| true),
             Some(keep) => self.evict_where(Eviction::Reload, |e| {
@@ -499,7 +502,6 @@ mod tests {
             shape,
             accept,
             authorization: None,
-            credential: None,
         }
     }
 
@@ -552,9 +554,6 @@ mod tests {
         let mut basic = parts("client_id=a&client_secret=s", None);
         basic.authorization = Some(b"Basic YTpz");
         assert_ne!(base, cache.key(&basic));
-        let mut entry = parts("client_id=a&client_secret=s", None);
-        entry.credential = Some([7; 32]);
-        assert_ne!(base, cache.key(&entry));
         // Another process (another HMAC key) makes other keys.
         let other = TokenCache::new(&config(), CacheMetrics::default());
         assert_ne!(base, other.key(&parts("client_id=a&client_secret=s", None)));
@@ -673,9 +672,7 @@ mod tests {
     async fn reload_drops_the_entries_of_changed_credentials_only() {
         let cache = TokenCache::new(&config(), CacheMetrics::default());
         for (shape, credential) in [("a", Some([1; 32])), ("b", Some([2; 32])), ("c", None)] {
-            let mut p = parts(shape, None);
-            p.credential = credential;
-            let key = cache.key(&p);
+            let key = cache.key(&parts(shape, None));
             let Lookup::Miss(flight) = cache.lookup(key, Duration::from_secs(1)).await else {
                 panic!()
             };

@@ -135,7 +135,6 @@ pub async fn handle(
             shape: &rewrite.shape,
             accept: parts.headers.get(ACCEPT).map(HeaderValue::as_bytes),
             authorization: parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
-            credential: rewrite.credential,
         });
         match state
             .token_cache

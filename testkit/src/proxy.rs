@@ -87,6 +87,7 @@ pub struct TestProxyBuilder {
     upstream_lines: String,
     telemetry_lines: String,
     extra_toml: String,
+    token_cache_off: bool,
     env: HashMap<String, String>,
 }
 
@@ -107,6 +108,7 @@ impl Default for TestProxyBuilder {
             upstream_lines: String::new(),
             telemetry_lines: String::new(),
             extra_toml: String::new(),
+            token_cache_off: false,
             env: HashMap::new(),
         }
     }
@@ -207,6 +209,14 @@ impl TestProxyBuilder {
         self
     }
 
+    /// `[token_cache] enabled = false`: every upgraded login goes upstream, for tests about
+    /// where each one goes rather than about the cache.
+    /// Kept by [`with_extra_toml`](Self::with_extra_toml), so a reload keeps it.
+    pub fn token_cache_off(mut self) -> Self {
+        self.token_cache_off = true;
+        self
+    }
+
     /// The same builder with its extra TOML replaced (a changed config for a reload).
     pub fn with_extra_toml(&self, toml: &str) -> Self {
         let mut b = self.clone();
@@ -292,6 +302,9 @@ impl TestProxyBuilder {
             self.telemetry_lines,
             toml_str(&self.events)
         ));
+        if self.token_cache_off {
+            t.push_str("[token_cache]\nenabled = false\n\n");
+        }
         t.push_str(&self.extra_toml);
         t
     }

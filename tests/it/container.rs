@@ -483,7 +483,12 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 /// Metric names (sample names as PromQL sees them) → label names, from `/metrics` of a running
 /// grantshift that has upgraded a login and fallen back on another.
 async fn exported_metrics() -> BTreeMap<String, BTreeSet<String>> {
-    let proxy = TestProxy::start(&acme_mapping()).await;
+    // Each login goes upstream (the second one after the world changed).
+    let proxy = TestProxy::builder()
+        .extra_toml(&acme_mapping())
+        .token_cache_off()
+        .start()
+        .await;
     let reply = proxy.login(LOGIN_HOST, &acme_password_form()).await;
     assert_eq!(reply.status, 200);
     assert_eq!(proxy.next_event().await["action"], "upgraded");

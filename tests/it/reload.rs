@@ -32,7 +32,12 @@ async fn echo_through(tunnel: &mut TcpStream, bytes: &[u8]) {
 
 #[tokio::test]
 async fn reload_raising_percent_upgrades_new_logins_while_an_open_tunnel_keeps_working() {
-    let mut proxy = TestProxy::start(&config_with_percent(0)).await;
+    // Without the token cache: each upgraded login's own request is counted below.
+    let mut proxy = TestProxy::builder()
+        .extra_toml(&config_with_percent(0))
+        .token_cache_off()
+        .start()
+        .await;
     let (status, mut tunnel) = proxy.connect(&format!("{ECHO_HOST}:443")).await;
     assert_eq!(status, 200);
     echo_through(&mut tunnel, b"before the reload").await;

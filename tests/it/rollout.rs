@@ -131,7 +131,12 @@ async fn percent_fifty_upgrades_exactly_the_sets_below_fifty_every_time_and_afte
     for user in &everyone {
         toml.push_str(&credentials_toml(user, acme::MY_DOMAIN));
     }
-    let mut proxy = TestProxy::start(&toml).await;
+    // Without the token cache: every login's own request shows where it went.
+    let mut proxy = TestProxy::builder()
+        .extra_toml(&toml)
+        .token_cache_off()
+        .start()
+        .await;
     proxy.sf.edit(|w| {
         for user in &everyone {
             w.org_mut(acme::ORG_ID)

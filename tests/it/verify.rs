@@ -242,7 +242,12 @@ async fn verify_password_off_and_the_client_credentials_default_upgrade_without_
 #[tokio::test]
 async fn a_client_credentials_set_with_a_learned_verifier_refuses_another_password() {
     // Learned from a fallback: the upgrade failed (no Run As user), the original succeeded.
-    let proxy = TestProxy::start(&config("upgrade", &acme_mapping())).await;
+    // Without the token cache: its negative entry would send the next login to fallback too.
+    let proxy = TestProxy::builder()
+        .extra_toml(&config("upgrade", &acme_mapping()))
+        .token_cache_off()
+        .start()
+        .await;
     proxy
         .sf
         .edit(|w| w.org_mut(acme::ORG_ID).app_mut(acme::CLIENT_ID).run_as_user = None);
