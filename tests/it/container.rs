@@ -302,6 +302,20 @@ async fn prometheus_scrapes_grantshift_metrics_path_on_its_admin_port() {
         .find_map(|a| a.strip_prefix("--config.file=").map(str::to_string))
         .expect("prometheus --config.file");
     let prom_config = yaml_file(&host_path_of(prom, &config_flag));
+    // The rules it loads, relative to the config file in the container, are mounted from the
+    // repository's alerts (which tests/it/prometheus.rs checks and unit-tests with promtool).
+    let config_dir = Path::new(&config_flag).parent().expect("config dir");
+    let rule_files: Vec<PathBuf> = prom_config["rule_files"]
+        .as_sequence()
+        .expect("prometheus.yml rule_files")
+        .iter()
+        .map(|f| host_path_of(prom, config_dir.join(str_of(f)).to_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rule_files,
+        [repo_path("deploy/prometheus/alerts.yml")],
+        "the compose Prometheus loads deploy/prometheus/alerts.yml"
+    );
     let expected_target = format!("grantshift:{}", admin_port(&config));
     let jobs = prom_config["scrape_configs"]
         .as_sequence()
@@ -375,9 +389,10 @@ async fn the_documented_admin_token_setup_is_consistent_once_uncommented() {
     assert_eq!(config.proxy.admin_token_env.as_deref(), Some(var));
     assert!(config.proxy.admin_token.is_some());
 
-    // deploy/prometheus.yml sends it from the file the compose file mounts, which git ignores.
+    // deploy/prometheus/prometheus.yml sends it from the file the compose file mounts, which
+    // git ignores.
     let prom_text = uncomment(
-        &read("deploy/prometheus.yml"),
+        &read("deploy/prometheus/prometheus.yml"),
         &["authorization:", "  type:", "  credentials_file:"],
     );
     let prom_config: Yaml = serde_yaml::from_str(&prom_text).expect("uncommented prometheus.yml");
