@@ -1202,3 +1202,77 @@ async fn dockerfile_healthcheck_runs_grantshift_healthcheck_at_the_configured_ad
     );
     assert!(unhealthy.stdout.is_empty(), "{unhealthy:?}");
 }
+
+/// Every `docker compose cp <service>:<path> <dest>` in README.md and docs/*.md.
+fn documented_compose_copies() -> Vec<(String, String, String, String)> {
+    let mut docs = vec![repo_path("README.md")];
+    let mut more: Vec<PathBuf> = std::fs::read_dir(repo_path("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    more.sort();
+    docs.extend(more);
+    let mut out = Vec::new();
+    for doc in docs {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let name = doc.file_name().unwrap().to_string_lossy().into_owned();
+        for line in text.lines() {
+            let Some((_, rest)) = line.split_once("docker compose cp ") else {
+                continue;
+            };
+            let args: Vec<&str> = rest.split_whitespace().take(2).collect();
+            let (source, dest) = (args[0].trim_matches('`'), args[1].trim_matches('`'));
+            let (service, path) = source
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{name}: `{line}` copies from no service"));
+            out.push((name.clone(), service.into(), path.into(), dest.into()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_documented_ca_copy_names_the_ca_file_the_container_config_uses() {
+    let compose = compose();
+    let config = grantshift_config(&compose);
+    let copies = documented_compose_copies();
+    let ca_copies: Vec<_> = copies
+        .iter()
+        .filter(|(_, _, path, _)| path.ends_with(".pem"))
+        .collect();
+    assert!(
+        !ca_copies.is_empty(),
+        "the docs show how to copy the CA out of the container: {copies:?}"
+    );
+    let data_volumes: Vec<String> = mounts(service(&compose, "grantshift"))
+        .into_iter()
+        .filter(|m| !m.is_bind())
+        .map(|m| m.target)
+        .collect();
+    for (doc, svc, path, dest) in ca_copies {
+        assert_eq!(
+            svc, "grantshift",
+            "{doc}: the compose service is grantshift"
+        );
+        assert_eq!(
+            Path::new(path),
+            config.ca.cert,
+            "{doc}: the copied file is [ca].cert of the container's config"
+        );
+        assert!(
+            data_volumes
+                .iter()
+                .any(|v| Path::new(path).starts_with(v)),
+            "{doc}: {path} is in a volume of the grantshift service ({data_volumes:?}), so it outlives the container"
+        );
+        assert!(!dest.contains(".key"), "{doc}: only the certificate leaves");
+    }
+    // The key is never the documented copy.
+    assert!(
+        copies
+            .iter()
+            .all(|(_, _, path, _)| Path::new(path) != config.ca.key),
+        "{copies:?}"
+    );
+}
