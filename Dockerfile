@@ -27,9 +27,11 @@ WORKDIR /var/lib/grantshift
 VOLUME ["/etc/grantshift", "/var/lib/grantshift"]
 ENV GRANTSHIFT_CONFIG=/etc/grantshift/grantshift.toml
 EXPOSE 3128 9464
-# Healthy when the admin server answers /healthz (bash's /dev/tcp: no curl in the image).
+# Healthy when the admin server answers /readyz: `grantshift healthcheck` reads the same config
+# as `run` ($GRANTSHIFT_CONFIG) and probes its proxy.admin_listen (loopback for 0.0.0.0), so
+# the check follows a changed admin port (docs/monitoring.md, "Container health").
 HEALTHCHECK --interval=15s --timeout=3s --start-period=5s --retries=3 \
-  CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9464 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && head -n1 <&3 | grep -q ' 200 '"]
+  CMD ["/usr/local/bin/grantshift", "healthcheck"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/grantshift"]
 CMD ["run"]

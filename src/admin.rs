@@ -104,7 +104,10 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bod
             Err(reason) => text_response(StatusCode::SERVICE_UNAVAILABLE, reason),
         },
         "/metrics" => with_type(
-            state.metrics.encode(),
+            {
+                state.metrics.credential_sets(&state.report().credentials);
+                state.metrics.encode()
+            },
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/report" => with_type(

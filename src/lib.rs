@@ -48,6 +48,7 @@
 //! - [`password`]: passwords and their Argon2id verifiers (OWASP parameters), the keyed
 //!   digest (pure).
 //! - [`fault`]: test-only panic points (nothing in a normal build).
+//! - [`healthcheck`]: `grantshift healthcheck`, the container's probe of the admin server.
 
 pub mod access;
 pub mod admin;
@@ -60,6 +61,7 @@ pub mod connect;
 pub mod destination;
 pub mod fault;
 pub mod forward;
+pub mod healthcheck;
 pub mod hop_by_hop;
 pub mod idle;
 pub mod mitm;

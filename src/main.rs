@@ -64,6 +64,10 @@ enum Command {
         #[arg(long)]
         suggest_config: bool,
     },
+    /// Probe the running grantshift's admin server (GET /readyz at proxy.admin_listen,
+    /// loopback when it listens on every address) within 2 s: exit 0 when ready, else 1 with
+    /// the reason. The container's HEALTHCHECK.
+    Healthcheck,
     /// Print the Argon2id hash of a password for a [[credentials]] entry's password_hash. The
     /// password (with the security token appended, as the client sends it) is read from the
     /// terminal without echo, or from stdin (one line); never from the command line.
@@ -88,6 +92,7 @@ fn main() -> std::process::ExitCode {
             suggest_config,
         } => report(cli.config, events, json, suggest_config),
         Command::HashPassword { refused } => hash_password(refused.len()),
+        Command::Healthcheck => healthcheck(cli.config),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -177,6 +182,17 @@ fn run(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         proxy.serve(listener, shutdown).await?;
         Ok(())
     })
+}
+
+fn healthcheck(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    let healthy = grantshift::healthcheck::check(
+        &config.proxy.admin_listen,
+        grantshift::healthcheck::TIMEOUT,
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!("{healthy}");
+    Ok(())
 }
 
 /// SIGHUP re-reads the config file; an invalid file keeps the running config.

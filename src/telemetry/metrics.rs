@@ -4,9 +4,12 @@
 //! the events file exactly; connection and upstream metrics are updated where they happen.
 //!
 //! Every label takes values from a bounded set, whatever clients send: a `host` label is a
-//! configured host name or a host class ([`HostLabels`]), a `grant` label a known grant type.
+//! configured host name or a host class ([`HostLabels`]), a `grant` label a known grant type,
+//! an `identity` label one of the first [`MAX_IDENTITIES`] Run As identities seen (then
+//! `other`), a `verdict` label one of the report's fixed verdicts.
 
 use super::events::{Action, Event, PasswordCheck};
+use super::report::{Row, Verdict};
 use crate::config::Config;
 use crate::oauth::{is_generic_login_host, is_my_domain_host, is_sandbox_host};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,6 +35,23 @@ struct FailureLabels {
     host: String,
     error: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLoginLabels {
+    target_host: String,
+    identity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerdictLabels {
+    verdict: String,
+}
+
+/// Run As identities that get a label value of their own; later ones share `other`.
+pub const MAX_IDENTITIES: usize = 100;
+
+/// The `identity` label value of identities beyond [`MAX_IDENTITIES`].
+pub const OTHER_IDENTITY: &str = "other";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
@@ -246,6 +266,10 @@ pub struct Metrics {
     password_refusals: Family<ReasonLabels, Counter>,
     password_hashes: Family<PurposeLabels, Counter>,
     password_verifiers: Family<SourceLabels, Gauge>,
+    upstream_logins: Family<UpstreamLoginLabels, Counter>,
+    /// The identities with a label value of their own, at most [`MAX_IDENTITIES`].
+    identities: RwLock<HashSet<String>>,
+    credential_sets: Family<VerdictLabels, Gauge>,
     /// Bytes of token request bodies buffered now (the shared `token_body_budget` in use).
     pub token_body_bytes: Gauge,
 }
@@ -344,6 +368,23 @@ impl Metrics {
             "Password verifiers known now, by source (learned: in the state file; configured: password_hash entries)",
             password_verifiers.clone(),
         );
+        let upstream_logins = Family::<UpstreamLoginLabels, Counter>::default();
+        registry.register(
+            "grantshift_upstream_logins",
+            "Upgraded logins sent upstream (whatever Salesforce answered), by target host and Run As identity (client credentials: the client_id; JWT bearer: the username); Salesforce allows 3,600 logins per user per hour",
+            upstream_logins.clone(),
+        );
+        let credential_sets = Family::<VerdictLabels, Gauge>::default();
+        registry.register(
+            "grantshift_credential_sets",
+            "Credential sets in the report (/report) by verdict, now",
+            credential_sets.clone(),
+        );
+        for verdict in Verdict::ALL {
+            let _ = credential_sets.get_or_create(&VerdictLabels {
+                verdict: verdict.as_str().into(),
+            });
+        }
         // The running version, as Prometheus convention has it: a gauge at 1.
         let build_info = Family::<VersionLabels, Gauge>::default();
         build_info
@@ -416,6 +457,9 @@ impl Metrics {
             password_refusals,
             password_hashes,
             password_verifiers,
+            upstream_logins,
+            identities: RwLock::new(HashSet::new()),
+            credential_sets,
         }
     }
 
@@ -512,6 +556,54 @@ impl Metrics {
                 })
                 .inc();
         }
+        if let (Some(target), Some(identity)) = (&event.target_host, run_as_identity(event)) {
+            let target_host = self
+                .host_labels
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .label(target)
+                .into_owned();
+            let identity = self.identity_label(identity);
+            self.upstream_logins
+                .get_or_create(&UpstreamLoginLabels {
+                    target_host,
+                    identity,
+                })
+                .inc();
+        }
+    }
+
+    /// `identity` itself while fewer than [`MAX_IDENTITIES`] have a value of their own (or
+    /// it is one of them), else [`OTHER_IDENTITY`].
+    fn identity_label(&self, identity: &str) -> String {
+        if self
+            .identities
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(identity)
+        {
+            return identity.to_owned();
+        }
+        let mut known = self.identities.write().unwrap_or_else(|e| e.into_inner());
+        if known.contains(identity) || (known.len() < MAX_IDENTITIES && identity != OTHER_IDENTITY)
+        {
+            known.insert(identity.to_owned());
+            identity.to_owned()
+        } else {
+            OTHER_IDENTITY.to_owned()
+        }
+    }
+
+    /// Set `grantshift_credential_sets{verdict}` from the report's rows (at each scrape).
+    pub fn credential_sets(&self, rows: &[Row]) {
+        for verdict in Verdict::ALL {
+            let n = rows.iter().filter(|r| r.verdict == verdict).count();
+            self.credential_sets
+                .get_or_create(&VerdictLabels {
+                    verdict: verdict.as_str().into(),
+                })
+                .set(n as i64);
+        }
     }
 
     /// Count a connection of `kind` as open until the guard is dropped.
@@ -558,6 +650,16 @@ pub struct ActiveGuard(Gauge);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.dec();
+    }
+}
+
+/// The Run As identity of an upgraded login that went upstream (the event has a `flow` only
+/// then): client credentials run as the connected app's Run As user, one per app and org,
+/// so the client_id names it; a JWT bearer assertion names the user (`sub`), the username.
+fn run_as_identity(event: &Event) -> Option<&str> {
+    match event.flow.as_deref()? {
+        "jwt_bearer" => event.username.as_deref(),
+        _ => event.client_id.as_deref(),
     }
 }
 
@@ -680,6 +782,144 @@ my_domain = "Acme.my.salesforce.com"
         assert_eq!(error_label(None, Some(503)), "http_503");
         assert_eq!(error_label(None, None), "http_0");
         assert_eq!(error_label(Some("made_up_\"error"), Some(400)), "other");
+    }
+
+    fn upgraded(client_id: &str, username: &str, flow: &str, target: &str) -> Event {
+        let mut e = Event::new("127.0.0.1:1".parse().unwrap(), "login.salesforce.com");
+        e.grant = Some("password".into());
+        e.client_id = Some(client_id.into());
+        e.username = Some(username.into());
+        e.flow = Some(flow.into());
+        e.target_host = Some(target.into());
+        e.action = Action::Upgraded;
+        e
+    }
+
+    #[test]
+    fn upstream_logins_count_the_run_as_identity_with_bounded_labels() {
+        let m = Metrics::new();
+        m.configure(
+            &Config::from_toml_str(
+                "[[credentials]]\nusername = \"u@acme.com\"\nmy_domain = \"acme.my.salesforce.com\"\n",
+                std::path::Path::new("/"),
+            )
+            .unwrap(),
+        );
+        let cc = upgraded(
+            "3MVGapp",
+            "u@acme.com",
+            "client_credentials",
+            "acme.my.salesforce.com",
+        );
+        m.record_event(&cc);
+        m.record_event(&cc);
+        let mut failed = upgraded(
+            "3MVGapp",
+            "v@acme.com",
+            "client_credentials",
+            "ACME.my.salesforce.com",
+        );
+        failed.action = Action::Fallback;
+        m.record_event(&failed);
+        m.record_event(&upgraded(
+            "3MVGapp",
+            "u@acme.com",
+            "jwt_bearer",
+            "h9.my.salesforce.com",
+        ));
+        // Not sent upstream as an upgrade: no flow.
+        let mut observed = cc.clone();
+        observed.flow = None;
+        observed.target_host = None;
+        observed.action = Action::Observed;
+        m.record_event(&observed);
+        let text = m.encode();
+        assert!(text.contains(r#"grantshift_upstream_logins_total{target_host="acme.my.salesforce.com",identity="3MVGapp"} 3"#), "{text}");
+        assert!(text.contains(r#"grantshift_upstream_logins_total{target_host="my_domain",identity="u@acme.com"} 1"#), "{text}");
+        assert_eq!(
+            text.matches("grantshift_upstream_logins_total{").count(),
+            2,
+            "{text}"
+        );
+
+        // Past MAX_IDENTITIES distinct identities, the rest share `other`; known ones keep theirs.
+        let m = Metrics::new();
+        for i in 0..MAX_IDENTITIES + 50 {
+            m.record_event(&upgraded(
+                &format!("app{i}"),
+                "u",
+                "client_credentials",
+                "x.example",
+            ));
+        }
+        m.record_event(&upgraded("app0", "u", "client_credentials", "x.example"));
+        m.record_event(&upgraded(
+            OTHER_IDENTITY,
+            "u",
+            "client_credentials",
+            "x.example",
+        ));
+        let text = m.encode();
+        assert_eq!(
+            text.matches("grantshift_upstream_logins_total{").count(),
+            MAX_IDENTITIES + 1,
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"{target_host="other",identity="app0"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"{target_host="other",identity="other"} 51"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn credential_sets_are_counted_by_every_verdict() {
+        let m = Metrics::new();
+        let text = m.encode();
+        for v in Verdict::ALL {
+            let line = format!("grantshift_credential_sets{{verdict=\"{}\"}} 0", v.as_str());
+            assert!(text.contains(&line), "{line} in {text}");
+        }
+        let mut report = crate::telemetry::report::ReportBuilder::new(100);
+        let mut e = upgraded(
+            "3MVGapp",
+            "u@acme.com",
+            "client_credentials",
+            "acme.my.salesforce.com",
+        );
+        e.status = 200;
+        report.add(&e);
+        let mut f = upgraded(
+            "3MVGapp",
+            "v@acme.com",
+            "client_credentials",
+            "acme.my.salesforce.com",
+        );
+        f.action = Action::Failed;
+        f.status = 400;
+        report.add(&f);
+        m.credential_sets(&report.report().credentials);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"grantshift_credential_sets{verdict="upgraded"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"grantshift_credential_sets{verdict="failing"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"grantshift_credential_sets{verdict="ready"} 0"#),
+            "{text}"
+        );
+        // A later report with fewer sets brings the gauges down again.
+        m.credential_sets(&[]);
+        assert!(m
+            .encode()
+            .contains(r#"grantshift_credential_sets{verdict="failing"} 0"#));
     }
 
     #[test]

@@ -75,6 +75,19 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Every verdict, most urgent first.
+    pub const ALL: [Verdict; 9] = [
+        Verdict::NeedsJwt,
+        Verdict::NeedsRunAsUser,
+        Verdict::NeedsFlowEnabled,
+        Verdict::NeedsVerifier,
+        Verdict::PasswordMismatch,
+        Verdict::Failing,
+        Verdict::Ready,
+        Verdict::Upgraded,
+        Verdict::Observing,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::NeedsJwt => "needs-jwt",

@@ -302,6 +302,20 @@ async fn prometheus_scrapes_grantshift_metrics_path_on_its_admin_port() {
         .find_map(|a| a.strip_prefix("--config.file=").map(str::to_string))
         .expect("prometheus --config.file");
     let prom_config = yaml_file(&host_path_of(prom, &config_flag));
+    // The rules it loads, relative to the config file in the container, are mounted from the
+    // repository's alerts (which tests/it/prometheus.rs checks and unit-tests with promtool).
+    let config_dir = Path::new(&config_flag).parent().expect("config dir");
+    let rule_files: Vec<PathBuf> = prom_config["rule_files"]
+        .as_sequence()
+        .expect("prometheus.yml rule_files")
+        .iter()
+        .map(|f| host_path_of(prom, config_dir.join(str_of(f)).to_str().unwrap()))
+        .collect();
+    assert_eq!(
+        rule_files,
+        [repo_path("deploy/prometheus/alerts.yml")],
+        "the compose Prometheus loads deploy/prometheus/alerts.yml"
+    );
     let expected_target = format!("grantshift:{}", admin_port(&config));
     let jobs = prom_config["scrape_configs"]
         .as_sequence()
@@ -375,9 +389,10 @@ async fn the_documented_admin_token_setup_is_consistent_once_uncommented() {
     assert_eq!(config.proxy.admin_token_env.as_deref(), Some(var));
     assert!(config.proxy.admin_token.is_some());
 
-    // deploy/prometheus.yml sends it from the file the compose file mounts, which git ignores.
+    // deploy/prometheus/prometheus.yml sends it from the file the compose file mounts, which
+    // git ignores.
     let prom_text = uncomment(
-        &read("deploy/prometheus.yml"),
+        &read("deploy/prometheus/prometheus.yml"),
         &["authorization:", "  type:", "  credentials_file:"],
     );
     let prom_config: Yaml = serde_yaml::from_str(&prom_text).expect("uncommented prometheus.yml");
@@ -1089,50 +1104,180 @@ fn dockerfile_build_stage_copies_every_target_cargo_toml_declares() {
     );
 }
 
+/// The final stage's `ENV` value of `name`.
+fn dockerfile_env(instructions: &[Instruction], name: &str) -> Option<String> {
+    final_stage(instructions)
+        .filter(|i| i.keyword == "ENV")
+        .find_map(|i| i.args.strip_prefix(&format!("{name}=")).map(str::to_owned))
+}
+
+/// How long a probe of nothing may take: its own limit and the process start.
+const UNHEALTHY_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[tokio::test]
-async fn dockerfile_healthcheck_command_gets_200_from_healthz_on_the_admin_port() {
+async fn dockerfile_healthcheck_runs_grantshift_healthcheck_at_the_configured_admin_address() {
     let instructions = dockerfile();
-    let config = grantshift_config(&compose());
-    let admin = admin_port(&config);
     let healthcheck = final_stage(&instructions)
         .find(|i| i.keyword == "HEALTHCHECK")
         .expect("HEALTHCHECK");
     let cmd_at = healthcheck.args.find("CMD").expect("HEALTHCHECK ... CMD");
     let command = exec_form(healthcheck.args[cmd_at + 3..].trim());
-    let script = command.last().expect("a command").clone();
-    assert!(
-        script.contains("/healthz"),
-        "the healthcheck asks /healthz: {script}"
+    let entrypoint = exec_form(
+        &final_stage(&instructions)
+            .find(|i| i.keyword == "ENTRYPOINT")
+            .expect("ENTRYPOINT")
+            .args,
     );
-    let endpoint = format!("/dev/tcp/127.0.0.1/{admin}");
+    assert_eq!(
+        command,
+        [entrypoint[0].as_str(), "healthcheck"],
+        "the HEALTHCHECK runs the image's grantshift, which reads the admin address from the config"
+    );
+    // The config it reads is the one `run` reads: $GRANTSHIFT_CONFIG, as the compose file sets it.
+    let compose = compose();
+    let config_env =
+        dockerfile_env(&instructions, "GRANTSHIFT_CONFIG").expect("ENV GRANTSHIFT_CONFIG");
+    assert_eq!(
+        environment(service(&compose, "grantshift")).get("GRANTSHIFT_CONFIG"),
+        Some(&config_env)
+    );
+    let timeout = healthcheck
+        .args
+        .split_whitespace()
+        .find_map(|a| a.strip_prefix("--timeout="))
+        .expect("HEALTHCHECK --timeout");
     assert!(
-        script.contains(&endpoint),
-        "the healthcheck connects to the admin port {admin}: {script}"
+        timeout
+            .strip_suffix('s')
+            .and_then(|s| s.parse::<u64>().ok())
+            > Some(grantshift::healthcheck::TIMEOUT.as_secs()),
+        "Docker's --timeout={timeout} leaves the probe its own {:?} limit",
+        grantshift::healthcheck::TIMEOUT
     );
 
-    // Run that very command against a running grantshift's admin server.
-    let proxy = TestProxy::start("").await;
-    let probe = |script: String| {
-        let mut cmd = std::process::Command::new(&command[0]);
-        cmd.args(&command[1..command.len() - 1]).arg(script);
+    // A live grantshift whose admin server is on a port of its own (not the default 9464) and
+    // wants a token (the health check needs none: /readyz is open).
+    let var = "GRANTSHIFT_ADMIN_TOKEN";
+    let token = "0123456789abcdef0123456789abcdef";
+    let proxy = TestProxy::builder()
+        .env(var, token)
+        .proxy(&format!("admin_token_env = \"{var}\""))
+        .start()
+        .await;
+    let port = proxy.admin_addr().port();
+    assert_ne!(port, 9464);
+    let dir = tempfile::tempdir().unwrap();
+    let probe = |admin_listen: String| {
+        let path = dir
+            .path()
+            .join(format!("probe-{}.toml", admin_listen.len()));
+        std::fs::write(
+            &path,
+            format!("[proxy]\nadmin_listen = \"{admin_listen}\"\nadmin_token_env = \"{var}\"\n"),
+        )
+        .unwrap();
+        let mut cmd = crate::GRANTSHIFT.command(dir.path());
+        cmd.args(&command[1..])
+            .env("GRANTSHIFT_CONFIG", &path)
+            .env(var, token);
         cmd
     };
-    let live = script.replace(
-        &endpoint,
-        &format!("/dev/tcp/127.0.0.1/{}", proxy.admin_addr().port()),
-    );
-    let healthy = run_to_end(probe(live)).await;
-    assert!(
-        healthy.status.success(),
-        "healthcheck against a running grantshift: {healthy:?}"
+    // Listening on every address, as in the container: probed on loopback.
+    let healthy = run_to_end(probe(format!("0.0.0.0:{port}"))).await;
+    assert!(healthy.status.success(), "{healthy:?}");
+    assert_eq!(
+        healthy.stdout.trim(),
+        format!("healthy: http://127.0.0.1:{port}/readyz: 200 ready"),
+        "{healthy:?}"
     );
 
-    // And it fails when nothing healthy answers there.
+    // Nothing there: exit 1 soon, and say what was probed and why it failed.
     let closed = closed_port();
-    let dead = script.replace(&endpoint, &format!("/dev/tcp/127.0.0.1/{}", closed.port()));
-    let unhealthy = run_to_end(probe(dead)).await;
+    let started = std::time::Instant::now();
+    let unhealthy = run_to_end(probe(closed.to_string())).await;
+    let took = started.elapsed();
+    assert_eq!(unhealthy.status.code(), Some(1), "{unhealthy:?}");
+    assert!(took < UNHEALTHY_WITHIN, "took {took:?}");
+    let said = unhealthy.stderr.trim();
     assert!(
-        !unhealthy.status.success(),
-        "healthcheck with nothing listening: {unhealthy:?}"
+        said.starts_with(&format!("grantshift: unhealthy: http://{closed}/readyz"))
+            && said.contains("cannot connect")
+            && said.lines().count() == 1,
+        "one line with the address and the reason: {unhealthy:?}"
+    );
+    assert!(unhealthy.stdout.is_empty(), "{unhealthy:?}");
+}
+
+/// Every `docker compose cp <service>:<path> <dest>` in README.md and docs/*.md.
+fn documented_compose_copies() -> Vec<(String, String, String, String)> {
+    let mut docs = vec![repo_path("README.md")];
+    let mut more: Vec<PathBuf> = std::fs::read_dir(repo_path("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    more.sort();
+    docs.extend(more);
+    let mut out = Vec::new();
+    for doc in docs {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let name = doc.file_name().unwrap().to_string_lossy().into_owned();
+        for line in text.lines() {
+            let Some((_, rest)) = line.split_once("docker compose cp ") else {
+                continue;
+            };
+            let args: Vec<&str> = rest.split_whitespace().take(2).collect();
+            let (source, dest) = (args[0].trim_matches('`'), args[1].trim_matches('`'));
+            let (service, path) = source
+                .split_once(':')
+                .unwrap_or_else(|| panic!("{name}: `{line}` copies from no service"));
+            out.push((name.clone(), service.into(), path.into(), dest.into()));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_documented_ca_copy_names_the_ca_file_the_container_config_uses() {
+    let compose = compose();
+    let config = grantshift_config(&compose);
+    let copies = documented_compose_copies();
+    let ca_copies: Vec<_> = copies
+        .iter()
+        .filter(|(_, _, path, _)| path.ends_with(".pem"))
+        .collect();
+    assert!(
+        !ca_copies.is_empty(),
+        "the docs show how to copy the CA out of the container: {copies:?}"
+    );
+    let data_volumes: Vec<String> = mounts(service(&compose, "grantshift"))
+        .into_iter()
+        .filter(|m| !m.is_bind())
+        .map(|m| m.target)
+        .collect();
+    for (doc, svc, path, dest) in ca_copies {
+        assert_eq!(
+            svc, "grantshift",
+            "{doc}: the compose service is grantshift"
+        );
+        assert_eq!(
+            Path::new(path),
+            config.ca.cert,
+            "{doc}: the copied file is [ca].cert of the container's config"
+        );
+        assert!(
+            data_volumes
+                .iter()
+                .any(|v| Path::new(path).starts_with(v)),
+            "{doc}: {path} is in a volume of the grantshift service ({data_volumes:?}), so it outlives the container"
+        );
+        assert!(!dest.contains(".key"), "{doc}: only the certificate leaves");
+    }
+    // The key is never the documented copy.
+    assert!(
+        copies
+            .iter()
+            .all(|(_, _, path, _)| Path::new(path) != config.ca.key),
+        "{copies:?}"
     );
 }

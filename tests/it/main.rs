@@ -43,6 +43,7 @@ mod metrics;
 mod panics;
 mod passed;
 mod plain_http;
+mod prometheus;
 mod real_clients;
 mod reload;
 mod report;

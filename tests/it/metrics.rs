@@ -217,6 +217,26 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         m.series("grantshift_upgrade_failures_total"),
         series(&[(&[("host", LOGIN_HOST), ("error", "invalid_grant")], 1.0)])
     );
+    // The two upgrades sent upstream (the second failed, then fell back), by Run As identity.
+    assert_eq!(
+        m.series("grantshift_upstream_logins_total"),
+        series(&[
+            (
+                &[
+                    ("target_host", acme::MY_DOMAIN),
+                    ("identity", acme::CLIENT_ID)
+                ],
+                1.0
+            ),
+            (
+                &[
+                    ("target_host", acme::MY_DOMAIN),
+                    ("identity", NO_RUN_AS_APP)
+                ],
+                1.0
+            ),
+        ])
+    );
     // Password verifiers: the two logins that were to be upgraded had none to check
     // (client credentials, `if_known`); the fallback's and the unmapped login's passwords,
     // accepted by Salesforce as sent, were learned (one Argon2 run each).
@@ -309,6 +329,8 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         ("grantshift_password_refusals", "counter"),
         ("grantshift_password_hashes", "counter"),
         ("grantshift_password_verifiers", "gauge"),
+        ("grantshift_upstream_logins", "counter"),
+        ("grantshift_credential_sets", "gauge"),
         ("grantshift_build_info", "gauge"),
         ("grantshift_token_cache_hits", "counter"),
         ("grantshift_token_cache_misses", "counter"),
@@ -512,6 +534,14 @@ async fn hosts_a_client_invents_share_one_label_value_and_one_report_row() {
         m.series("grantshift_upgrade_failures_total"),
         series(&[(
             &[("host", "my_domain"), ("error", "connect_error")],
+            INVENTED_HOSTS as f64
+        )])
+    );
+    // Each failed upgrade went to its invented host, as one identity: one series.
+    assert_eq!(
+        m.series("grantshift_upstream_logins_total"),
+        series(&[(
+            &[("target_host", "my_domain"), ("identity", acme::CLIENT_ID)],
             INVENTED_HOSTS as f64
         )])
     );
