@@ -8,7 +8,7 @@
 //! an `identity` label one of the first [`MAX_IDENTITIES`] Run As identities seen (then
 //! `other`), a `verdict` label one of the report's fixed verdicts.
 
-use super::events::{Action, Event, PasswordCheck};
+use super::events::{Action, CacheUse, Event, PasswordCheck};
 use super::report::{Row, Verdict};
 use crate::config::Config;
 use crate::oauth::{is_generic_login_host, is_my_domain_host, is_sandbox_host};
@@ -556,7 +556,11 @@ impl Metrics {
                 })
                 .inc();
         }
-        if let (Some(target), Some(identity)) = (&event.target_host, run_as_identity(event)) {
+        // A login the token cache answered (or sent to fallback at once) sent nothing upstream.
+        let sent_upstream = !matches!(event.cache, Some(CacheUse::Hit | CacheUse::Negative));
+        if let (true, Some(target), Some(identity)) =
+            (sent_upstream, &event.target_host, run_as_identity(event))
+        {
             let target_host = self
                 .host_labels
                 .read()

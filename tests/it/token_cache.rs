@@ -66,6 +66,17 @@ async fn the_second_login_with_the_same_credentials_is_answered_from_the_cache()
     assert_eq!(metric(&metrics, "grantshift_token_cache_hits_total"), 1.0);
     assert_eq!(metric(&metrics, "grantshift_token_cache_misses_total"), 1.0);
     assert_eq!(metric(&metrics, "grantshift_token_cache_entries"), 1.0);
+    // One login went upstream for the Run As identity: the login-rate count says one.
+    assert_eq!(
+        metrics.value(
+            "grantshift_upstream_logins_total",
+            &[
+                ("target_host", acme::MY_DOMAIN),
+                ("identity", acme::CLIENT_ID)
+            ]
+        ),
+        Some(1.0)
+    );
     // Both logins count, as before the cache.
     let upgraded: f64 = metrics
         .series("grantshift_token_requests_total")
