@@ -106,6 +106,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bod
         "/metrics" => with_type(
             {
                 state.metrics.credential_sets(&state.report().credentials);
+                state.metrics.login_rates();
                 state.metrics.encode()
             },
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -9,6 +9,7 @@
 //! `other`), a `verdict` label one of the report's fixed verdicts.
 
 use super::events::{Action, CacheUse, Event, PasswordCheck};
+use super::login_rate::{LoginRate, Rate, SALESFORCE_LOGINS_PER_HOUR};
 use super::report::{Row, Verdict};
 use crate::config::Config;
 use crate::oauth::{is_generic_login_host, is_my_domain_host, is_sandbox_host};
@@ -267,6 +268,9 @@ pub struct Metrics {
     password_hashes: Family<PurposeLabels, Counter>,
     password_verifiers: Family<SourceLabels, Gauge>,
     upstream_logins: Family<UpstreamLoginLabels, Counter>,
+    /// The same logins over the last hour (a gauge set at each scrape from `login_rate`).
+    upstream_logins_last_hour: Family<UpstreamLoginLabels, Gauge>,
+    login_rate: std::sync::Mutex<LoginRate>,
     /// The identities with a label value of their own, at most [`MAX_IDENTITIES`].
     identities: RwLock<HashSet<String>>,
     credential_sets: Family<VerdictLabels, Gauge>,
@@ -374,6 +378,12 @@ impl Metrics {
             "Upgraded logins sent upstream (whatever Salesforce answered), by target host and Run As identity (client credentials: the client_id; JWT bearer: the username); Salesforce allows 3,600 logins per user per hour",
             upstream_logins.clone(),
         );
+        let upstream_logins_last_hour = Family::<UpstreamLoginLabels, Gauge>::default();
+        registry.register(
+            "grantshift_upstream_logins_last_hour",
+            "Upgraded logins sent upstream in the last 60 minutes, by target host and Run As identity, as grantshift_upstream_logins_total; Salesforce refuses logins past 3,600 an hour for one user (a WARN is logged at 2,880)",
+            upstream_logins_last_hour.clone(),
+        );
         let credential_sets = Family::<VerdictLabels, Gauge>::default();
         registry.register(
             "grantshift_credential_sets",
@@ -458,6 +468,8 @@ impl Metrics {
             password_hashes,
             password_verifiers,
             upstream_logins,
+            upstream_logins_last_hour,
+            login_rate: Default::default(),
             identities: RwLock::new(HashSet::new()),
             credential_sets,
         }
@@ -568,6 +580,20 @@ impl Metrics {
                 .label(target)
                 .into_owned();
             let identity = self.identity_label(identity);
+            let warn = self
+                .login_rate
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .add(&target_host, &identity, unix_minute());
+            if let Some(count) = warn {
+                tracing::warn!(
+                    target_host = %target_host,
+                    identity = %identity,
+                    logins_last_hour = count,
+                    limit = SALESFORCE_LOGINS_PER_HOUR,
+                    "logins for one Run As identity near Salesforce's hourly limit; the token cache ([token_cache]) shares one session per app"
+                );
+            }
             self.upstream_logins
                 .get_or_create(&UpstreamLoginLabels {
                     target_host,
@@ -599,6 +625,27 @@ impl Metrics {
     }
 
     /// Set `grantshift_credential_sets{verdict}` from the report's rows (at each scrape).
+    /// The upstream logins of the last hour per (target host, Run As identity), busiest
+    /// first; also sets `grantshift_upstream_logins_last_hour` (at each scrape).
+    pub fn login_rates(&self) -> Vec<Rate> {
+        let mut rates = self
+            .login_rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .rates(unix_minute());
+        // A pair that went quiet is in `rates` once more at 0: its gauge reads 0 from then.
+        for r in &rates {
+            self.upstream_logins_last_hour
+                .get_or_create(&UpstreamLoginLabels {
+                    target_host: r.target_host.clone(),
+                    identity: r.identity.clone(),
+                })
+                .set(r.last_hour as i64);
+        }
+        rates.retain(|r| r.last_hour > 0);
+        rates
+    }
+
     pub fn credential_sets(&self, rows: &[Row]) {
         for verdict in Verdict::ALL {
             let n = rows.iter().filter(|r| r.verdict == verdict).count();
@@ -660,6 +707,13 @@ impl Drop for ActiveGuard {
 /// The Run As identity of an upgraded login that went upstream (the event has a `flow` only
 /// then): client credentials run as the connected app's Run As user, one per app and org,
 /// so the client_id names it; a JWT bearer assertion names the user (`sub`), the username.
+/// Minutes since the Unix epoch, now.
+fn unix_minute() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
+}
+
 fn run_as_identity(event: &Event) -> Option<&str> {
     match event.flow.as_deref()? {
         "jwt_bearer" => event.username.as_deref(),
@@ -720,6 +774,86 @@ mod tests {
 
     fn labels(toml: &str) -> HostLabels {
         HostLabels::from_config(&Config::from_toml_str(toml, std::path::Path::new("/")).unwrap())
+    }
+
+    /// What a subscriber wrote, for the WARN test.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn logins_of_the_last_hour_are_counted_per_identity_and_warned_about_at_80_percent() {
+        let metrics = Metrics::new();
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let login = |client_id: &str, cache: Option<CacheUse>| {
+            let mut e = Event::new("127.0.0.1:1".parse().unwrap(), "login.salesforce.com");
+            e.grant = Some("password".into());
+            e.client_id = Some(client_id.into());
+            e.username = Some("u@acme.com".into());
+            e.action = Action::Upgraded;
+            e.flow = Some("client_credentials".into());
+            e.target_host = Some("acme.my.salesforce.com".into());
+            e.cache = cache;
+            e
+        };
+        tracing::subscriber::with_default(subscriber, || {
+            for _ in 0..2_879 {
+                metrics.record_event(&login("app", Some(CacheUse::Miss)));
+            }
+            // Answered by the cache: nothing went upstream.
+            metrics.record_event(&login("app", Some(CacheUse::Hit)));
+            metrics.record_event(&login("other-app", None));
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(!text.contains("WARN"), "below 80%: {text}");
+        tracing::subscriber::with_default(
+            tracing_subscriber::fmt()
+                .with_writer({
+                    let writer = captured.clone();
+                    move || writer.clone()
+                })
+                .with_ansi(false)
+                .finish(),
+            || {
+                metrics.record_event(&login("app", Some(CacheUse::Miss)));
+                metrics.record_event(&login("app", Some(CacheUse::Miss)));
+            },
+        );
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("WARN").count(), 1, "once: {text}");
+        assert!(
+            text.contains("identity=app") && text.contains("logins_last_hour=2880"),
+            "{text}"
+        );
+        let rates = metrics.login_rates();
+        assert_eq!(
+            rates
+                .iter()
+                .map(|r| (r.identity.as_str(), r.last_hour))
+                .collect::<Vec<_>>(),
+            [("app", 2_881), ("other-app", 1)]
+        );
+        let exposition = metrics.encode();
+        assert!(
+            exposition.contains(
+                "grantshift_upstream_logins_last_hour{target_host=\"my_domain\",identity=\"app\"} 2881"
+            ),
+            "{exposition}"
+        );
     }
 
     #[test]

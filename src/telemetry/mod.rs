@@ -2,6 +2,7 @@
 //! `render` shows the report to people.
 
 pub mod events;
+pub mod login_rate;
 pub mod metrics;
 pub mod render;
 pub mod report;
