@@ -172,6 +172,7 @@ impl Config {
         if config.rollout.is_empty() {
             config.rollout.push(RolloutRule::default_rule());
         }
+        config.source = file.to_string();
         Ok(config)
     }
 
