@@ -121,12 +121,39 @@ pub fn table(report: &Report, summary: &Summary, width: Option<usize>) -> String
             *w = (*w).max(cell.chars().count());
         }
     }
-    let widths = match width {
-        Some(width) => {
-            let least: Vec<usize> = header.iter().map(|h| h.len().min(7)).collect();
-            fit_columns(&natural, &least, width)
+    // The least a column is cut to: the verdict never (it is what the row is about), a
+    // username and a client id to enough to tell them apart, the rest to their header.
+    let least: Vec<usize> = header
+        .iter()
+        .zip(&natural)
+        .enumerate()
+        .map(|(i, (h, n))| match i {
+            0 => *n,
+            1 => (*n).min(12),
+            2 => (*n).min(16),
+            5 => (*n).min(4),
+            _ => (*n).min(h.len()),
+        })
+        .collect();
+    // Columns left out, in this order, when even their least does not fit: VERIFIER, SEEN,
+    // STATUS, MY DOMAIN, LAST, ORG.
+    let mut visible: Vec<usize> = (0..header.len()).collect();
+    let mut left_out: Vec<&str> = Vec::new();
+    if let Some(width) = width {
+        for drop in [8, 7, 6, 4, 5, 3] {
+            let need: usize =
+                visible.iter().map(|&i| least[i]).sum::<usize>() + 2 * (visible.len() - 1);
+            if need <= width {
+                break;
+            }
+            visible.retain(|&i| i != drop);
+            left_out.push(header[drop]);
         }
-        None => natural,
+    }
+    let pick = |all: &[usize]| visible.iter().map(|&i| all[i]).collect::<Vec<usize>>();
+    let widths = match width {
+        Some(width) => fit_columns(&pick(&natural), &pick(&least), width),
+        None => natural.clone(),
     };
     let fit = |line: String| match width {
         Some(w) => truncate(&line, w).into_owned(),
@@ -149,15 +176,23 @@ pub fn table(report: &Report, summary: &Summary, width: Option<usize>) -> String
         out.push_str(&fit(summary_line));
         out.push('\n');
     }
-    out.push_str(&line(header.to_vec()));
+    out.push_str(&line(visible.iter().map(|&i| header[i]).collect()));
     for row in &rows {
-        out.push_str(&line(row.iter().map(String::as_str).collect()));
+        out.push_str(&line(visible.iter().map(|&i| row[i].as_str()).collect()));
     }
     if rows.is_empty() {
         out.push_str(&fit("(no password logins recorded yet)".into()));
         out.push('\n');
     }
-    for note in bounds_notes(report) {
+    let mut notes = bounds_notes(report);
+    if !left_out.is_empty() {
+        notes.push(format!(
+            "left out to fit {} columns: {}; --wide shows everything",
+            width.unwrap_or_default(),
+            left_out.join(", ")
+        ));
+    }
+    for note in notes {
         out.push_str(&fit(format!("({note})")));
         out.push('\n');
     }
