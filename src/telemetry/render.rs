@@ -623,7 +623,7 @@ th {{ white-space: nowrap; background: #f4f4f6; font-weight: 600; }}
 const HOURLY_UP_TO: i64 = 72;
 
 /// The bars of the trend chart: per hour (at least the 24 hours up to the newest event) when
-/// the events span at most [`HOURLY_UP_TO`] hours, else per day. `(start unix hour, hours
+/// the events span less than `HOURLY_UP_TO` (72) hours, else per day. `(start unix hour, hours
 /// per bar, counts)`, oldest first, empty bars included.
 pub fn trend_bars(trend: &Trend) -> Vec<(i64, i64, super::report::TrendCounts)> {
     let (Some(first), Some(last)) = (trend.hours.first(), trend.hours.last()) else {
