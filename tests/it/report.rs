@@ -647,8 +647,9 @@ async fn logins_with_huge_usernames_leave_the_report_small_and_are_counted() {
 
     let admin = proxy.admin_addr();
     let report = admin_get(admin, "/report").await;
+    // The summary (~700 bytes) and one trend hour are there whatever the usernames were.
     assert!(
-        report.body.len() < 1024,
+        report.body.len() < 2 * 1024,
         "/report is {} bytes after {HUGE_LOGINS} logins of {} KiB usernames",
         report.body.len(),
         huge.len() / 1024
