@@ -53,6 +53,10 @@ pub struct Config {
     pub credentials: Vec<Credential>,
     pub telemetry: TelemetryConfig,
     pub state: StateConfig,
+    /// Where this config came from: its file's path, `(defaults)` or `(inline config)` (the
+    /// admin page says it; not a config key).
+    #[serde(skip)]
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
