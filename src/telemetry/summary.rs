@@ -10,7 +10,7 @@ use time::{Date, OffsetDateTime};
 /// A deadline Salesforce has announced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Deadline {
-    /// What ends.
+    /// What ends (`username-password flow`, `SOAP login()`).
     pub what: &'static str,
     /// The day it ends, `YYYY-MM-DD`.
     pub date: String,
@@ -26,12 +26,12 @@ pub struct Deadline {
 /// (announced for Summer '27; 1 June 2027 is taken as its day).
 const DEADLINES: [(&str, Date, &str); 2] = [
     (
-        "username-password flow retired",
+        "username-password flow",
         time::macros::date!(2027 - 02 - 20),
         "20 Feb 2027",
     ),
     (
-        "SOAP login() retired",
+        "SOAP login()",
         time::macros::date!(2027 - 06 - 01),
         "Summer '27 (1 Jun 2027)",
     ),
@@ -162,15 +162,15 @@ impl Summary {
     }
 }
 
-/// `username-password flow retired 20 Feb 2027: 81 days left`.
+/// `username-password flow retires 20 Feb 2027: 81 days left` (`retired …: passed` after).
 pub fn deadline_text(d: &Deadline) -> String {
-    let when = match d.days_left {
-        None => "passed".to_string(),
-        Some(0) => "today".to_string(),
-        Some(1) => "1 day left".to_string(),
-        Some(n) => format!("{n} days left"),
+    let (verb, when) = match d.days_left {
+        None => ("retired", "passed".to_string()),
+        Some(0) => ("retires", "today".to_string()),
+        Some(1) => ("retires", "1 day left".to_string()),
+        Some(n) => ("retires", format!("{n} days left")),
     };
-    format!("{} {}: {when}", d.what, d.label)
+    format!("{} {verb} {}: {when}", d.what, d.label)
 }
 
 /// A share as a whole percentage that never rounds to a false 0% or 100%.
@@ -228,10 +228,10 @@ mod tests {
         assert_eq!(s.deadlines[1].days_left, Some(182));
         assert!(s
             .line
-            .contains("username-password flow retired 20 Feb 2027: 81 days left"));
+            .contains("username-password flow retires 20 Feb 2027: 81 days left"));
         assert!(s
             .line
-            .contains("SOAP login() retired Summer '27 (1 Jun 2027): 182 days left"));
+            .contains("SOAP login() retires Summer '27 (1 Jun 2027): 182 days left"));
         // Late on the day before: one day left; the day itself: today.
         let s = summary(&r, datetime!(2027-02-19 23:59 UTC));
         assert_eq!(s.deadlines[0].days_left, Some(1));
@@ -242,7 +242,12 @@ mod tests {
         let s = summary(&r, datetime!(2027-02-21 08:00 UTC));
         assert_eq!(s.deadlines[0].days_left, None);
         assert!(s.deadlines[0].passed);
-        assert!(s.line.contains("20 Feb 2027: passed"), "{}", s.line);
+        assert!(
+            s.line
+                .contains("username-password flow retired 20 Feb 2027: passed"),
+            "{}",
+            s.line
+        );
         assert!(!s.line.contains(": -"), "{}", s.line);
         assert_eq!(s.deadlines[1].days_left, Some(100));
         let s = summary(&r, datetime!(2028-01-01 00:00 UTC));

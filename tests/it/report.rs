@@ -896,7 +896,7 @@ async fn the_table_starts_with_the_summary_and_fits_columns_unless_wide() {
         "{narrow}"
     );
     assert!(
-        narrow.contains("SOAP login() retired Summer '27 (1 Jun 2027)"),
+        narrow.contains("SOAP login() retires Summer '27 (1 Jun 2027)"),
         "{narrow}"
     );
     for line in &lines {
@@ -947,7 +947,7 @@ async fn the_table_starts_with_the_summary_and_fits_columns_unless_wide() {
         assert!(wide.contains("client credentials has one Run As user, so map them with flow = \"jwt_bearer\" and the app's private key"), "{wide}");
         let first = wide.lines().next().unwrap();
         assert!(
-            first.starts_with("4 credential sets: ") && first.contains("; SOAP login() retired"),
+            first.starts_with("4 credential sets: ") && first.contains("; SOAP login() retires"),
             "one summary line: {wide}"
         );
         assert!(wide.lines().any(|l| l.chars().count() > 80), "{wide}");
