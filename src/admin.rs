@@ -8,7 +8,7 @@ use crate::access;
 use crate::body::{full_body, text_response, Body};
 use crate::server::accept_loop;
 use crate::state::State;
-use crate::telemetry::render;
+use crate::telemetry::{render, summary};
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -111,19 +111,43 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bod
             },
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
-        "/report" => with_type(
-            serde_json::to_string_pretty(&state.report()).expect("report serializes") + "\n",
-            "application/json",
-        ),
-        "/" => with_type(
-            render::page(&state.report(), &state.config_snapshot()),
-            "text/html; charset=utf-8",
-        ),
+        "/report" => {
+            let report = state.report();
+            let summary = summary::summary(&report, time::OffsetDateTime::now_utc());
+            with_type(render::report_json(&report, &summary), "application/json")
+        }
+        "/" => {
+            let report = state.report();
+            let config = state.config_snapshot();
+            let summary = summary::summary(&report, time::OffsetDateTime::now_utc());
+            let last_reload = state.last_reload();
+            let meta = render::PageMeta {
+                version: env!("CARGO_PKG_VERSION"),
+                config_source: &config.source,
+                last_reload: last_reload.as_ref(),
+            };
+            let filter = verdict_filter(req.uri().query());
+            with_type(
+                render::page(&report, &config, &summary, filter.as_deref(), &meta),
+                "text/html; charset=utf-8",
+            )
+        }
         _ => text_response(
             StatusCode::NOT_FOUND,
             "not found: try /, /report, /metrics, /healthz, /readyz",
         ),
     })
+}
+
+/// The first `verdict` of a query string (`?verdict=needs-jwt`), percent-decoded; whatever it
+/// is, the page says what it shows (never an error).
+fn verdict_filter(query: Option<&str>) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query?).ok()?;
+    pairs
+        .into_iter()
+        .find(|(k, _)| k == "verdict")
+        .map(|(_, v)| v)
+        .filter(|v| !v.is_empty())
 }
 
 /// `401` with the challenge (RFC 6750 §3).

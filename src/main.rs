@@ -52,7 +52,9 @@ enum Command {
     },
     /// Validate the config and print the effective settings.
     Check,
-    /// The migration report from one or more event files (several replicas merge).
+    /// The migration report from one or more event files (several replicas merge): a
+    /// summary line (sets by verdict, the share of password logins upgraded in the last 24 h,
+    /// days to Salesforce's deadlines), then one row per credential set.
     Report {
         /// An events file; repeat for several replicas. Default: the config's telemetry.events.
         #[arg(long = "events", value_name = "FILE")]
@@ -63,6 +65,11 @@ enum Command {
         /// Print [[credentials]] entries for the sets whose My Domain was learned.
         #[arg(long)]
         suggest_config: bool,
+        /// The table uncut. Otherwise, on a terminal (or with $COLUMNS set) every line is fitted
+        /// to its width, cells cut with `…`, the hint first; piped without $COLUMNS, nothing is
+        /// cut.
+        #[arg(long, conflicts_with_all = ["json", "suggest_config"])]
+        wide: bool,
     },
     /// Probe the running grantshift's admin server (GET /readyz at proxy.admin_listen,
     /// loopback when it listens on every address) within 2 s: exit 0 when ready, else 1 with
@@ -90,7 +97,8 @@ fn main() -> std::process::ExitCode {
             events,
             json,
             suggest_config,
-        } => report(cli.config, events, json, suggest_config),
+            wide,
+        } => report(cli.config, events, json, suggest_config, wide),
         Command::HashPassword { refused } => hash_password(refused.len()),
         Command::Healthcheck => healthcheck(cli.config),
     };
@@ -373,6 +381,7 @@ fn report(
     mut files: Vec<PathBuf>,
     json: bool,
     suggest_config: bool,
+    wide: bool,
 ) -> anyhow::Result<()> {
     // The config is read when it names the events file or is named itself (-c): it gives
     // telemetry.report_max_sets.
@@ -411,15 +420,38 @@ fn report(
         }
         None => builder.report(),
     };
+    let summary = grantshift::telemetry::summary::summary(&report, time::OffsetDateTime::now_utc());
     if json {
-        out(&(serde_json::to_string_pretty(&report)? + "\n"))
+        out(&grantshift::telemetry::render::report_json(
+            &report, &summary,
+        ))
     } else if suggest_config {
         out(&grantshift::telemetry::render::suggested_credentials(
             &report,
         ))
     } else {
-        out(&grantshift::telemetry::render::table(&report))
+        let width = if wide { None } else { table_width() };
+        out(&grantshift::telemetry::render::table(
+            &report, &summary, width,
+        ))
     }
+}
+
+/// How wide `grantshift report`'s table may be: `$COLUMNS` when set to a number, else the
+/// terminal's width when stdout is one; else (a pipe, a file) no limit, so nothing is cut.
+fn table_width() -> Option<usize> {
+    if let Some(columns) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|c| *c > 0)
+    {
+        return Some(columns);
+    }
+    let stdout = std::io::stdout();
+    if !std::io::IsTerminal::is_terminal(&stdout) {
+        return None;
+    }
+    terminal_size::terminal_size_of(&stdout).map(|(terminal_size::Width(w), _)| usize::from(w))
 }
 
 /// `grantshift hash-password`: the password from the terminal (asked twice, without echo) or

@@ -372,6 +372,7 @@ impl Reloader {
         }
         self.state.store_config(new);
         self.state.metrics.config_reload(true);
+        self.state.record_reload(Ok(()));
         tracing::info!("config reloaded");
     }
 
@@ -382,6 +383,7 @@ impl Reloader {
             .events
             .reopen(&self.state.config_snapshot().telemetry.events);
         self.state.metrics.config_reload(false);
+        self.state.record_reload(Err(error.to_string()));
         tracing::error!(%error, "config reload failed; keeping the running config");
     }
 }

@@ -9,6 +9,7 @@ use crate::fault::Faults;
 use crate::tasks::Tasks;
 use crate::telemetry::events::EventSink;
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::render::ReloadOutcome;
 use crate::telemetry::report::{Report, ReportBuilder};
 use crate::upstream::Upstream;
 use crate::verifiers::Verifiers;
@@ -40,6 +41,8 @@ pub struct State {
     pub readiness: Readiness,
     /// Upgraded token responses, per credentials (`[token_cache]`).
     pub token_cache: TokenCache,
+    /// The last config reload and how it went (the admin page); `None` before the first.
+    last_reload: Mutex<Option<ReloadOutcome>>,
 }
 
 /// Where the proxy port is in its life, for `/readyz`: config and CA are loaded before a
@@ -113,7 +116,29 @@ impl State {
             token_bodies,
             faults: Faults::default(),
             readiness: Readiness::default(),
+            last_reload: Mutex::new(None),
         }
+    }
+
+    /// Remember how a config reload went: `Err` with the error (only its first line is kept,
+    /// at most 300 characters; config errors name the key and the problem, never a secret).
+    pub fn record_reload(&self, result: Result<(), String>) {
+        let at = time::OffsetDateTime::now_utc();
+        let at = at
+            .replace_nanosecond(0)
+            .unwrap_or(at)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+        let result = result.map_err(|e| {
+            let first = e.lines().next().unwrap_or("");
+            crate::telemetry::render::truncate(first, 300).into_owned()
+        });
+        *self.last_reload.lock().expect("reload lock") = Some(ReloadOutcome { at, result });
+    }
+
+    /// The last config reload, if there was one.
+    pub fn last_reload(&self) -> Option<ReloadOutcome> {
+        self.last_reload.lock().expect("reload lock").clone()
     }
 
     /// The current config (a cheap snapshot; a reload swaps it without blocking anyone).

@@ -173,6 +173,7 @@ impl Config {
             config.rollout.push(RolloutRule::default_rule());
             config.rollout_is_default = true;
         }
+        config.source = file.to_string();
         Ok(config)
     }
 

@@ -54,6 +54,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub state: StateConfig,
     pub token_cache: TokenCacheConfig,
+    /// Where this config came from: its file's path, `(defaults)` or `(inline config)` (the
+    /// admin page says it; not a config key).
+    #[serde(skip)]
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

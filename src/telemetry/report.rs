@@ -5,6 +5,10 @@
 //! Bounded whatever clients send: at most `max_sets` credential sets (the least recently
 //! seen is dropped, and counted), at most [`MAX_HOSTS_PER_SET`] hosts listed per set, and a
 //! login whose username or client id is over its bound is counted, never made a set.
+//!
+//! It also keeps a [`Trend`]: password logins per hour (from each event's `ts`, never the wall
+//! clock, so a replayed events file draws the same chart), for the [`TREND_HOURS`] hours up to
+//! the newest event; older hours are dropped as newer ones come, and counted.
 
 use super::events::{within_bound, Action, Event, UpstreamErrorInfo, MAX_HOST_CHARS};
 use crate::config::{Flow, VerifyPassword};
@@ -60,7 +64,7 @@ pub type VerifierLookup<'a> = dyn Fn(&str, &str) -> VerifierView + 'a;
 const PASSWORD_REFUSALS: [&str; 3] = ["password_mismatch", "password_throttled", "no_verifier"];
 
 /// What to do next about a credential set, most urgent first: the first that applies wins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     NeedsJwt,
@@ -87,6 +91,11 @@ impl Verdict {
         Verdict::Upgraded,
         Verdict::Observing,
     ];
+
+    /// `needs-jwt` → [`Verdict::NeedsJwt`]; `None` for anything else.
+    pub fn parse(text: &str) -> Option<Verdict> {
+        Verdict::ALL.into_iter().find(|v| v.as_str() == text)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -139,6 +148,99 @@ pub struct Row {
     pub verify_password: Option<VerifyPassword>,
 }
 
+/// Hourly trend buckets kept: 14 days up to the newest event's hour.
+pub const TREND_HOURS: i64 = 14 * 24;
+
+/// Password logins of one hour, by what became of them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct TrendCounts {
+    /// `upgraded`: the login went to Salesforce as client credentials or JWT bearer.
+    pub upgraded: u64,
+    /// `fallback` or `failed`: an upgrade was tried and did not succeed (the password login
+    /// went through as it came, or the client got the error).
+    pub fallback: u64,
+    /// `observed`, `unmapped`, `skipped`, `passed`: still on the password flow, no upgrade
+    /// tried.
+    pub password: u64,
+}
+
+impl TrendCounts {
+    pub fn total(&self) -> u64 {
+        self.upgraded + self.fallback + self.password
+    }
+
+    fn add(&mut self, other: &TrendCounts) {
+        self.upgraded += other.upgraded;
+        self.fallback += other.fallback;
+        self.password += other.password;
+    }
+
+    fn count(&mut self, action: Action) {
+        match action {
+            Action::Upgraded => self.upgraded += 1,
+            Action::Fallback | Action::Failed => self.fallback += 1,
+            Action::Observed | Action::Unmapped | Action::Skipped | Action::Passed => {
+                self.password += 1
+            }
+            // Not a login (and never a password grant's event).
+            Action::RevokeShielded => {}
+        }
+    }
+}
+
+/// One hour of the trend.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrendBucket {
+    /// The hour's start, seconds since the Unix epoch divided by 3600.
+    #[serde(skip)]
+    pub unix_hour: i64,
+    /// The hour's start, RFC 3339 UTC (`2026-12-01T15:00:00Z`).
+    pub hour: String,
+    #[serde(flatten)]
+    pub counts: TrendCounts,
+}
+
+/// Password logins per hour, oldest first; hours without logins are left out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Trend {
+    pub hours: Vec<TrendBucket>,
+    /// Password logins in no bucket: older than [`TREND_HOURS`] before the newest event, or
+    /// with a timestamp that is not RFC 3339.
+    pub outside: u64,
+}
+
+impl Trend {
+    /// Sum the buckets whose hour is in `from..=to` (Unix hours).
+    pub fn sum(&self, from: i64, to: i64) -> TrendCounts {
+        let mut sum = TrendCounts::default();
+        for b in self
+            .hours
+            .iter()
+            .filter(|b| (from..=to).contains(&b.unix_hour))
+        {
+            sum.add(&b.counts);
+        }
+        sum
+    }
+}
+
+/// `2026-12-01T15:04:05.123456Z` → its hour since the Unix epoch.
+pub fn unix_hour(ts: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(ts, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp().div_euclid(3600))
+}
+
+/// A Unix hour as RFC 3339 UTC.
+pub fn hour_rfc3339(unix_hour: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix_hour * 3600)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub credentials: Vec<Row>,
@@ -148,6 +250,8 @@ pub struct Report {
     /// Password logins that are no credential set, by why: `username_too_long`,
     /// `client_id_too_long`, `no_client_id`, `no_username` (or the event's skip reason).
     pub untracked_logins: BTreeMap<String, u64>,
+    /// Password logins per hour (every password login, credential set or not).
+    pub trend: Trend,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -192,6 +296,9 @@ pub struct ReportBuilder {
     max_sets: usize,
     dropped_sets: u64,
     untracked: BTreeMap<String, u64>,
+    /// Unix hour → that hour's password logins; at most [`TREND_HOURS`] hours.
+    trend: BTreeMap<i64, TrendCounts>,
+    trend_outside: u64,
 }
 
 impl Default for ReportBuilder {
@@ -210,6 +317,31 @@ impl ReportBuilder {
             max_sets: max_sets.max(1),
             dropped_sets: 0,
             untracked: BTreeMap::new(),
+            trend: BTreeMap::new(),
+            trend_outside: 0,
+        }
+    }
+
+    /// Count a password login in its hour; hours that fall out of the window are dropped.
+    fn count_in_trend(&mut self, event: &Event) {
+        let Some(hour) = unix_hour(&event.ts) else {
+            self.trend_outside += 1;
+            return;
+        };
+        let newest = self
+            .trend
+            .last_key_value()
+            .map_or(hour, |(h, _)| hour.max(*h));
+        if hour <= newest - TREND_HOURS {
+            self.trend_outside += 1;
+            return;
+        }
+        self.trend.entry(hour).or_default().count(event.action);
+        while let Some(entry) = self.trend.first_entry() {
+            if *entry.key() > newest - TREND_HOURS {
+                break;
+            }
+            self.trend_outside += entry.remove().total();
         }
     }
 
@@ -245,6 +377,7 @@ impl ReportBuilder {
         if event.grant.as_deref() != Some("password") {
             return 0;
         }
+        self.count_in_trend(event);
         let untracked = match (&event.client_id, &event.username) {
             (Some(client_id), _) if within_bound(client_id, MAX_CLIENT_ID_CHARS).is_err() => {
                 Some("client_id_too_long")
@@ -400,7 +533,67 @@ impl ReportBuilder {
             credentials: rows,
             dropped_sets: self.dropped_sets,
             untracked_logins: self.untracked.clone(),
+            trend: Trend {
+                hours: self
+                    .trend
+                    .iter()
+                    .map(|(&unix_hour, counts)| TrendBucket {
+                        unix_hour,
+                        hour: hour_rfc3339(unix_hour),
+                        counts: *counts,
+                    })
+                    .collect(),
+                outside: self.trend_outside,
+            },
         }
+    }
+}
+
+/// One next step shared by several rows: one verdict, app, org and hint, with the usernames
+/// it is about (so a page says a hint once, not once per row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HintGroup {
+    pub verdict: Verdict,
+    pub client_id: String,
+    pub org_id: Option<String>,
+    pub usernames: Vec<String>,
+    /// The rows' indices in [`Report::credentials`].
+    pub rows: Vec<usize>,
+    pub hint: String,
+}
+
+impl Report {
+    /// The rows' hints grouped by (verdict, client_id, org, hint), in row order (most urgent
+    /// first); each row is in exactly one group.
+    pub fn hint_groups(&self) -> Vec<HintGroup> {
+        let mut groups: Vec<HintGroup> = Vec::new();
+        let mut index: HashMap<(Verdict, &str, Option<&str>, &str), usize> = HashMap::new();
+        for (i, row) in self.credentials.iter().enumerate() {
+            let key = (
+                row.verdict,
+                row.client_id.as_str(),
+                row.org_id.as_deref().map(org_key),
+                row.hint.as_str(),
+            );
+            match index.get(&key) {
+                Some(&g) => {
+                    groups[g].usernames.push(row.username.clone());
+                    groups[g].rows.push(i);
+                }
+                None => {
+                    index.insert(key, groups.len());
+                    groups.push(HintGroup {
+                        verdict: row.verdict,
+                        client_id: row.client_id.clone(),
+                        org_id: row.org_id.clone(),
+                        usernames: vec![row.username.clone()],
+                        rows: vec![i],
+                        hint: row.hint.clone(),
+                    });
+                }
+            }
+        }
+        groups
     }
 }
 
@@ -774,6 +967,109 @@ mod tests {
             "{hint}"
         );
         assert!(!hint.contains("user05@"), "{hint}");
+    }
+
+    #[test]
+    fn the_trend_counts_password_logins_per_hour_by_outcome_within_14_days() {
+        let mut b = ReportBuilder::default();
+        let at = |ts: &str, action| event(ts, "app", "u@x.com", action, 200);
+        b.add(&at("2026-12-01T10:00:00.000000Z", Action::Upgraded));
+        b.add(&at("2026-12-01T10:59:59.999999Z", Action::Fallback));
+        b.add(&at("2026-12-01T10:30:00Z", Action::Failed));
+        for action in [
+            Action::Observed,
+            Action::Unmapped,
+            Action::Skipped,
+            Action::Passed,
+        ] {
+            b.add(&at("2026-12-01T11:00:00Z", action));
+        }
+        // Not a password grant: not in the trend. No RFC 3339 timestamp: counted outside.
+        let mut refresh = at("2026-12-01T11:00:00Z", Action::Passed);
+        refresh.grant = Some("refresh_token".into());
+        b.add(&refresh);
+        b.add(&at("t1", Action::Observed));
+        // Over the username bound: no set, but a password login all the same.
+        b.add(&event(
+            "2026-12-01T11:10:00Z",
+            "app",
+            &"u".repeat(81),
+            Action::Observed,
+            200,
+        ));
+        let trend = b.report().trend;
+        assert_eq!(trend.hours.len(), 2);
+        assert_eq!(trend.hours[0].hour, "2026-12-01T10:00:00Z");
+        assert_eq!(
+            trend.hours[0].counts,
+            TrendCounts {
+                upgraded: 1,
+                fallback: 2,
+                password: 0
+            }
+        );
+        assert_eq!(trend.hours[1].counts.password, 5);
+        assert_eq!(trend.outside, 1);
+        let json = serde_json::to_value(&trend).unwrap();
+        assert_eq!(json["hours"][0]["upgraded"], 1);
+        assert!(json["hours"][0].get("unix_hour").is_none());
+        // 14 days later the first hour falls out, counted; an event older than the window too.
+        b.add(&at("2026-12-15T10:00:00Z", Action::Upgraded));
+        let trend = b.report().trend;
+        assert_eq!(trend.hours.len(), 2, "{trend:?}");
+        assert_eq!(trend.hours[0].hour, "2026-12-01T11:00:00Z");
+        assert_eq!(trend.outside, 1 + 3);
+        b.add(&at("2026-12-01T10:30:00Z", Action::Upgraded));
+        assert_eq!(b.report().trend.outside, 5);
+        // Never more than TREND_HOURS buckets.
+        let mut b = ReportBuilder::default();
+        for h in 0..(TREND_HOURS + 50) {
+            let ts = hour_rfc3339(491_000 + h);
+            b.add(&at(&ts, Action::Observed));
+        }
+        let trend = b.report().trend;
+        assert_eq!(trend.hours.len() as i64, TREND_HOURS);
+        assert_eq!(trend.outside, 50);
+        assert_eq!(
+            trend.hours.last().unwrap().unix_hour,
+            491_000 + TREND_HOURS + 49
+        );
+    }
+
+    #[test]
+    fn hints_are_grouped_per_app_org_and_hint_with_their_usernames() {
+        let org = "00D000000000001AAA";
+        let mut events: Vec<Event> = ["a@acme.com", "b@acme.com", "c@acme.com"]
+            .iter()
+            .map(|u| learned(event("t", "app", u, Action::Observed, 200), org))
+            .collect();
+        events.push(learned(
+            event("t", "solo", "d@acme.com", Action::Observed, 200),
+            org,
+        ));
+        events.push(learned(
+            event("t", "solo2", "e@acme.com", Action::Observed, 200),
+            org,
+        ));
+        let mut b = ReportBuilder::default();
+        events.iter().for_each(|e| {
+            b.add(e);
+        });
+        let report = b.report();
+        let groups = report.hint_groups();
+        assert_eq!(groups.len(), 3, "{groups:?}");
+        assert_eq!(groups[0].verdict, Verdict::NeedsJwt);
+        assert_eq!(
+            groups[0].usernames,
+            ["a@acme.com", "b@acme.com", "c@acme.com"]
+        );
+        assert_eq!(groups[0].rows, [0, 1, 2]);
+        assert_eq!(groups[1].client_id, "solo");
+        assert_eq!(groups[1].usernames, ["d@acme.com"]);
+        assert_eq!(groups[2].rows, [4]);
+        assert_eq!(Verdict::parse("needs-jwt"), Some(Verdict::NeedsJwt));
+        assert_eq!(Verdict::parse("NEEDS-JWT"), None);
+        assert!(Verdict::ALL.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

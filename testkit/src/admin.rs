@@ -114,13 +114,31 @@ pub async fn try_admin_get(
         .unwrap_or_else(|_| Err(format!("GET {path}: no answer within {timeout:?}")))
 }
 
-/// `GET /report`, parsed (status 200 and a JSON content type asserted).
+/// `GET /report`, parsed (status 200 and a JSON content type asserted), without its
+/// `summary` (which says when it was made: see [`without_summary`]).
 pub async fn live_report(admin: SocketAddr) -> serde_json::Value {
+    without_summary(live_report_with_summary(admin).await)
+}
+
+/// `GET /report`, parsed, as served (with its `summary`).
+pub async fn live_report_with_summary(admin: SocketAddr) -> serde_json::Value {
     let reply = admin_get(admin, "/report").await;
     assert_eq!(reply.status, 200, "/report: {}", reply.text());
     assert_eq!(reply.header("content-type"), Some("application/json"));
     serde_json::from_slice(&reply.body)
         .unwrap_or_else(|e| panic!("/report is not JSON ({e}): {}", reply.text()))
+}
+
+/// A report's JSON without its `summary` (asserted present, with its one-line text): the
+/// summary depends on the time it was made (`generated_at`, the last 24 hours, days left),
+/// the rest only on the events, so two reports of the same events compare equal without it.
+pub fn without_summary(mut report: serde_json::Value) -> serde_json::Value {
+    let summary = report
+        .as_object_mut()
+        .and_then(|o| o.remove("summary"))
+        .unwrap_or_else(|| panic!("the report has a summary: {report}"));
+    assert!(summary["line"].is_string(), "summary.line: {summary}");
+    report
 }
 
 /// `GET /metrics`, parsed strictly (status 200 and the OpenMetrics content type asserted).
@@ -159,8 +177,10 @@ pub async fn report_cli(binary: Binary, cwd: &Path, files: &[&Path], extra: &[&s
 /// `grantshift report --json` over `files`, parsed.
 pub async fn report_cli_json(binary: Binary, cwd: &Path, files: &[&Path]) -> serde_json::Value {
     let out = report_cli(binary, cwd, files, &["--json"]).await;
-    serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("report --json is not JSON ({e}):\n{}", out.stdout))
+    without_summary(
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("report --json is not JSON ({e}):\n{}", out.stdout)),
+    )
 }
 
 /// The row of a report for `(client_id, username)`.

@@ -46,11 +46,12 @@ impl Binary {
 }
 
 /// Remove from `cmd`'s environment what would point grantshift elsewhere than its command line
-/// and config say: `GRANTSHIFT_CONFIG`, `RUST_LOG` and the proxy variables ([`PROXY_VARS`]).
+/// and config say: `GRANTSHIFT_CONFIG`, `RUST_LOG`, the proxy variables ([`PROXY_VARS`]), and
+/// `COLUMNS` (which fits `grantshift report`'s table to a width: a test sets it when it means to).
 ///
 /// [`PROXY_VARS`]: super::PROXY_VARS
 pub fn clean_env(cmd: &mut Command) -> &mut Command {
-    for var in ["GRANTSHIFT_CONFIG", "RUST_LOG"]
+    for var in ["GRANTSHIFT_CONFIG", "RUST_LOG", "COLUMNS"]
         .iter()
         .chain(super::PROXY_VARS)
     {

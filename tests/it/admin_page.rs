@@ -487,3 +487,381 @@ async fn admin_page_screenshot_is_a_full_window_png_with_content() {
     let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("admin-page.png");
     std::fs::write(&keep, &page).unwrap();
 }
+
+// ---------------------------------------------------------------------------------------------
+// A migration of 50 integrations: the summary, the trend chart, grouped next steps, the filter.
+
+/// One credential set of the 50: its app, username, and the verdict its real login earns.
+struct Set {
+    client_id: String,
+    secret: String,
+    username: String,
+    password: String,
+    /// Where it logs in: `LOGIN_HOST` (observed) or `acme::MY_DOMAIN` (upgraded in place).
+    host: &'static str,
+    verdict: &'static str,
+}
+
+/// How many sets of each kind: 40 single-user apps and 5 apps with 2 usernames each.
+const READY: usize = 28;
+const NO_RUN_AS: usize = 4;
+const FLOW_OFF: usize = 3;
+const UPGRADED: usize = 5;
+const SHARED_APPS: usize = 5;
+const USERS_PER_SHARED_APP: usize = 2;
+
+/// The 50 sets, with the apps and users they need added to the fake acme org.
+fn fifty_sets(world: &mut testkit::salesforce::World) -> Vec<Set> {
+    let org = world.org_mut(acme::ORG_ID);
+    let mut sets = Vec::new();
+    let mut add = |org: &mut testkit::salesforce::Org,
+                   kind: &str,
+                   n: usize,
+                   users: usize,
+                   host: &'static str,
+                   verdict: &'static str,
+                   app: &dyn Fn(&mut App)| {
+        let client_id = format!("3MVG9{kind}{n:02}AcmeConnectedAppConsumerKey.qX7Lw2Zp");
+        let secret = format!("cs-SECRET-{kind}-{n:02}");
+        let mut a = App::new(&client_id, &secret);
+        app(&mut a);
+        org.apps.push(a);
+        for u in 0..users {
+            // Some long usernames: the page cuts them with an ellipsis, never mid-word breaks.
+            let username = if n % 3 == 0 {
+                format!("svc.{kind}-nightly-warehouse-synchronisation-{n:02}-{u}@acme.com")
+            } else {
+                format!("{kind}{n:02}-{u}@acme.com")
+            };
+            let password = format!("pw-SECRET-{kind}-{n:02}-{u}");
+            org.add_user(&username, &password);
+            sets.push(Set {
+                client_id: client_id.clone(),
+                secret: secret.clone(),
+                username,
+                password,
+                host,
+                verdict,
+            });
+        }
+    };
+    for n in 0..SHARED_APPS {
+        add(
+            org,
+            "shared",
+            n,
+            USERS_PER_SHARED_APP,
+            LOGIN_HOST,
+            "needs-jwt",
+            &|_| {},
+        );
+    }
+    for n in 0..NO_RUN_AS {
+        add(
+            org,
+            "norunas",
+            n,
+            1,
+            acme::MY_DOMAIN,
+            "needs-run-as-user",
+            &|_| {},
+        );
+    }
+    for n in 0..FLOW_OFF {
+        add(
+            org,
+            "flowoff",
+            n,
+            1,
+            acme::MY_DOMAIN,
+            "needs-flow-enabled",
+            &|a| a.cc_enabled = false,
+        );
+    }
+    for n in 0..READY {
+        add(org, "ready", n, 1, LOGIN_HOST, "ready", &|_| {});
+    }
+    for n in 0..UPGRADED {
+        add(org, "upgraded", n, 1, acme::MY_DOMAIN, "upgraded", &|a| {
+            a.run_as_user = Some(acme::RUN_AS_USERNAME.into())
+        });
+    }
+    sets
+}
+
+/// RFC 3339 UTC as grantshift writes event timestamps.
+fn ts(unix: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(unix as i64).unwrap();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000000Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// An events file from the 36 hours before now, for the same sets (the proxy seeds its report
+/// from it, as after a restart): fewer password logins and more upgraded ones as time goes on,
+/// so the chart has a shape. Each set's own real login comes after, and decides its verdict.
+fn history(sets: &[Set], path: &Path) {
+    let now = unix_now();
+    let mut lines = String::new();
+    for hours_ago in (1..=36u64).rev() {
+        let at = ts(now - hours_ago * 3600);
+        let progress = 36 - hours_ago as usize;
+        let mut line = |set: &Set, action: &str, status: u16| {
+            let event = serde_json::json!({
+                "ts": at, "client": "127.0.0.1:40000", "host": set.host, "grant": "password",
+                "client_id": set.client_id, "username": set.username, "action": action,
+                "status": status, "latency_ms": 12.5,
+            });
+            lines.push_str(&format!("{event}\n"));
+        };
+        for set in sets.iter().filter(|s| s.verdict == "ready").take(8) {
+            line(set, "observed", 200);
+        }
+        for set in sets
+            .iter()
+            .filter(|s| s.verdict == "upgraded")
+            .take(progress / 7)
+        {
+            line(set, "upgraded", 200);
+        }
+        if hours_ago % 4 == 0 {
+            let set = sets
+                .iter()
+                .find(|s| s.verdict == "needs-run-as-user")
+                .unwrap();
+            line(set, "fallback", 200);
+        }
+    }
+    std::fs::write(path, lines).unwrap();
+}
+
+/// A proxy whose report has the 50 sets, each made by a real login (after a seeded history).
+async fn proxy_with_fifty_sets() -> (TestProxy, Vec<Set>, tempfile::TempDir) {
+    let mut world = testkit::salesforce::World::standard();
+    let sets = fifty_sets(&mut world);
+    assert_eq!(sets.len(), 50);
+    let history_dir = tempfile::tempdir().unwrap();
+    let events = history_dir.path().join("events.jsonl");
+    history(&sets, &events);
+    let proxy = TestProxy::builder()
+        .events(events.to_str().unwrap())
+        .extra_toml(&rollout_toml(LOGIN_HOST, "observe", 100, true))
+        .extra_toml(&rollout_toml(acme::MY_DOMAIN, "upgrade", 100, true))
+        .start()
+        .await;
+    proxy.sf.edit(|w| *w = world.clone());
+    for set in &sets {
+        let body = password_form(&set.client_id, &set.secret, &set.username, &set.password);
+        proxy.login(set.host, &body).await;
+        let event = proxy.next_event().await;
+        let expected = match set.verdict {
+            "upgraded" => "upgraded",
+            "needs-run-as-user" | "needs-flow-enabled" => "fallback",
+            _ => "observed",
+        };
+        assert_eq!(event["action"], expected, "{} {event}", set.username);
+    }
+    let report = live_report(proxy.admin_addr()).await;
+    for set in &sets {
+        let row = testkit::admin::report_row(&report, &set.client_id, &set.username);
+        assert_eq!(row["verdict"], set.verdict, "{row}");
+    }
+    (proxy, sets, history_dir)
+}
+
+/// `id="{id}" … data-sets="N"`: the count a filter link shows.
+fn filter_count(dom: &str, verdict: &str) -> Option<u64> {
+    let at = dom.find(&format!("id=\"filter-{verdict}\""))?;
+    let rest = &dom[at..];
+    let start = rest.find("data-sets=\"")? + "data-sets=\"".len();
+    rest[start..start + rest[start..].find('"')?].parse().ok()
+}
+
+/// The heights of the chart's bars.
+fn bar_heights(dom: &str) -> Vec<f64> {
+    dom.split("<rect class=\"bar ")
+        .skip(1)
+        .map(|r| {
+            let start = r.find("height=\"").expect("a bar has a height") + "height=\"".len();
+            r[start..start + r[start..].find('"').unwrap()]
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The target directory's screenshots/, for a human look.
+fn screenshots_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("the target directory")
+        .join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Load `url` at 1400×1000 (the DOM, then a screenshot kept as `name`), both loads clean.
+async fn dom_and_screenshot(url: &str, origin: &str, javascript: bool, name: &str) -> String {
+    let window = "--window-size=1400,1000".to_string();
+    let run = chromium(
+        url.into(),
+        vec!["--dump-dom".into(), window.clone()],
+        javascript,
+    )
+    .await;
+    assert_clean_load(&run, url, origin);
+    let shot = chromium(
+        url.into(),
+        vec![window, "--screenshot={dir}/page.png".into()],
+        javascript,
+    )
+    .await;
+    assert_clean_load(&shot, url, origin);
+    let png = std::fs::read(shot.dir.path().join("page.png")).expect("the screenshot");
+    assert_eq!(png_size(&png), (1400, 1000));
+    std::fs::write(screenshots_dir().join(name), &png).unwrap();
+    std::fs::write(
+        screenshots_dir().join(name).with_extension("html"),
+        &run.dom,
+    )
+    .unwrap();
+    run.dom
+}
+
+#[tokio::test]
+async fn admin_page_with_fifty_sets_summarises_charts_groups_and_filters() {
+    let (proxy, sets, _history) = proxy_with_fifty_sets().await;
+    let (url, origin) = page_url(&proxy);
+    let served = testkit::admin::live_report_with_summary(proxy.admin_addr()).await;
+    let summary = &served["summary"];
+    let mut expected: Vec<(&str, u64)> = Vec::new();
+    for set in &sets {
+        match expected.iter_mut().find(|(v, _)| *v == set.verdict) {
+            Some((_, n)) => *n += 1,
+            None => expected.push((set.verdict, 1)),
+        }
+    }
+    // /report's summary counts what its rows say.
+    assert_eq!(summary["sets"], 50, "{summary}");
+    for (verdict, n) in &expected {
+        let from_rows = served["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["verdict"] == *verdict)
+            .count() as u64;
+        assert_eq!(from_rows, *n, "{verdict}");
+        let counted = summary["by_verdict"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["verdict"] == *verdict)
+            .unwrap_or_else(|| panic!("{verdict} in {summary}"));
+        assert_eq!(counted["sets"], *n, "{verdict}: {summary}");
+    }
+    // 36 hours of history and the real logins: the last 24 hours hold both kinds.
+    let last = &summary["last_24h"];
+    let (upgraded, all) = (
+        last["upgraded"].as_u64().unwrap(),
+        last["password_logins"].as_u64().unwrap(),
+    );
+    assert!(upgraded > 0 && all > upgraded, "{last}");
+    let share = last["upgraded_share"].as_f64().unwrap();
+    assert!(
+        (share - upgraded as f64 / all as f64).abs() < 1e-9,
+        "{last}"
+    );
+    let line = summary["line"].as_str().unwrap();
+    assert!(
+        line.starts_with("50 credential sets: 10 needs-jwt, 4 needs-run-as-user, 3 needs-flow-enabled, 28 ready, 5 upgraded; last 24 h: "),
+        "{line}"
+    );
+
+    for (javascript, name) in [(true, "admin-50-js.png"), (false, "admin-50-nojs.png")] {
+        let dom = dom_and_screenshot(&url, &origin, javascript, name).await;
+        // The header: generated at, version, config, last reload.
+        assert!(dom.contains("id=\"generated-at\">20"), "{dom}");
+        assert!(dom.contains(&format!("grantshift {}", env!("CARGO_PKG_VERSION"))));
+        assert!(
+            dom.contains("id=\"last-reload\">none since start<"),
+            "{dom}"
+        );
+        // The summary and its filter links count what /report counts.
+        assert!(
+            strip_tags(&dom).contains(line),
+            "the summary line on the page"
+        );
+        assert!(
+            dom.contains(
+                "id=\"filter-all\" class=\"chip current\">all <span class=\"n\">50</span>"
+            ),
+            "{dom}"
+        );
+        for (verdict, n) in &expected {
+            assert_eq!(filter_count(&dom, verdict), Some(*n), "{verdict}");
+        }
+        // The chart: server-rendered SVG with bars, an axis and a legend.
+        assert!(dom.contains("<svg class=\"trend\""), "{dom}");
+        let heights = bar_heights(&dom);
+        assert!(
+            heights.len() > 30 && heights.iter().all(|h| *h > 0.0),
+            "{heights:?}"
+        );
+        assert!(dom.contains("Password logins per hour (UTC)"), "{dom}");
+        assert!(dom.contains("tried, not upgraded (fallback, failed)"));
+        // Every set is a row; each hint is said once, per (app, org).
+        let report_rows = rows(table(&dom, "report"));
+        assert_eq!(report_rows.len(), 50);
+        let steps = dom.matches("<li id=\"step-").count();
+        assert_eq!(
+            steps,
+            50 - SHARED_APPS * (USERS_PER_SHARED_APP - 1),
+            "{dom}"
+        );
+        let jwt_hint = served["credentials"][0]["hint"].as_str().unwrap();
+        assert!(jwt_hint.starts_with("several usernames"), "{jwt_hint}");
+        assert_eq!(
+            strip_tags(&dom).matches(jwt_hint).count(),
+            1,
+            "the needs-jwt hint once"
+        );
+        assert!(
+            !dom.contains("overflow-wrap: anywhere") && !dom.contains("overflow-wrap:anywhere")
+        );
+    }
+
+    // ?verdict= shows only that verdict's rows and steps.
+    let filtered_url = format!("{origin}/?verdict=needs-jwt");
+    let dom = dom_and_screenshot(&filtered_url, &origin, false, "admin-50-filtered.png").await;
+    let report_rows = rows(table(&dom, "report"));
+    assert_eq!(report_rows.len(), 10, "{report_rows:?}");
+    assert!(
+        report_rows.iter().all(|cells| cells[0] == "needs-jwt"),
+        "{report_rows:?}"
+    );
+    assert_eq!(dom.matches("<li id=\"step-").count(), SHARED_APPS);
+    assert!(
+        dom.contains("Showing only <b>needs-jwt</b> (10 of 50 sets)"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("id=\"filter-needs-jwt\" class=\"chip needs-jwt current\""),
+        "{dom}"
+    );
+    // An unknown verdict shows everything, and says so; what it quotes is escaped.
+    let unknown = testkit::admin::admin_get(proxy.admin_addr(), "/?verdict=%3Cscript%3Ebad").await;
+    assert_eq!(unknown.status, 200);
+    let text = unknown.text();
+    assert!(
+        text.contains("There is no verdict “&lt;script&gt;bad”"),
+        "{text}"
+    );
+    assert!(!text.contains("<script>"), "{text}");
+    assert_eq!(rows(table(&text, "report")).len(), 50);
+}

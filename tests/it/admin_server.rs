@@ -30,7 +30,12 @@ async fn admin_server_serves_healthz_metrics_report_and_page() {
     // Before any login: an empty report and page, and metrics that parse.
     assert_eq!(
         live_report(admin).await,
-        json!({"credentials": [], "dropped_sets": 0, "untracked_logins": {}})
+        json!({
+            "credentials": [],
+            "dropped_sets": 0,
+            "untracked_logins": {},
+            "trend": {"hours": [], "outside": 0}
+        })
     );
     scrape(admin).await;
     let page = admin_get(admin, "/").await;

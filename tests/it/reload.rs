@@ -287,6 +287,20 @@ async fn sighup_with_an_invalid_file_keeps_the_config_then_a_valid_file_applies(
         200
     );
     assert_eq!(token_request_actions(&bin, 1).await, ["observed"]);
+    // The admin page's header: which config, and how the last reload went.
+    let admin = bin.bin.admin_addr().await;
+    let header = || async move {
+        let page = testkit::admin::admin_get(admin, "/").await.text();
+        let start = page.find("<p class=\"meta\"").expect("the page's header");
+        page[start..start + page[start..].find("</p>").unwrap()].to_string()
+    };
+    let before = header().await;
+    let config = bin.config_path().display().to_string();
+    assert!(before.contains(&config), "{before}");
+    assert!(
+        before.contains("last reload: <span id=\"last-reload\">none since start"),
+        "{before}"
+    );
 
     // An invalid file: the running config stays, and the log says why.
     std::fs::write(
@@ -304,6 +318,11 @@ async fn sighup_with_an_invalid_file_keeps_the_config_then_a_valid_file_applies(
         "the error names the bad key: {failed}"
     );
     echo_through(&mut tunnel, b"after the failed reload").await;
+    let after_failed = header().await;
+    assert!(
+        after_failed.contains("failed: ") && after_failed.contains("percent"),
+        "the page says the reload failed and why: {after_failed}"
+    );
     assert_eq!(
         bin.login(LOGIN_HOST, &acme_password_form()).await.status,
         200
@@ -324,6 +343,11 @@ async fn sighup_with_an_invalid_file_keeps_the_config_then_a_valid_file_applies(
     bin.bin.signal("HUP");
     nth_log_starting_with(&bin, "config reloaded", 1).await;
     echo_through(&mut tunnel, b"after the good reload").await;
+    let after_ok = header().await;
+    assert!(
+        after_ok.contains(" ok</span>") && !after_ok.contains("failed"),
+        "{after_ok}"
+    );
     assert_eq!(
         bin.login(LOGIN_HOST, &acme_password_form()).await.status,
         200

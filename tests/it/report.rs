@@ -6,7 +6,9 @@
 use crate::GRANTSHIFT;
 use serde_json::{json, Value};
 use std::path::Path;
-use testkit::admin::{admin_get, live_report, report_cli, report_cli_json, report_row, scrape};
+use testkit::admin::{
+    admin_get, live_report, report_cli, report_cli_json, report_row, scrape, without_summary,
+};
 use testkit::salesforce::App;
 use testkit::*;
 
@@ -197,7 +199,7 @@ async fn each_verdict_comes_from_real_logins_and_the_live_and_cli_reports_agree(
     .await;
     assert_eq!(
         live,
-        serde_json::from_str::<Value>(&cli.stdout).unwrap(),
+        without_summary(serde_json::from_str::<Value>(&cli.stdout).unwrap()),
         "/report and `report --json` over the events file"
     );
     // From the events file alone, the verifiers are not known: the rows leave them out.
@@ -218,7 +220,10 @@ async fn each_verdict_comes_from_real_logins_and_the_live_and_cli_reports_agree(
         &["-c", proxy.config_path().to_str().unwrap(), "--json"],
     )
     .await;
-    assert_eq!(serde_json::from_str::<Value>(&out.stdout).unwrap(), live);
+    assert_eq!(
+        without_summary(serde_json::from_str::<Value>(&out.stdout).unwrap()),
+        live
+    );
 
     let expected = [
         (acme::CLIENT_ID, acme::USERNAME, "needs-jwt"),
@@ -312,11 +317,20 @@ async fn each_verdict_comes_from_real_logins_and_the_live_and_cli_reports_agree(
     assert_aligned_table(&table, rows);
 }
 
-/// The table has a header and one line per row, with every column starting at the offset of
-/// its header in every line.
+/// The table has the summary line, a header and one line per row, with every column starting
+/// at the offset of its header in every line.
 fn assert_aligned_table(table: &str, rows: &[Value]) {
     let lines: Vec<&str> = table.lines().collect();
-    assert_eq!(lines.len(), rows.len() + 1, "header + rows:\n{table}");
+    assert_eq!(
+        lines.len(),
+        rows.len() + 2,
+        "summary + header + rows:\n{table}"
+    );
+    assert!(
+        lines[0].starts_with(&format!("{} credential sets: ", rows.len())),
+        "the summary line first: {table}"
+    );
+    let lines = &lines[1..];
     let header = lines[0];
     let column = |name: &str| {
         header
@@ -387,7 +401,7 @@ async fn two_replicas_files_merge_counts_per_set_and_reveal_needs_jwt() {
                 &["-c", config.to_str().unwrap(), "--json"],
             )
             .await;
-            serde_json::from_str::<Value>(&out.stdout).unwrap()
+            without_summary(serde_json::from_str::<Value>(&out.stdout).unwrap())
         }
     };
     let only_a = with_config(&a, &file_a).await;
@@ -633,8 +647,9 @@ async fn logins_with_huge_usernames_leave_the_report_small_and_are_counted() {
 
     let admin = proxy.admin_addr();
     let report = admin_get(admin, "/report").await;
+    // The summary (~700 bytes) and one trend hour are there whatever the usernames were.
     assert!(
-        report.body.len() < 1024,
+        report.body.len() < 2 * 1024,
         "/report is {} bytes after {HUGE_LOGINS} logins of {} KiB usernames",
         report.body.len(),
         huge.len() / 1024
@@ -720,7 +735,10 @@ async fn the_report_keeps_the_most_recently_seen_sets_and_counts_the_dropped() {
     )
     .await
     .stdout;
-    assert_eq!(serde_json::from_str::<Value>(&json).unwrap(), live);
+    assert_eq!(
+        without_summary(serde_json::from_str::<Value>(&json).unwrap()),
+        live
+    );
 }
 
 #[tokio::test]
@@ -807,11 +825,139 @@ async fn two_usernames_of_one_app_upgraded_with_jwt_bearer_are_upgraded_not_need
         &["-c", config.to_str().unwrap(), "--json"],
     )
     .await;
-    let cli: Value = serde_json::from_str(&cli.stdout).unwrap();
+    let cli: Value = without_summary(serde_json::from_str(&cli.stdout).unwrap());
     assert_eq!(cli, live, "the live and the CLI report agree");
     for username in [acme::USERNAME, acme::REPORTS_USERNAME] {
         let row = report_row(&live, acme::CLIENT_ID, username);
         assert_eq!(row["verdict"], "upgraded", "{row}");
         assert_eq!(row["upgraded_via"], acme::MY_DOMAIN, "{row}");
     }
+}
+
+/// An events file with three usernames of one app in one org (`needs-jwt`, whose hint is
+/// long), one of them long and not ASCII, and an upgraded set.
+fn wide_events(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("events.jsonl");
+    let long_user = "intégration.entrepôt-données-nocturne-synchronisation@acme.com";
+    let mut lines = String::new();
+    for (i, user) in [long_user, "a@acme.com", "b@acme.com"].iter().enumerate() {
+        lines.push_str(
+            &json!({
+                "ts": format!("2026-11-30T10:0{i}:00.000000Z"), "client": "127.0.0.1:1",
+                "host": LOGIN_HOST, "grant": "password",
+                "client_id": "3MVG9LongConsumerKeyOfTheWarehouseSyncConnectedApp.qX7Lw2Zp",
+                "username": user, "action": "observed", "status": 200,
+                "org_id": acme::ORG_ID, "instance_url": format!("https://{}", acme::MY_DOMAIN),
+                "latency_ms": 10.0,
+            })
+            .to_string(),
+        );
+        lines.push('\n');
+    }
+    lines.push_str(
+        &json!({
+            "ts": "2026-11-30T11:00:00.000000Z", "client": "127.0.0.1:1",
+            "host": acme::MY_DOMAIN, "grant": "password", "client_id": "other",
+            "username": "c@acme.com", "action": "upgraded", "status": 200,
+            "target_host": acme::MY_DOMAIN, "flow": "client_credentials", "latency_ms": 10.0,
+        })
+        .to_string(),
+    );
+    lines.push('\n');
+    std::fs::write(&path, lines).unwrap();
+    path
+}
+
+/// `grantshift report --events <file> <extra>` with `COLUMNS` set or not (stdout is a pipe).
+async fn report_table(dir: &Path, events: &Path, columns: Option<&str>, extra: &[&str]) -> String {
+    let mut cmd = GRANTSHIFT.command(dir);
+    cmd.arg("report").arg("--events").arg(events).args(extra);
+    if let Some(columns) = columns {
+        cmd.env("COLUMNS", columns);
+    }
+    let out = run_to_end(cmd).await;
+    assert!(out.status.success(), "{out:?}");
+    out.stdout
+}
+
+#[tokio::test]
+async fn the_table_starts_with_the_summary_and_fits_columns_unless_wide() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = wide_events(dir.path());
+    let long_user = "intégration.entrepôt-données-nocturne-synchronisation@acme.com";
+    let narrow = report_table(dir.path(), &events, Some("80"), &[]).await;
+    let lines: Vec<&str> = narrow.lines().collect();
+    assert!(
+        lines[0].starts_with("4 credential sets: 3 needs-jwt, 1 upgraded"),
+        "the summary line first:\n{narrow}"
+    );
+    assert!(
+        narrow.contains("days left") || narrow.contains("passed"),
+        "{narrow}"
+    );
+    assert!(
+        narrow.contains("SOAP login() retires Summer '27 (1 Jun 2027)"),
+        "{narrow}"
+    );
+    for line in &lines {
+        assert!(
+            line.chars().count() <= 80,
+            "{} chars: {line:?}",
+            line.chars().count()
+        );
+    }
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("VERDICT"))
+        .expect("a header line");
+    assert!(
+        narrow.contains("(left out to fit 80 columns: VERIFIER, SEEN; --wide shows everything)"),
+        "{narrow}"
+    );
+    let rows = &lines[header + 1..header + 5];
+    // Every needs-jwt row is cut at its hint; the long username is cut too, with `…`, and
+    // never inside a character.
+    for row in rows.iter().filter(|r| r.starts_with("needs-jwt")) {
+        assert!(row.ends_with('…'), "{row:?}");
+    }
+    assert!(!narrow.contains(long_user), "{narrow}");
+    let username_at = lines[header].find("USERNAME").unwrap();
+    let cut_user = rows
+        .iter()
+        .map(|r| {
+            r.chars()
+                .skip(lines[header][..username_at].chars().count())
+                .collect::<String>()
+        })
+        .find(|cell| cell.starts_with("intégration"))
+        .expect("the long username's row");
+    let cut_user = cut_user.split("  ").next().unwrap();
+    assert!(
+        cut_user.ends_with('…') && long_user.starts_with(cut_user.trim_end_matches('…')),
+        "{cut_user:?}"
+    );
+
+    // --wide (even with COLUMNS) and a pipe without COLUMNS: nothing cut.
+    for wide in [
+        report_table(dir.path(), &events, Some("80"), &["--wide"]).await,
+        report_table(dir.path(), &events, None, &[]).await,
+    ] {
+        assert!(!wide.contains('…'), "{wide}");
+        assert!(wide.contains(long_user), "{wide}");
+        assert!(wide.contains("client credentials has one Run As user, so map them with flow = \"jwt_bearer\" and the app's private key"), "{wide}");
+        let first = wide.lines().next().unwrap();
+        assert!(
+            first.starts_with("4 credential sets: ") && first.contains("; SOAP login() retires"),
+            "one summary line: {wide}"
+        );
+        assert!(wide.lines().any(|l| l.chars().count() > 80), "{wide}");
+    }
+    // The help says so.
+    let mut help = GRANTSHIFT.command(dir.path());
+    help.args(["report", "--help"]);
+    let help = run_to_end(help).await.stdout;
+    assert!(
+        help.contains("--wide") && help.contains("COLUMNS"),
+        "{help}"
+    );
 }
