@@ -121,10 +121,12 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bod
             let config = state.config_snapshot();
             let summary = summary::summary(&report, time::OffsetDateTime::now_utc());
             let last_reload = state.last_reload();
+            let login_rates = state.metrics.login_rates();
             let meta = render::PageMeta {
                 version: env!("CARGO_PKG_VERSION"),
                 config_source: &config.source,
                 last_reload: last_reload.as_ref(),
+                login_rates: &login_rates,
             };
             let filter = verdict_filter(req.uri().query());
             with_type(

@@ -2,6 +2,7 @@
 //! (`grantshift report`), suggested `[[credentials]]` TOML (`grantshift report
 //! --suggest-config`), and the admin page's self-contained HTML (`/`).
 
+use super::login_rate::{Rate, SALESFORCE_LOGINS_PER_HOUR, WARN_AT};
 use super::report::{host_of, Report, Trend, Verdict};
 use super::summary::{deadline_text, Summary};
 use crate::config::{Config, Mode};
@@ -298,6 +299,40 @@ pub struct PageMeta<'a> {
     /// Where the config came from: a file path, `(defaults)`, `(inline config)`.
     pub config_source: &'a str,
     pub last_reload: Option<&'a ReloadOutcome>,
+    /// Upgraded logins sent upstream in the last hour per (target host, Run As identity),
+    /// busiest first.
+    pub login_rates: &'a [Rate],
+}
+
+/// Run As identities the page lists (the busiest; the metric has them all).
+const MAX_RATES_SHOWN: usize = 10;
+
+/// The "Logins per Run As identity" table.
+fn rates_table(rates: &[Rate]) -> String {
+    if rates.is_empty() {
+        return "<p class=\"note\" id=\"login-rates\">No upgraded login went to Salesforce in the last hour.</p>\n".into();
+    }
+    let mut rows = String::new();
+    for r in rates.iter().take(MAX_RATES_SHOWN) {
+        let share = r.last_hour as f64 / SALESFORCE_LOGINS_PER_HOUR as f64;
+        rows.push_str(&format!(
+            "<tr{class}><td class=\"mono\">{host}</td><td class=\"mono\">{identity}</td><td>{n}</td><td>{share}</td></tr>\n",
+            class = if r.last_hour >= WARN_AT { " class=\"bad\"" } else { "" },
+            host = esc(&r.target_host),
+            identity = esc(&r.identity),
+            n = r.last_hour,
+            share = super::summary::percent(share),
+        ));
+    }
+    let more = rates.len().saturating_sub(MAX_RATES_SHOWN);
+    let note = if more > 0 {
+        format!("<p class=\"note\">{more} more in <a href=\"/metrics\">/metrics</a> (grantshift_upstream_logins_last_hour).</p>\n")
+    } else {
+        String::new()
+    };
+    format!(
+        "<table id=\"login-rates\">\n<thead><tr><th>Target host</th><th>Run As identity</th><th>Logins, last hour</th><th>Of Salesforce's 3,600</th></tr></thead>\n<tbody>\n{rows}</tbody>\n</table>\n{note}"
+    )
 }
 
 /// Usernames a next step names on the page; the rest are counted (all are in the table).
@@ -600,7 +635,9 @@ th {{ white-space: nowrap; background: #f4f4f6; font-weight: 600; }}
 <tbody>
 {rows}</tbody>
 </table>
-{bounds}<h2>Rollout rules</h2>
+{bounds}<h2>Logins per Run As identity</h2>
+<p class="note">Upgraded logins sent to Salesforce in the last 60 minutes (client credentials: the connected app's Run As user, named by client_id; JWT bearer: the username). Salesforce refuses a user's logins past 3,600 an hour; logins the token cache answered are not counted.</p>
+{rates}<h2>Rollout rules</h2>
 <table id="rollout">
 <thead><tr><th>#</th><th>Host</th><th>Mode</th><th>Percent</th><th>Fallback</th></tr></thead>
 <tbody>
@@ -616,6 +653,7 @@ th {{ white-space: nowrap; background: #f4f4f6; font-weight: 600; }}
 </html>
 "#,
         summary_line = esc(&summary.sets_text()),
+        rates = rates_table(meta.login_rates),
     )
 }
 
@@ -851,14 +889,24 @@ mod tests {
             at: "2026-12-01T11:00:00Z".into(),
             result: Err("<b>bad</b> key".into()),
         };
+        let rates = [Rate {
+            target_host: "acme.my.salesforce.com".into(),
+            identity: "<script>id</script>".into(),
+            last_hour: 3_000,
+        }];
         let meta = PageMeta {
             version: "0.1.0",
             config_source: "/etc/<grantshift>.toml",
             last_reload: Some(&reload),
+            login_rates: &rates,
         };
         for filter in [None, Some("<script>x</script>"), Some("observing")] {
             let page = page(&report, &config, &summary, filter, &meta);
             assert!(!page.contains("<script>"), "{filter:?}");
+            assert!(
+                page.contains("<tr class=\"bad\"><td class=\"mono\">acme.my.salesforce.com</td><td class=\"mono\">&lt;script&gt;id&lt;/script&gt;</td><td>3000</td><td>83%</td>"),
+                "the identity near the limit, escaped"
+            );
             assert!(!page.contains("<b>bad"), "{filter:?}");
             assert!(!page.contains("<grantshift>"), "{filter:?}");
             assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
@@ -875,6 +923,7 @@ mod tests {
             version: "0.1.0",
             config_source: "(inline config)",
             last_reload: None,
+            login_rates: &[],
         }
     }
 

@@ -77,6 +77,21 @@ async fn the_second_login_with_the_same_credentials_is_answered_from_the_cache()
         ),
         Some(1.0)
     );
+    // The admin page lists the identity with its one upstream login of the last hour.
+    let page = testkit::admin::admin_get(proxy.admin_addr(), "/")
+        .await
+        .text();
+    let rates = &page[page
+        .find("id=\"login-rates\"")
+        .expect("the login-rate table")..];
+    assert!(
+        rates.contains(&format!(
+            "<td class=\"mono\">{}</td><td class=\"mono\">{}</td><td>1</td>",
+            acme::MY_DOMAIN,
+            acme::CLIENT_ID
+        )),
+        "{rates}"
+    );
     // Both logins count, as before the cache.
     let upgraded: f64 = metrics
         .series("grantshift_token_requests_total")
