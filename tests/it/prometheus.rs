@@ -328,7 +328,12 @@ async fn every_dashboard_query_returns_the_sequences_values_from_a_real_promethe
         + &rollout_toml("*", "upgrade", 100, true)
         + &acme_mapping()
         + &credentials_toml(acme::REPORTS_USERNAME, acme::MY_DOMAIN);
-    let mut proxy = TestProxy::builder().extra_toml(&rules).start().await;
+    // Every upgraded login of the sequence goes upstream (the cache would answer repeats).
+    let mut proxy = TestProxy::builder()
+        .extra_toml(&rules)
+        .token_cache_off()
+        .start()
+        .await;
     proxy.sf.edit(|w| {
         w.org_mut(acme::ORG_ID)
             .apps
