@@ -418,3 +418,36 @@ async fn with_the_cache_off_every_login_goes_upstream() {
     }
     assert_eq!(upgraded_requests(&proxy.sf), 3);
 }
+
+#[tokio::test]
+async fn a_thousand_logins_from_fifty_concurrent_clients_send_one_upstream_login() {
+    let proxy = TestProxy::start(&acme_mapping()).await;
+    let clients: Vec<_> = (0..50)
+        .map(|_| {
+            let proxy = &proxy;
+            async move {
+                // Each client keeps its connection and logs in 20 times.
+                let mut conn = proxy.intercepted(LOGIN_HOST, Http::H1).await;
+                let mut bodies = Vec::new();
+                for _ in 0..20 {
+                    let reply =
+                        post_form(&mut conn, LOGIN_HOST, TOKEN_PATH, &acme_password_form()).await;
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                    bodies.push(reply.body);
+                }
+                bodies
+            }
+        })
+        .collect();
+    let all: Vec<_> = futures_util::future::join_all(clients)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(all.len(), 1_000);
+    assert!(all.iter().all(|b| b == &all[0]), "one session for all");
+    assert_eq!(upgraded_requests(&proxy.sf), 1);
+    let metrics = scrape(proxy.admin_addr()).await;
+    assert_eq!(metric(&metrics, "grantshift_token_cache_misses_total"), 1.0);
+    assert_eq!(metric(&metrics, "grantshift_token_cache_hits_total"), 999.0);
+}
