@@ -12,9 +12,10 @@
 // instance_url, data_status, data_body. With --logout as well, the first connection then calls
 // `conn.logout()` (for an OAuth2 session jsforce POSTs `token=<access token>` to
 // LOGIN_URL/services/oauth2/revoke), recorded as `logout` ("ok" or the error); the last
-// connection makes its REST call again (`after_logout`: data_status, data_body or error); and
-// one more new Connection logs in and makes the REST call (`fresh`: the same fields as a
-// session). See tests/it/token_cache_clients.rs.
+// connection makes its REST call again (`after_logout`: the fields of a session, its token
+// read after the call, as jsforce silently logs in again on a 401; or `error`); and one more
+// new Connection logs in and makes the REST call (`fresh`: the fields of a session). See
+// tests/it/token_cache_clients.rs.
 //
 // With GS_EXTRA=1 it then also POSTs 1 MiB of random bytes (application/octet-stream) to
 // LOGIN_URL/echo and GETs LOGIN_URL/bytes?n=65536. Those go through the connection's own
@@ -131,6 +132,10 @@ async function manyLogins(result) {
     const data = await last.request(`/services/data/v${apiVersion}/sobjects/Account`);
     result.after_logout.data_status = 200;
     result.after_logout.data_body = JSON.stringify(data);
+    // jsforce logs in again by itself on a 401 (its refresh delegate, set by login()): the
+    // token the connection holds afterwards says whether it had to.
+    result.after_logout.access_token = last.accessToken;
+    result.after_logout.instance_url = last.instanceUrl;
   } catch (err) {
     result.after_logout.error = describe(err);
   }
