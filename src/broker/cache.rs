@@ -52,6 +52,9 @@ pub struct KeyParts<'a> {
     pub accept: Option<&'a [u8]>,
     /// `Authorization` as sent (it may carry the client secret, `Basic`).
     pub authorization: Option<&'a [u8]>,
+    /// `Accept-Encoding` as sent: Salesforce compresses the answer for a client that accepts
+    /// gzip (every real client library does), and the cached bytes are that answer.
+    pub accept_encoding: Option<&'a [u8]>,
 }
 
 /// One cached token response.
@@ -229,6 +232,7 @@ impl TokenCache {
         field(parts.shape.as_bytes());
         field(parts.accept.unwrap_or(b"\0none"));
         field(parts.authorization.unwrap_or(b"\0none"));
+        field(parts.accept_encoding.unwrap_or(b"\0none"));
         Key(mac.finalize().into_bytes().into())
     }
 
@@ -313,9 +317,10 @@ impl TokenCache {
         None
     }
 
-    /// Keep a successful upgraded response (`body`: all of it, decoded of nothing) for
-    /// `serve_for`. A response whose access token cannot be found is not kept (a revoke could
-    /// not name it); the flight ends either way.
+    /// Keep a successful upgraded response (`body`: all of it, as it came, perhaps
+    /// compressed; `plain`: the same decoded of its `Content-Encoding`, where the access token
+    /// is looked for) for `serve_for`. A response whose access token cannot be found is not
+    /// kept (a revoke could not name it); the flight ends either way.
     #[allow(clippy::too_many_arguments)]
     pub fn store(
         &self,
@@ -324,10 +329,11 @@ impl TokenCache {
         status: StatusCode,
         headers: &HeaderMap,
         body: &[u8],
+        plain: &[u8],
         serve_for: Duration,
         credential: Option<[u8; 32]>,
     ) -> bool {
-        let Some(token) = access_token(headers, body) else {
+        let Some(token) = access_token(plain) else {
             return false;
         };
         let entry = Arc::new(Entry {
@@ -460,15 +466,9 @@ fn subtle_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.ct_eq(b).into()
 }
 
-/// The access token of a token response body: JSON (`access_token`) or Salesforce's XML
-/// (`<access_token>…</access_token>`). `None` for a compressed body or one without it.
-fn access_token(headers: &HeaderMap, body: &[u8]) -> Option<Zeroizing<String>> {
-    if headers
-        .get(http::header::CONTENT_ENCODING)
-        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"))
-    {
-        return None;
-    }
+/// The access token of a (decoded) token response body: JSON (`access_token`) or
+/// Salesforce's XML (`<access_token>…</access_token>`). `None` for one without it.
+fn access_token(body: &[u8]) -> Option<Zeroizing<String>> {
     #[derive(serde::Deserialize)]
     struct Token<'a> {
         #[serde(borrow)]
@@ -502,6 +502,7 @@ mod tests {
             shape,
             accept,
             authorization: None,
+            accept_encoding: None,
         }
     }
 
@@ -522,6 +523,7 @@ mod tests {
             key,
             StatusCode::OK,
             &json_headers(),
+            BODY,
             BODY,
             serve_for,
             None
@@ -554,6 +556,9 @@ mod tests {
         let mut basic = parts("client_id=a&client_secret=s", None);
         basic.authorization = Some(b"Basic YTpz");
         assert_ne!(base, cache.key(&basic));
+        let mut gzip = parts("client_id=a&client_secret=s", None);
+        gzip.accept_encoding = Some(b"gzip");
+        assert_ne!(base, cache.key(&gzip));
         // Another process (another HMAC key) makes other keys.
         let other = TokenCache::new(&config(), CacheMetrics::default());
         assert_ne!(base, other.key(&parts("client_id=a&client_secret=s", None)));
@@ -607,6 +612,7 @@ mod tests {
             key,
             StatusCode::OK,
             &json_headers(),
+            BODY,
             BODY,
             Duration::from_secs(60),
             None
@@ -682,6 +688,7 @@ mod tests {
                 StatusCode::OK,
                 &json_headers(),
                 BODY,
+                BODY,
                 Duration::from_secs(60),
                 credential,
             );
@@ -714,6 +721,7 @@ mod tests {
                 StatusCode::OK,
                 &json_headers(),
                 BODY,
+                BODY,
                 Duration::from_secs(60),
                 None,
             );
@@ -727,20 +735,49 @@ mod tests {
     }
 
     #[test]
-    fn the_access_token_is_found_in_json_and_xml_only_uncompressed() {
-        let h = json_headers();
+    fn the_access_token_is_found_in_json_and_xml() {
         assert_eq!(
-            access_token(&h, BODY).as_deref().map(String::as_str),
+            access_token(BODY).as_deref().map(String::as_str),
             Some("00D!AQ.secret-token")
         );
         let xml = b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><OAuth><access_token>00D!AQ.x</access_token><id>i</id></OAuth>";
         assert_eq!(
-            access_token(&h, xml).as_deref().map(String::as_str),
+            access_token(xml).as_deref().map(String::as_str),
             Some("00D!AQ.x")
         );
-        assert!(access_token(&h, br#"{"error":"invalid_grant"}"#).is_none());
-        let mut gz = h.clone();
-        gz.insert("content-encoding", "gzip".parse().unwrap());
-        assert!(access_token(&gz, BODY).is_none());
+        assert!(access_token(br#"{"error":"invalid_grant"}"#).is_none());
+        assert!(access_token(b"\x1f\x8b\x08\0compressed").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_compressed_answer_is_kept_as_it_came_for_logins_accepting_the_same_encoding() {
+        let cache = TokenCache::new(&config(), CacheMetrics::default());
+        let gzip = |accept_encoding| KeyParts {
+            accept_encoding,
+            ..parts("s", None)
+        };
+        let key = cache.key(&gzip(Some(b"gzip, deflate")));
+        let Lookup::Miss(flight) = cache.lookup(key, Duration::from_secs(1)).await else {
+            panic!("expected a miss");
+        };
+        let mut headers = json_headers();
+        headers.insert("content-encoding", "gzip".parse().unwrap());
+        let compressed = b"\x1f\x8b\x08\0as-it-came";
+        assert!(cache.store(
+            flight,
+            key,
+            StatusCode::OK,
+            &headers,
+            compressed,
+            BODY,
+            Duration::from_secs(60),
+            None
+        ));
+        let Lookup::Hit { entry, .. } = cache.lookup(key, Duration::from_secs(1)).await else {
+            panic!("expected a hit");
+        };
+        assert_eq!(&entry.body()[..], compressed);
+        assert_eq!(entry.headers["content-encoding"], "gzip");
+        assert!(cache.evict_token("00D!AQ.secret-token", Eviction::Revoked));
     }
 }

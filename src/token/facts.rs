@@ -77,7 +77,10 @@ pub async fn read_whole(
 
 /// The response body without its `Content-Encoding` (identity, gzip, deflate), bounded to
 /// `MAX_TOKEN_RESPONSE` decoded bytes; `None` for other encodings or a broken stream.
-fn decoded(headers: &HeaderMap, body: &Bytes) -> Option<std::borrow::Cow<'static, [u8]>> {
+pub(crate) fn decoded(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Option<std::borrow::Cow<'static, [u8]>> {
     use std::io::Read;
     let encoding = headers
         .get(http::header::CONTENT_ENCODING)

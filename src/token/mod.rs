@@ -26,7 +26,7 @@ use crate::telemetry::events::{Action, CacheUse, Event, UpstreamErrorInfo};
 use crate::upstream::UpstreamError;
 use crate::verifiers::SetKey;
 use facts::read_facts;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::header::{ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST};
 use http::request::Parts;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
@@ -135,6 +135,10 @@ pub async fn handle(
             shape: &rewrite.shape,
             accept: parts.headers.get(ACCEPT).map(HeaderValue::as_bytes),
             authorization: parts.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
+            accept_encoding: parts
+                .headers
+                .get(ACCEPT_ENCODING)
+                .map(HeaderValue::as_bytes),
         });
         match state
             .token_cache
@@ -232,8 +236,10 @@ pub async fn handle(
     }
 }
 
-/// Keep a successful upgraded response in the token cache (when it can be read whole and
-/// names its access token), and give the client the same bytes.
+/// Keep a successful upgraded response in the token cache (when it can be read whole, in an
+/// encoding grantshift can read, and names its access token), and give the client the same
+/// bytes. Salesforce compresses it for clients that accept gzip: the token is read from a
+/// decoded copy, the bytes kept are the ones that came.
 async fn keep(
     resp: Response<Body>,
     key: Key,
@@ -244,15 +250,20 @@ async fn keep(
 ) -> Response<Body> {
     match facts::read_whole(resp, state.upstream.request_timeout()).await {
         Ok((parts, body)) => {
-            state.token_cache.store(
-                flight,
-                key,
-                parts.status,
-                &parts.headers,
-                &body,
-                config.serve_for(),
-                rewrite.credential,
-            );
+            if let Some(plain) = facts::decoded(&parts.headers, &body)
+                .map(|p| zeroize::Zeroizing::new(p.into_owned()))
+            {
+                state.token_cache.store(
+                    flight,
+                    key,
+                    parts.status,
+                    &parts.headers,
+                    &body,
+                    &plain,
+                    config.serve_for(),
+                    rewrite.credential,
+                );
+            }
             Response::from_parts(parts, full_body(body))
         }
         Err(resp) => resp,

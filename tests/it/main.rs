@@ -55,6 +55,7 @@ mod systemd;
 mod telemetry;
 mod token_bounds;
 mod token_cache;
+mod token_cache_clients;
 mod transparency;
 mod transparent_tls;
 mod tunnel;

@@ -3,7 +3,8 @@
 //! and with JWT, refused for a password that does not match its verifier, fallback after a
 //! Salesforce refusal and after a refused connection, failed, observed, unmapped, skipped,
 //! passed refresh / client-credentials / JWT grants; verifiers configured and learned;
-//! HTTP/1.1 and HTTP/2; parameters in the body and in the URL) goes through the real binary at
+//! HTTP/1.1 and HTTP/2; parameters in the body and in the URL; sessions handed out from the
+//! token cache, plain and gzip, used for an API call and revoked) goes through the real binary at
 //! `RUST_LOG=debug`, in both log formats, and none of the secrets involved may appear in its
 //! stderr, its stdout, its events file, or its admin server's metrics, report and page.
 
@@ -77,6 +78,7 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
     // upgraded (client credentials), HTTP/1.1, body
     let reply = bin.login(LOGIN_HOST, &acme_password_form()).await;
     expect(&reply, 200, "upgraded");
+    let upgraded_token = reply.json()["access_token"].as_str().unwrap().to_owned();
     // upgraded, HTTP/2, everything in the URL
     let mut h2 = bin.intercepted(acme::MY_DOMAIN, Http::H2).await;
     expect(
@@ -170,6 +172,55 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
     ]);
     expect(&bin.login(LOGIN_HOST, &jwt).await, 200, "passed jwt");
 
+    // From the token cache: the first login's session handed out again (HTTP/1.1 body, HTTP/2
+    // query), a client accepting gzip (its compressed answer is kept and handed out too), an
+    // API call with the cached session, and a revoke of it (answered by grantshift).
+    let mut handed_out = Vec::new();
+    let hit = bin.login(LOGIN_HOST, &acme_password_form()).await;
+    expect(&hit, 200, "cache hit");
+    handed_out.push(hit.json()["access_token"].as_str().unwrap().to_owned());
+    let mut h2 = bin.intercepted(acme::MY_DOMAIN, Http::H2).await;
+    let hit = login_in_query(&mut h2, acme::MY_DOMAIN, &acme_password_form()).await;
+    expect(&hit, 200, "cache hit over HTTP/2 from the query string");
+    handed_out.push(hit.json()["access_token"].as_str().unwrap().to_owned());
+    assert_eq!(
+        handed_out,
+        [upgraded_token.clone(), upgraded_token.clone()],
+        "the cache handed out the first login's session"
+    );
+    let mut gzip_bodies = Vec::new();
+    for what in ["gzip login (cached)", "gzip login (from the cache)"] {
+        let mut conn = bin.intercepted(LOGIN_HOST, Http::H1).await;
+        let req = conn
+            .request(Method::POST, LOGIN_HOST, TOKEN_PATH)
+            .header("accept-encoding", "gzip")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(full(acme_password_form()))
+            .unwrap();
+        let reply = conn.send(req).await;
+        expect(&reply, 200, what);
+        assert_eq!(reply.header("content-encoding"), Some("gzip"), "{what}");
+        gzip_bodies.push(reply.body.clone());
+    }
+    assert_eq!(gzip_bodies[0], gzip_bodies[1], "the same compressed answer");
+    let mut api = bin.intercepted(acme::MY_DOMAIN, Http::H1).await;
+    let call = api
+        .get_with_bearer(
+            acme::MY_DOMAIN,
+            "/services/data/v62.0/limits",
+            &upgraded_token,
+        )
+        .await;
+    expect(&call, 200, "API call with the cached session");
+    let revoke = post_form(
+        &mut api,
+        acme::MY_DOMAIN,
+        "/services/oauth2/revoke",
+        &form(&[("token", &upgraded_token)]),
+    )
+    .await;
+    expect(&revoke, 200, "revoke of the cached session (shielded)");
+
     // What the admin server shows.
     let admin_addr = bin.bin.admin_addr().await;
     let mut admin = String::new();
@@ -202,6 +253,14 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    for token in handed_out {
+        let random = token.split_once('!').unwrap().1.to_string();
+        secrets.push(("access token from the cache".into(), token));
+        secrets.push((
+            "access token from the cache (after the org id)".into(),
+            random,
+        ));
+    }
     for issued in up.sf.issued() {
         let random = issued.access_token.split_once('!').unwrap().1.to_string();
         secrets.push(("access token".into(), issued.access_token.clone()));
@@ -316,8 +375,8 @@ async fn no_secret_reaches_logs_stdout_or_events(log_format: &str) {
         .collect();
     assert_eq!(
         event_lines.len(),
-        13,
-        "one event per token request:\n{events}"
+        18,
+        "one event per token request and one for the revoke:\n{events}"
     );
     let actions: Vec<&str> = event_lines
         .iter()
@@ -326,9 +385,37 @@ async fn no_secret_reaches_logs_stdout_or_events(log_format: &str) {
     assert_eq!(
         actions,
         [
-            "upgraded", "upgraded", "upgraded", "skipped", "fallback", "fallback", "failed",
-            "observed", "unmapped", "skipped", "passed", "passed", "passed"
+            "upgraded",
+            "upgraded",
+            "upgraded",
+            "skipped",
+            "fallback",
+            "fallback",
+            "failed",
+            "observed",
+            "unmapped",
+            "skipped",
+            "passed",
+            "passed",
+            "passed",
+            "upgraded",
+            "upgraded",
+            "upgraded",
+            "upgraded",
+            "revoke_shielded"
         ]
+    );
+    let cache: Vec<&str> = event_lines
+        .iter()
+        .map(|e| e["cache"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        (&cache[..2], &cache[13..]),
+        (
+            &["miss", "hit"][..],
+            &["hit", "hit", "miss", "hit", "-"][..]
+        ),
+        "sessions handed out from the token cache"
     );
     assert!(
         strip_ansi(&stderr).contains("DEBUG"),
@@ -336,7 +423,7 @@ async fn no_secret_reaches_logs_stdout_or_events(log_format: &str) {
     );
     assert_eq!(
         strip_ansi(&stderr).matches("token request").count(),
-        13,
+        17,
         "one log line per token request"
     );
     assert_eq!(event_lines[2]["password_check"], "verified");

@@ -450,4 +450,65 @@ async fn a_thousand_logins_from_fifty_concurrent_clients_send_one_upstream_login
     let metrics = scrape(proxy.admin_addr()).await;
     assert_eq!(metric(&metrics, "grantshift_token_cache_misses_total"), 1.0);
     assert_eq!(metric(&metrics, "grantshift_token_cache_hits_total"), 999.0);
+
+/// A token login with `Accept-Encoding: accept_encoding` (when given) on a fresh connection.
+async fn login_accepting(proxy: &TestProxy, accept_encoding: Option<&str>) -> Reply {
+    let mut conn = proxy.intercepted(LOGIN_HOST, Http::H1).await;
+    let mut req = conn
+        .request(http::Method::POST, LOGIN_HOST, TOKEN_PATH)
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some(encoding) = accept_encoding {
+        req = req.header("accept-encoding", encoding);
+    }
+    conn.send(req.body(full(acme_password_form())).unwrap())
+        .await
+}
+
+#[tokio::test]
+async fn a_gzip_answer_is_cached_as_it_came_for_logins_that_accept_gzip_only() {
+    // Every real client library accepts gzip, and Salesforce then compresses the answer.
+    let proxy = TestProxy::start(&acme_mapping()).await;
+    let first = login_accepting(&proxy, Some("gzip, deflate")).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("content-encoding"), Some("gzip"));
+    let second = login_accepting(&proxy, Some("gzip, deflate")).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("content-encoding"), Some("gzip"));
+    assert_eq!(second.body, first.body, "the same compressed bytes");
+    // A client that accepts no compression never gets the compressed answer.
+    let plain = login_accepting(&proxy, None).await;
+    assert_eq!(plain.status, 200);
+    assert_eq!(plain.header("content-encoding"), None);
+    assert!(plain.json()["access_token"].is_string(), "{}", plain.text());
+    let caches: Vec<Value> = [
+        proxy.next_event().await,
+        proxy.next_event().await,
+        proxy.next_event().await,
+    ]
+    .into_iter()
+    .map(|e| e["cache"].clone())
+    .collect();
+    assert_eq!(caches, ["miss", "hit", "miss"]);
+    assert_eq!(upgraded_requests(&proxy.sf), 2);
+
+    // The cached session is found by its token for a revoke, though its body is compressed.
+    let token = plain.json()["access_token"].as_str().unwrap().to_owned();
+    let gzip_token = proxy
+        .sf
+        .issued()
+        .into_iter()
+        .map(|i| i.access_token)
+        .find(|t| *t != token)
+        .expect("the gzip login's token");
+    let mut conn = proxy.intercepted(acme::MY_DOMAIN, Http::H1).await;
+    let revoke = post_form(
+        &mut conn,
+        acme::MY_DOMAIN,
+        "/services/oauth2/revoke",
+        &form(&[("token", &gzip_token)]),
+    )
+    .await;
+    assert_eq!(revoke.status, 200, "{}", revoke.text());
+    assert!(proxy.sf.requests_to("/services/oauth2/revoke").is_empty());
+    assert_eq!(proxy.next_event().await["action"], "revoke_shielded");
 }

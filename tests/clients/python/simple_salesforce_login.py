@@ -5,8 +5,13 @@ https://{domain}.salesforce.com/services/oauth2/token only when it gets consumer
 consumer_secret and no security_token (with a security_token it uses SOAP login()). Its
 requests.Session honours HTTPS_PROXY and REQUESTS_CA_BUNDLE. Run by tests/real_clients.rs;
 prints one JSON line (see tests/common/clients.rs). Usage:
-simple_salesforce_login.py API_VERSION [LOGIN_URL]  (LOGIN_URL: https://login.salesforce.com,
-what domain="login" logs in at; only the GS_EXTRA steps use it).
+simple_salesforce_login.py API_VERSION [LOGIN_URL] [--logins N]  (LOGIN_URL:
+https://login.salesforce.com, what domain="login" logs in at; only the GS_EXTRA steps use it).
+
+With --logins N (N > 1) it logs in N times in a row, each a new `Salesforce(...)` (its own
+requests.Session, as N separate programs would), and makes the REST call with each session; it
+prints one JSON line {"client", "sessions": [...]}, one object per login with the fields
+access_token, instance_url, data_status, data_body (tests/it/token_cache_clients.rs).
 
 With GS_EXTRA=1 it then also runs gs_extra's steps (a 1 MiB POST to LOGIN_URL/echo, a GET of
 LOGIN_URL/bytes?n=65536) on the Salesforce object's own `sf.session` (a requests.Session),
@@ -14,6 +19,7 @@ or, when the login failed, on a fresh requests.Session with the same environment
 that raises is then recorded as `login_error` instead of ending the program.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -28,8 +34,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.dont_write_bytecode = True
 import gs_extra  # noqa: E402
 
-api_version = sys.argv[1]
-login_url = sys.argv[2] if len(sys.argv) > 2 else "https://login.salesforce.com"
+parser = argparse.ArgumentParser()
+parser.add_argument("api_version")
+parser.add_argument("login_url", nargs="?", default="https://login.salesforce.com")
+parser.add_argument("--logins", type=int, default=1)
+args = parser.parse_args()
+api_version = args.api_version
+login_url = args.login_url
 
 
 def login_and_rest_call(result, logged_in):
@@ -57,7 +68,14 @@ def login_and_rest_call(result, logged_in):
 
 
 result = {"client": f"simple-salesforce/{version('simple-salesforce')}"}
-if gs_extra.enabled():
+if args.logins > 1:
+    sessions = []
+    for _ in range(args.logins):
+        session = {}
+        login_and_rest_call(session, [])
+        sessions.append(session)
+    result["sessions"] = sessions
+elif gs_extra.enabled():
     logged_in = []
     try:
         login_and_rest_call(result, logged_in)
