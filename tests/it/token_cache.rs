@@ -450,6 +450,7 @@ async fn a_thousand_logins_from_fifty_concurrent_clients_send_one_upstream_login
     let metrics = scrape(proxy.admin_addr()).await;
     assert_eq!(metric(&metrics, "grantshift_token_cache_misses_total"), 1.0);
     assert_eq!(metric(&metrics, "grantshift_token_cache_hits_total"), 999.0);
+}
 
 /// A token login with `Accept-Encoding: accept_encoding` (when given) on a fresh connection.
 async fn login_accepting(proxy: &TestProxy, accept_encoding: Option<&str>) -> Reply {
