@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo bench --bench e2e                     # full size, 3 rounds (a few minutes)
 //! cargo bench --bench e2e -- --quick          # 1/10 of the size, 1 round (or GRANTSHIFT_BENCH_QUICK=1)
-//! cargo bench --bench e2e -- --only A32,B32   # some scenarios (A1 A32 A32c A1ev A32ev A32v W B32 C D E L1)
+//! cargo bench --bench e2e -- --only A32,B32   # some scenarios (A1 A32 A1c A32c A1ev A32ev A32v W B32 C D E L1)
 //! cargo bench --bench e2e -- --rounds 5       # more rounds: medians over more samples
 //! cargo bench --bench e2e -- --upstream nginx-h1   # nginx-h2 (default), nginx-h1 or fake
 //! cargo bench --bench e2e -- --only A32 --perf-dir /tmp/perf   # + perf record / perf stat of the proxy
@@ -95,6 +95,8 @@
 //!   hit answered from memory with the first login's exact response (checked as in A32).
 //!   Targets: ≤ 15 µs of proxy CPU per hit, p50 below the direct token request's (there is
 //!   no upstream round trip). [As A.]
+//! - **A1c**: the same with one connection (after the same 50-client cold start): the
+//!   latency of a hit without queueing behind 31 other requests. Target: p50 below direct.
 //! - **A32v**: A32 on a proxy whose credentials entry checks the password (`verify_password =
 //!   "required"`, a `password_hash` made with OWASP's Argon2id cost): the first login pays for
 //!   Argon2, the rest are checked by their keyed digest. Compared with A32 in the same run
@@ -179,7 +181,7 @@ struct Args {
     /// [default: 3, 1 with --quick].
     #[arg(long)]
     rounds: Option<usize>,
-    /// Comma-separated scenarios: A1, A32, A32c, A1ev, A32ev, A32v, W, B32, C, D, E, L1
+    /// Comma-separated scenarios: A1, A32, A1c, A32c, A1ev, A32ev, A32v, W, B32, C, D, E, L1
     /// [default: all].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -247,6 +249,7 @@ impl Upstream {
 enum Scenario {
     A1,
     A32,
+    A1Cached,
     A32Cached,
     A1Events,
     A32Events,
@@ -260,9 +263,10 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 12] = [
+    const ALL: [Scenario; 13] = [
         Scenario::A1,
         Scenario::A32,
+        Scenario::A1Cached,
         Scenario::A32Cached,
         Scenario::A1Events,
         Scenario::A32Events,
@@ -279,6 +283,7 @@ impl Scenario {
         match self {
             Scenario::A1 => "A1",
             Scenario::A32 => "A32",
+            Scenario::A1Cached => "A1c",
             Scenario::A32Cached => "A32c",
             Scenario::A1Events => "A1ev",
             Scenario::A32Events => "A32ev",
@@ -296,6 +301,7 @@ impl Scenario {
         match self {
             Scenario::A1 => "A1 token upgrade, 1 conn",
             Scenario::A32 => "A32 token upgrade, 32 conns",
+            Scenario::A1Cached => "A1c token cache hits, 1 conn",
             Scenario::A32Cached => "A32c token cache hits, 32 conns",
             Scenario::A1Events => "A1 + events file",
             Scenario::A32Events => "A32 + events file",
@@ -380,7 +386,7 @@ fn bench(args: &Args) -> Result<(), String> {
                     .find(|s| s.key().eq_ignore_ascii_case(name.trim()))
                     .ok_or_else(|| {
                         format!(
-                            "--only: unknown scenario `{name}` (A1 A32 A32c A1ev A32ev A32v W B32 C D E L1)"
+                            "--only: unknown scenario `{name}` (A1 A32 A1c A32c A1ev A32ev A32v W B32 C D E L1)"
                         )
                     })
             })
@@ -547,7 +553,8 @@ async fn run_all(
     let main_proxy = if needs(&|s| {
         !matches!(
             s,
-            Scenario::A32Cached
+            Scenario::A1Cached
+                | Scenario::A32Cached
                 | Scenario::A1Events
                 | Scenario::A32Events
                 | Scenario::A32Verify
@@ -670,7 +677,7 @@ async fn run_all(
                         e: None,
                     }
                 }
-                Scenario::A32Cached => {
+                Scenario::A1Cached | Scenario::A32Cached => {
                     // A fresh proxy per round, the token cache on (the default): its cache
                     // starts empty, so the cold start is the round's first login.
                     let proxy = BenchProxy::start(
@@ -693,19 +700,35 @@ async fn run_all(
                         &fake,
                     )
                     .await?;
-                    let n = sizes.a32;
-                    let warm = (n / 10).clamp(32, 2_000);
-                    let d =
-                        || keep_alive(env, &direct, Req::TokenDirect, 32, n, warm, None, &fake, "");
+                    let (conns, n) = if scenario == Scenario::A1Cached {
+                        (1, sizes.a1)
+                    } else {
+                        (32, sizes.a32)
+                    };
+                    let warm = (n / 10).clamp(conns, 2_000);
+                    let d = || {
+                        keep_alive(
+                            env,
+                            &direct,
+                            Req::TokenDirect,
+                            conns,
+                            n,
+                            warm,
+                            None,
+                            &fake,
+                            "",
+                        )
+                    };
                     let p =
-                        || scenarios::cached_logins(env, &via, 32, n, warm, &proxy, &fake, &tag);
+                        || scenarios::cached_logins(env, &via, conns, n, warm, &proxy, &fake, &tag);
                     let sample = both(proxy_first, d, p).await?;
                     // The direct side's token requests are exactly its warm-up and its run
                     // (each answered and checked); the rest came from this proxy.
-                    let direct_tokens = (warm.max(32) + n) as u64;
+                    let direct_tokens = (warm.max(conns) + n) as u64;
                     cache_rounds.push(report::CacheRound {
+                        scenario,
                         cold,
-                        logins: COLD_START_LOGINS + warm.max(32) + n,
+                        logins: COLD_START_LOGINS + warm.max(conns) + n,
                         upstream_tokens: (fake.counts().tokens - fake_before)
                             .saturating_sub(direct_tokens),
                         misses: proxy.counter("grantshift_token_cache_misses_total").await,

@@ -29,6 +29,8 @@ pub struct Report {
 
 /// One round of A32c on its own fresh proxy.
 pub struct CacheRound {
+    /// A1c or A32c.
+    pub scenario: Scenario,
     /// The cold start: many logins for one key at once on the empty cache.
     pub cold: CacheRun,
     /// Logins through this proxy in the round: cold start, warm-up, measured run.
@@ -166,6 +168,10 @@ pub fn verdict(
             judge(vec![("added p50", added_p50.is_some_and(|a| a <= 0.06))]),
         ),
         Scenario::A32Verify => ("CPU within 10% of A32 (below)".into(), "see below".into()),
+        Scenario::A1Cached => (
+            "p50 < direct".into(),
+            judge(vec![("p50", added_p50.is_some_and(|a| a < 0.0))]),
+        ),
         Scenario::A32Cached => (
             "≤ 15 µs/hit, p50 < direct".into(),
             judge(vec![
@@ -516,14 +522,19 @@ impl Report {
             );
         }
         let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
-        let measured_cache = details
-            .iter()
-            .find(|(s, ..)| *s == Scenario::A32Cached)
-            .map(|(.., samples)| samples.iter().map(|s| s.proxy.cache).collect::<Vec<_>>())
-            .unwrap_or_default();
-        for (i, r) in self.cache_rounds.iter().enumerate() {
+        let measured_cache = |wanted: Scenario| {
+            details
+                .iter()
+                .find(|(s, ..)| *s == wanted)
+                .map(|(.., samples)| samples.iter().map(|s| s.proxy.cache).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let mut round_of = BTreeMap::new();
+        for r in &self.cache_rounds {
+            let i = round_of.entry(r.scenario.key()).or_insert(0usize);
+            *i += 1;
             let c = &r.cold;
-            let measured = match measured_cache.get(i).copied().flatten() {
+            let measured = match measured_cache(r.scenario).get(*i - 1).copied().flatten() {
                 Some(m) => format!(
                     "; measured run: {} logins from {} clients, {} token requests reached the upstream (cache hits {}, misses {}, waits {})",
                     m.logins,
@@ -537,10 +548,11 @@ impl Report {
             };
             let _ = writeln!(
                 w,
-                "\nA32c round {}: cold start on a fresh proxy, {} logins for one key from {} clients at once: **{} token request(s) reached the upstream** \
+                "\n{} round {}: cold start on a fresh proxy, {} logins for one key from {} clients at once: **{} token request(s) reached the upstream** \
                  (cache hits {}, misses {}, waits {}){measured}; the whole round, {} logins: {} upstream token request(s) \
                  (grantshift_token_cache_misses_total {}).",
-                i + 1,
+                r.scenario.key(),
+                i,
                 c.logins,
                 c.clients,
                 c.upstream_tokens,
