@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo bench --bench e2e                     # full size, 3 rounds (a few minutes)
 //! cargo bench --bench e2e -- --quick          # 1/10 of the size, 1 round (or GRANTSHIFT_BENCH_QUICK=1)
-//! cargo bench --bench e2e -- --only A32,B32   # some scenarios (A1 A32 A1ev A32ev A32v W B32 C D E L1)
+//! cargo bench --bench e2e -- --only A32,B32   # some scenarios (A1 A32 A1c A32c A1ev A32ev A32v W B32 C D E L1)
 //! cargo bench --bench e2e -- --rounds 5       # more rounds: medians over more samples
 //! cargo bench --bench e2e -- --upstream nginx-h1   # nginx-h2 (default), nginx-h1 or fake
 //! cargo bench --bench e2e -- --only A32 --perf-dir /tmp/perf   # + perf record / perf stat of the proxy
@@ -57,8 +57,11 @@
 //!   with `RUST_LOG=warn`, `admin_listen` on a 127.0.0.1 port the bench picks (for `/metrics`),
 //!   `connect_to_only = true`, `connect_to` for the Salesforce hosts (nginx's two ports, or
 //!   the fake's) and the plain servers, `extra_root_certs` = the fake's CA (which also signed
-//!   nginx's leaf), one `[[credentials]]` mapping the bench username to the My Domain, and
-//!   `[telemetry] events = ""` (the `ev` rows: an events file, the default). Around each
+//!   nginx's leaf), one `[[credentials]]` mapping the bench username to the My Domain,
+//!   `[telemetry] events = ""` (the `ev` rows: an events file, the default) and
+//!   `[token_cache] enabled = false`: every scenario but A32c measures the upgrade path, which
+//!   the token cache (on by default) would answer from memory after the first login, so their
+//!   figures stay comparable with those measured before the cache existed. Around each
 //!   measured proxy run of A, B and C the bench reads `grantshift_upstream_connections_total`
 //!   from `/metrics`: the table's "upstream conns opened" (`-` if the counter is missing).
 //! - **This process** (load client, fake Salesforce, plain TCP servers) pins itself to CPU 1
@@ -83,6 +86,17 @@
 //!   through CONNECT + TLS, upgraded to client credentials and redirected to
 //!   `acme.my.salesforce.com`; 1 and 32 keep-alive connections. [The client-credentials body
 //!   straight to `acme.my.salesforce.com` over TLS.] `ev` rows: the same with the events file on.
+//! - **A32c** ("A32-cached"): A32 on a proxy with the token cache on, started fresh for
+//!   each round. First a cold start on the empty cache, 1,000 logins with the same
+//!   credentials from 50 connections sending at once: the token requests that reached the
+//!   upstream are counted (the fake's count, and the proxy's
+//!   `grantshift_token_cache_{hits,misses,waits}_total`), not asserted; the cache's single
+//!   flight should make them one. Then A32's warm-up and measured run, every login a cache
+//!   hit answered from memory with the first login's exact response (checked as in A32).
+//!   Targets: ≤ 15 µs of proxy CPU per hit, p50 below the direct token request's (there is
+//!   no upstream round trip). [As A.]
+//! - **A1c**: the same with one connection (after the same 50-client cold start): the
+//!   latency of a hit without queueing behind 31 other requests. Target: p50 below direct.
 //! - **A32v**: A32 on a proxy whose credentials entry checks the password (`verify_password =
 //!   "required"`, a `password_hash` made with OWASP's Argon2id cost): the first login pays for
 //!   Argon2, the rest are checked by their keyed digest. Compared with A32 in the same run
@@ -148,6 +162,10 @@ const PASSWORD: &str = "correct-horse-battery-staple1A2b3C4d5E6f7G8h9I0jK";
 /// One step (opening a connection, one request) taking longer than this stops the run: a
 /// hang guard, not a measurement.
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+/// A32c's cold start: this many logins with one set of credentials, from this many clients
+/// at once, on a proxy whose token cache is empty.
+const COLD_START_LOGINS: usize = 1_000;
+const COLD_START_CLIENTS: usize = 50;
 
 // ---------------------------------------------------------------------------------------------
 // Command line
@@ -163,7 +181,8 @@ struct Args {
     /// [default: 3, 1 with --quick].
     #[arg(long)]
     rounds: Option<usize>,
-    /// Comma-separated scenarios: A1, A32, A1ev, A32ev, B32, C, D, E, L1 [default: all].
+    /// Comma-separated scenarios: A1, A32, A1c, A32c, A1ev, A32ev, A32v, W, B32, C, D, E, L1
+    /// [default: all].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Run this grantshift binary instead of building target/release/grantshift.
@@ -230,6 +249,8 @@ impl Upstream {
 enum Scenario {
     A1,
     A32,
+    A1Cached,
+    A32Cached,
     A1Events,
     A32Events,
     A32Verify,
@@ -242,9 +263,11 @@ enum Scenario {
 }
 
 impl Scenario {
-    const ALL: [Scenario; 11] = [
+    const ALL: [Scenario; 13] = [
         Scenario::A1,
         Scenario::A32,
+        Scenario::A1Cached,
+        Scenario::A32Cached,
         Scenario::A1Events,
         Scenario::A32Events,
         Scenario::A32Verify,
@@ -260,6 +283,8 @@ impl Scenario {
         match self {
             Scenario::A1 => "A1",
             Scenario::A32 => "A32",
+            Scenario::A1Cached => "A1c",
+            Scenario::A32Cached => "A32c",
             Scenario::A1Events => "A1ev",
             Scenario::A32Events => "A32ev",
             Scenario::A32Verify => "A32v",
@@ -276,6 +301,8 @@ impl Scenario {
         match self {
             Scenario::A1 => "A1 token upgrade, 1 conn",
             Scenario::A32 => "A32 token upgrade, 32 conns",
+            Scenario::A1Cached => "A1c token cache hits, 1 conn",
+            Scenario::A32Cached => "A32c token cache hits, 32 conns",
             Scenario::A1Events => "A1 + events file",
             Scenario::A32Events => "A32 + events file",
             Scenario::A32Verify => "A32 + password verified",
@@ -359,7 +386,7 @@ fn bench(args: &Args) -> Result<(), String> {
                     .find(|s| s.key().eq_ignore_ascii_case(name.trim()))
                     .ok_or_else(|| {
                         format!(
-                            "--only: unknown scenario `{name}` (A1 A32 A1ev A32ev A32v W B32 C D E L1)"
+                            "--only: unknown scenario `{name}` (A1 A32 A1c A32c A1ev A32ev A32v W B32 C D E L1)"
                         )
                     })
             })
@@ -526,24 +553,26 @@ async fn run_all(
     let main_proxy = if needs(&|s| {
         !matches!(
             s,
-            Scenario::A1Events
+            Scenario::A1Cached
+                | Scenario::A32Cached
+                | Scenario::A1Events
                 | Scenario::A32Events
                 | Scenario::A32Verify
                 | Scenario::W
                 | Scenario::E
         )
     }) {
-        Some(BenchProxy::start(env, "proxy", &fake, servers, false, false).await?)
+        Some(BenchProxy::start(env, "proxy", &fake, servers, false, false, false).await?)
     } else {
         None
     };
     let events_proxy = if needs(&|s| matches!(s, Scenario::A1Events | Scenario::A32Events)) {
-        Some(BenchProxy::start(env, "proxy-events", &fake, servers, true, false).await?)
+        Some(BenchProxy::start(env, "proxy-events", &fake, servers, true, false, false).await?)
     } else {
         None
     };
     let verify_proxy = if needs(&|s| matches!(s, Scenario::A32Verify | Scenario::W)) {
-        Some(BenchProxy::start(env, "proxy-verify", &fake, servers, false, true).await?)
+        Some(BenchProxy::start(env, "proxy-verify", &fake, servers, false, true, false).await?)
     } else {
         None
     };
@@ -555,6 +584,8 @@ async fn run_all(
         .map(|p| cpus_allowed(&p.pid().to_string()))
         .unwrap_or_else(|| "-".into());
     let mut events_sent = 0usize;
+    let mut cache_rounds = Vec::new();
+    let mut cached_warn_lines = Vec::new();
 
     let mut samples: Vec<(Scenario, Vec<Sample>)> =
         scenarios.iter().map(|s| (*s, Vec::new())).collect();
@@ -646,6 +677,65 @@ async fn run_all(
                         e: None,
                     }
                 }
+                Scenario::A1Cached | Scenario::A32Cached => {
+                    // A fresh proxy per round, the token cache on (the default): its cache
+                    // starts empty, so the cold start is the round's first login.
+                    let proxy = BenchProxy::start(
+                        env,
+                        &format!("proxy-cached-r{round}"),
+                        &fake,
+                        servers,
+                        false,
+                        false,
+                        true,
+                    )
+                    .await?;
+                    let via = proxy.route();
+                    let fake_before = fake.counts().tokens;
+                    let cold = scenarios::cold_start(
+                        &via,
+                        COLD_START_CLIENTS,
+                        COLD_START_LOGINS,
+                        &proxy,
+                        &fake,
+                    )
+                    .await?;
+                    let (conns, n) = if scenario == Scenario::A1Cached {
+                        (1, sizes.a1)
+                    } else {
+                        (32, sizes.a32)
+                    };
+                    let warm = (n / 10).clamp(conns, 2_000);
+                    let d = || {
+                        keep_alive(
+                            env,
+                            &direct,
+                            Req::TokenDirect,
+                            conns,
+                            n,
+                            warm,
+                            None,
+                            &fake,
+                            "",
+                        )
+                    };
+                    let p =
+                        || scenarios::cached_logins(env, &via, conns, n, warm, &proxy, &fake, &tag);
+                    let sample = both(proxy_first, d, p).await?;
+                    // The direct side's token requests are exactly its warm-up and its run
+                    // (each answered and checked); the rest came from this proxy.
+                    let direct_tokens = (warm.max(conns) + n) as u64;
+                    cache_rounds.push(report::CacheRound {
+                        scenario,
+                        cold,
+                        logins: COLD_START_LOGINS + warm.max(conns) + n,
+                        upstream_tokens: (fake.counts().tokens - fake_before)
+                            .saturating_sub(direct_tokens),
+                        misses: proxy.counter("grantshift_token_cache_misses_total").await,
+                    });
+                    cached_warn_lines.extend(proxy.stop().await?);
+                    sample
+                }
                 Scenario::B32 => {
                     let proxy = main_proxy.as_ref().expect("main proxy");
                     let via = proxy.route();
@@ -693,7 +783,7 @@ async fn run_all(
         }
     }
 
-    let mut warn_lines = Vec::new();
+    let mut warn_lines = cached_warn_lines;
     let mut events_checked = None;
     for proxy in [main_proxy, events_proxy, verify_proxy]
         .into_iter()
@@ -716,6 +806,7 @@ async fn run_all(
         events_checked,
         fake_upstream_conns: fake.counts().connections,
         wrong_password_hashes,
+        cache_rounds,
         upstream,
         nginx_cpus,
         nginx_log,

@@ -89,6 +89,8 @@ pub struct Measured {
     /// Upstream connections the proxy opened (proxy runs of A, B and C; `None` also when its
     /// `/metrics` has no such counter).
     pub upstream_conns: Option<UpstreamConns>,
+    /// A32c: what reached the upstream during the measured run, and the cache's counters.
+    pub cache: Option<crate::proxy::CacheRun>,
 }
 
 /// The proxy's upstream connections by protocol (`h2`, `http/1.1`), from
@@ -160,6 +162,7 @@ pub fn measured(
             after.cpu_busy[1].saturating_sub(before.cpu_busy[1]) as f64 / tck,
         ],
         upstream_conns: None,
+        cache: None,
     }
 }
 

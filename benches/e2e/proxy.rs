@@ -86,6 +86,10 @@ impl BenchProxy {
         events: bool,
         // Check every upgraded login's password (a configured `password_hash`, `required`).
         verify: bool,
+        // `[token_cache] enabled`: on only for A32c. Every other scenario measures the upgrade
+        // path itself, which the cache (on by default) would answer from memory after the
+        // first login.
+        token_cache: bool,
     ) -> Result<BenchProxy, String> {
         let dir = env.dir.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -127,8 +131,11 @@ impl BenchProxy {
             credential_lines: &credential_lines,
         };
         let config_path = dir.join("grantshift.toml");
-        std::fs::write(&config_path, config.render())
-            .map_err(|e| format!("writing the config: {e}"))?;
+        let config = format!(
+            "{}\n[token_cache]\nenabled = {token_cache}\n",
+            config.render()
+        );
+        std::fs::write(&config_path, config).map_err(|e| format!("writing the config: {e}"))?;
 
         let mut cmd = if env.pinning == Pinning::Pinned {
             let mut c = Command::new("taskset");
@@ -214,6 +221,25 @@ impl BenchProxy {
         (!by_protocol.is_empty()).then_some(by_protocol)
     }
 
+    /// A counter without labels from `/metrics` (e.g. `grantshift_token_cache_misses_total`);
+    /// `None` if it cannot be read or has no such counter.
+    pub async fn counter(&self, name: &str) -> Option<u64> {
+        let text = testkit::admin::try_admin_get(self.admin, "/metrics", STEP_TIMEOUT)
+            .await
+            .ok()?;
+        let metrics = testkit::admin::parse_openmetrics(&text).ok()?;
+        metrics.value(name, &[]).map(|v| v as u64)
+    }
+
+    /// The token cache's counters so far (`grantshift_token_cache_{hits,misses,waits}_total`).
+    pub async fn cache_counters(&self) -> CacheCounters {
+        CacheCounters {
+            hits: self.counter("grantshift_token_cache_hits_total").await,
+            misses: self.counter("grantshift_token_cache_misses_total").await,
+            waits: self.counter("grantshift_token_cache_waits_total").await,
+        }
+    }
+
     /// Argon2 runs checking passwords so far (`grantshift_password_hashes_total{purpose="check"}`).
     pub async fn password_checks_hashed(&self) -> Option<u64> {
         let text = testkit::admin::try_admin_get(self.admin, "/metrics", STEP_TIMEOUT)
@@ -256,6 +282,39 @@ impl BenchProxy {
         }
         Ok(self.process.log().warn_error)
     }
+}
+
+/// The token cache's counters at one moment, or their growth between two (`None`: not on
+/// `/metrics`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheCounters {
+    pub hits: Option<u64>,
+    pub misses: Option<u64>,
+    pub waits: Option<u64>,
+}
+
+impl CacheCounters {
+    /// What grew from `before` to `self`.
+    pub fn since(self, before: CacheCounters) -> CacheCounters {
+        let d = |a: Option<u64>, b: Option<u64>| Some(a?.saturating_sub(b?));
+        CacheCounters {
+            hits: d(self.hits, before.hits),
+            misses: d(self.misses, before.misses),
+            waits: d(self.waits, before.waits),
+        }
+    }
+}
+
+/// What reached the upstream during one run of logins through a proxy with the token cache on.
+#[derive(Clone, Copy, Debug)]
+pub struct CacheRun {
+    pub logins: usize,
+    /// Connections they came over, all sending at once.
+    pub clients: usize,
+    /// Token requests the fake Salesforce answered meanwhile (behind nginx or itself).
+    pub upstream_tokens: u64,
+    /// grantshift's token cache counters over the same time.
+    pub counters: CacheCounters,
 }
 
 /// `N` distinct free ports on 127.0.0.1 (for a child process to bind).

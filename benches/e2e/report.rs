@@ -2,6 +2,7 @@
 //! `target/bench-e2e-<upstream>.md`) and the notes under it.
 
 use crate::measure::{IdleTunnels, Measured, Sample};
+use crate::proxy::CacheRun;
 use crate::{Env, Pinning, Scenario, Sizes};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,12 +17,29 @@ pub struct Report {
     pub fake_upstream_conns: u64,
     /// Scenario W, per round: (Argon2 runs for checks, wrong passwords sent).
     pub wrong_password_hashes: Vec<(u64, usize)>,
+    /// Scenario A32c, per round.
+    pub cache_rounds: Vec<CacheRound>,
     /// What answered for the Salesforce hosts, for the heading.
     pub upstream: String,
     /// nginx's Cpus_allowed_list (`--upstream nginx-*`).
     pub nginx_cpus: Option<String>,
     /// nginx's error.log lines (all at `warn` or above), when it ran.
     pub nginx_log: Option<Vec<String>>,
+}
+
+/// One round of A32c on its own fresh proxy.
+pub struct CacheRound {
+    /// A1c or A32c.
+    pub scenario: Scenario,
+    /// The cold start: many logins for one key at once on the empty cache.
+    pub cold: CacheRun,
+    /// Logins through this proxy in the round: cold start, warm-up, measured run.
+    pub logins: usize,
+    /// Token requests the fake answered for this proxy in the round (the direct side's,
+    /// known exactly, subtracted).
+    pub upstream_tokens: u64,
+    /// `grantshift_token_cache_misses_total` at the end of the round (since it started).
+    pub misses: Option<u64>,
 }
 
 /// Per round values of one scenario, as the table shows them.
@@ -150,6 +168,17 @@ pub fn verdict(
             judge(vec![("added p50", added_p50.is_some_and(|a| a <= 0.06))]),
         ),
         Scenario::A32Verify => ("CPU within 10% of A32 (below)".into(), "see below".into()),
+        Scenario::A1Cached => (
+            "p50 < direct".into(),
+            judge(vec![("p50", added_p50.is_some_and(|a| a < 0.0))]),
+        ),
+        Scenario::A32Cached => (
+            "≤ 15 µs/hit, p50 < direct".into(),
+            judge(vec![
+                ("CPU", cost <= 15.0),
+                ("p50", added_p50.is_some_and(|a| a < 0.0)),
+            ]),
+        ),
         Scenario::W => ("bounded CPU (below)".into(), "see below".into()),
         Scenario::A32 | Scenario::A32Events => (
             "≤ 30 µs/req, ratio ≥ 0.9".into(),
@@ -479,6 +508,62 @@ impl Report {
                 if ratio <= 1.10 { "met" } else { "**not met**" }
             );
         }
+        if let (Some(off), Some(on)) = (cost_of(Scenario::A32), cost_of(Scenario::A32Cached)) {
+            let per_round: Vec<String> = off
+                .iter()
+                .zip(&on)
+                .map(|(off, on)| format!("{:.2}", on / off))
+                .collect();
+            let _ = writeln!(
+                w,
+                "\nA32c / A32 proxy CPU per login (same run): {:.2} (per round: {}).",
+                median(on.clone()) / median(off.clone()),
+                per_round.join(", ")
+            );
+        }
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
+        let measured_cache = |wanted: Scenario| {
+            details
+                .iter()
+                .find(|(s, ..)| *s == wanted)
+                .map(|(.., samples)| samples.iter().map(|s| s.proxy.cache).collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        let mut round_of = BTreeMap::new();
+        for r in &self.cache_rounds {
+            let i = round_of.entry(r.scenario.key()).or_insert(0usize);
+            *i += 1;
+            let c = &r.cold;
+            let measured = match measured_cache(r.scenario).get(*i - 1).copied().flatten() {
+                Some(m) => format!(
+                    "; measured run: {} logins from {} clients, {} token requests reached the upstream (cache hits {}, misses {}, waits {})",
+                    m.logins,
+                    m.clients,
+                    m.upstream_tokens,
+                    opt(m.counters.hits),
+                    opt(m.counters.misses),
+                    opt(m.counters.waits)
+                ),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                w,
+                "\n{} round {}: cold start on a fresh proxy, {} logins for one key from {} clients at once: **{} token request(s) reached the upstream** \
+                 (cache hits {}, misses {}, waits {}){measured}; the whole round, {} logins: {} upstream token request(s) \
+                 (grantshift_token_cache_misses_total {}).",
+                r.scenario.key(),
+                i,
+                c.logins,
+                c.clients,
+                c.upstream_tokens,
+                opt(c.counters.hits),
+                opt(c.counters.misses),
+                opt(c.counters.waits),
+                r.logins,
+                r.upstream_tokens,
+                opt(r.misses),
+            );
+        }
         for (i, (runs, sent)) in self.wrong_password_hashes.iter().enumerate() {
             let _ = writeln!(
                 w,
@@ -510,8 +595,13 @@ impl Report {
         }
         let _ = writeln!(
             w,
-            "\nChecks: every response was the fake's 200 of the expected size (W: its 400 refusal of the password login, with none upgraded); the fake counted every request{}; \
+            "\nChecks: every response was the fake's 200 of the expected size (W: its 400 refusal of the password login, with none upgraded); the fake counted every request{}{}; \
              the fake accepted {} {} in all; proxy WARN/ERROR log lines: {}{}.",
+            if self.cache_rounds.is_empty() {
+                ""
+            } else {
+                " (A32c: every login answered; what reached the upstream is counted above)"
+            },
             match self.events_checked {
                 Some((lines, _)) => format!(", and the events file holds exactly {lines} `upgraded` lines (one per login)"),
                 None => String::new(),

@@ -2,7 +2,7 @@
 //! through the proxy), the requests and their checks, and each scenario's measured run.
 
 use crate::measure::{measured, opened, snapshot, IdleTunnels, Measured, Perf};
-use crate::proxy::{upstream_connections, BenchProxy};
+use crate::proxy::{upstream_connections, BenchProxy, CacheRun};
 use crate::{
     Env, BLOB_HOST, CLIENT_ID, CLIENT_SECRET, CONN_HOST, DATA_PATH, ECHO_HOST, LOGIN_HOST,
     MY_DOMAIN, PASSWORD, STEP_TIMEOUT, TOKEN_PATH, USERNAME,
@@ -366,6 +366,79 @@ pub async fn keep_alive_run(
     }
 }
 
+/// A32c's cold start, on a proxy just started (its token cache empty): `logins` password
+/// logins with one set of credentials from `clients` connections, all opened first and then
+/// sending at once. Returns how many token requests reached the upstream: the cache's single
+/// flight should make it one. A count, not an assertion; every answer is still checked.
+pub async fn cold_start(
+    route: &Route,
+    clients: usize,
+    logins: usize,
+    proxy: &BenchProxy,
+    fake: &FastSalesforce,
+) -> Result<CacheRun, String> {
+    let before_fake = fake.counts();
+    let before = proxy.cache_counters().await;
+    keep_alive_run(route, Req::Token, clients, logins, None).await?;
+    let counters = proxy.cache_counters().await.since(before);
+    let after_fake = fake.counts();
+    if after_fake.rejected != before_fake.rejected {
+        return Err(format!(
+            "A32c cold start: the fake rejected {} requests: {:?}",
+            after_fake.rejected - before_fake.rejected,
+            fake.rejections().1
+        ));
+    }
+    Ok(CacheRun {
+        logins,
+        clients,
+        upstream_tokens: after_fake.tokens - before_fake.tokens,
+        counters,
+    })
+}
+
+/// A32c's measured part: as [`keep_alive`] with [`Req::Token`] through `proxy`, whose token
+/// cache already holds the answer (after [`cold_start`]): every login should be a cache hit.
+/// Each answer is checked as in A32 (the fake's 200 of its size); what reached the upstream
+/// is counted, not required to be zero.
+#[allow(clippy::too_many_arguments)]
+pub async fn cached_logins(
+    env: &Env,
+    route: &Route,
+    conns: usize,
+    n: usize,
+    warm: usize,
+    proxy: &BenchProxy,
+    fake: &FastSalesforce,
+    tag: &str,
+) -> Result<Measured, String> {
+    keep_alive_run(route, Req::Token, conns, warm.max(conns), None).await?;
+    let before_fake = fake.counts();
+    let before_upstream = upstream_connections(Some(proxy)).await;
+    let before_cache = proxy.cache_counters().await;
+    let perf = Perf::start(env, Some(proxy), tag).await?;
+    let m = keep_alive_run(route, Req::Token, conns, n, Some((env, Some(proxy.pid())))).await;
+    perf.stop();
+    let mut m = m?;
+    m.upstream_conns = opened(before_upstream, upstream_connections(Some(proxy)).await);
+    let counters = proxy.cache_counters().await.since(before_cache);
+    let after_fake = fake.counts();
+    if after_fake.rejected != before_fake.rejected {
+        return Err(format!(
+            "A32c: the fake rejected {} requests: {:?}",
+            after_fake.rejected - before_fake.rejected,
+            fake.rejections().1
+        ));
+    }
+    m.cache = Some(CacheRun {
+        logins: n,
+        clients: conns,
+        upstream_tokens: after_fake.tokens - before_fake.tokens,
+        counters,
+    });
+    Ok(m)
+}
+
 /// Scenario C: `n` requests, each on a new connection (TCP [+ CONNECT] + TLS), `conc` at a
 /// time. The latency of one includes opening its connection.
 pub async fn per_connection(
@@ -535,6 +608,7 @@ pub async fn idle_tunnels(
         &format!("proxy-idle-r{round}"),
         fake,
         servers,
+        false,
         false,
         false,
     )
