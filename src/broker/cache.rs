@@ -15,9 +15,9 @@
 //! - **Negative entries**: a failed upgrade is never cached, but for `negative_ttl` the next
 //!   logins with the same key go straight to fallback instead of asking again.
 //!
-//! The password was checked before a login gets here ([`super::plan::gate`]).
+//! The password was checked before a login gets here ([`crate::token::plan::gate`]).
 //!
-//! [`Rewrite::shape`]: super::plan::Rewrite::shape
+//! [`Rewrite::shape`]: crate::token::plan::Rewrite#structfield.shape
 
 use crate::config::{Flow, TokenCacheConfig};
 use crate::telemetry::events::UpstreamErrorInfo;
@@ -47,7 +47,7 @@ impl std::fmt::Debug for Key {
 pub struct KeyParts<'a> {
     pub target_host: &'a str,
     pub flow: Flow,
-    /// [`super::plan::Rewrite::shape`] (secret).
+    /// [`Rewrite::shape`](crate::token::plan::Rewrite#structfield.shape) (secret).
     pub shape: &'a str,
     pub accept: Option<&'a [u8]>,
     /// `Authorization` as sent (it may carry the client secret, `Basic`).

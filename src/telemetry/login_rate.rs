@@ -17,7 +17,7 @@ pub const WARN_AT: u64 = SALESFORCE_LOGINS_PER_HOUR * 8 / 10;
 
 /// ... and again only after it fell below this (72%): a rate that hovers at 80% as the hour
 /// slides warns once.
-const REARM_BELOW: u64 = WARN_AT * 9 / 10;
+pub const REARM_BELOW: u64 = WARN_AT * 9 / 10;
 
 const MINUTES: usize = 60;
 
