@@ -19,6 +19,15 @@ pub const ASSERTION_LIFETIME_SECS: u64 = 180;
 #[derive(Clone)]
 pub struct JwtKey(Arc<dyn SigningKey>);
 
+/// The same loaded key (not: keys with equal bytes).
+impl PartialEq for JwtKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for JwtKey {}
+
 /// Private keys never print.
 impl fmt::Debug for JwtKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

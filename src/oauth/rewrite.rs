@@ -36,9 +36,14 @@ pub fn client_credentials_body(params: &TokenParams) -> String {
 /// `grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer&assertion=…` (+ `format` if sent):
 /// the JWT bearer grant takes no client secret and no other parameters.
 pub fn jwt_bearer_body(params: &TokenParams, assertion: &str) -> String {
+    jwt_bearer_body_with_format(params.get("format"), assertion)
+}
+
+/// [`jwt_bearer_body`] with the request's `format`, if it had one.
+pub fn jwt_bearer_body_with_format(format: Option<&str>, assertion: &str) -> String {
     let mut out: Vec<(&str, &str)> =
         vec![("grant_type", JWT_BEARER_GRANT), ("assertion", assertion)];
-    if let Some(format) = params.get("format") {
+    if let Some(format) = format {
         out.push(("format", format));
     }
     encode(&out)

@@ -82,7 +82,7 @@ pub async fn handle(
             Some(Stopped::Budget) => BodyRead::Unread(SkipReason::MemoryBudget),
         },
     };
-    let (plan, mut login) = plan::plan(&request, &config, unix_now(), &state.faults);
+    let (plan, mut login) = plan::plan(&request, &config, &state.faults);
     let password = login.password.take();
     // The credential set, for its verifier: as the report and the rollout bucket name it.
     let set = SetKey::new(
@@ -172,7 +172,22 @@ pub async fn handle(
     } else {
         event.cache = Some(CacheUse::Off);
     }
-    let (info, failed) = match send_upgraded(&parts, &rewrite, target, state).await {
+    // Made only now, on a miss: a JWT assertion is signed for a login that goes upstream.
+    let body = match rewrite.upstream_body(unix_now()) {
+        Ok(body) => body,
+        Err(problem) => {
+            tracing::error!(%problem, "cannot build the upgraded request; forwarding the original");
+            // The flight ends unfilled: a waiter tries for itself.
+            drop(flight);
+            event.flow = None;
+            event.target_host = None;
+            event.cache = None;
+            let resp = forward_original(&parts, buffered.into_body(), target, state).await;
+            let event = record(event, Forward::skipped(SkipReason::Internal));
+            return finish(resp, event, state, started, None).await;
+        }
+    };
+    let (info, failed) = match send_upgraded(&parts, &rewrite, body, target, state).await {
         Ok(resp) if resp.status().is_success() => {
             event.action = Action::Upgraded;
             let resp = match flight {
@@ -295,6 +310,7 @@ fn unix_now() -> u64 {
 async fn send_upgraded(
     original: &Parts,
     rewrite: &Rewrite,
+    body: String,
     target: &Target,
     state: &State,
 ) -> Result<Response<Body>, UpstreamError> {
@@ -316,7 +332,7 @@ async fn send_upgraded(
             host: to.host.clone(),
             cause: e.to_string(),
         })?;
-    let mut req = Request::new(full_body(rewrite.body.clone()));
+    let mut req = Request::new(full_body(body));
     *req.method_mut() = http::Method::POST;
     *req.uri_mut() = uri;
     *req.headers_mut() = original.headers.clone();

@@ -11,7 +11,7 @@
 
 use crate::config::{Config, Flow, VerifyPassword};
 use crate::fault::Faults;
-use crate::oauth::jwt::Claims;
+use crate::oauth::jwt::{Claims, JwtKey};
 use crate::oauth::{self, rewrite, SkipReason, TokenParams};
 use crate::password::Password;
 use crate::policy::{self, Decision, Upgrade, Verification};
@@ -56,7 +56,7 @@ impl Forward {
         }
     }
 
-    fn skipped(reason: SkipReason) -> Forward {
+    pub fn skipped(reason: SkipReason) -> Forward {
         Forward::new(Action::Skipped, Some(reason.as_str()))
     }
 }
@@ -69,8 +69,9 @@ pub struct Rewrite {
     pub target_host: String,
     /// On failure, send the original request instead.
     pub fallback: bool,
-    /// The new form body (it holds a secret: never logged).
-    pub body: String,
+    /// The new form body (it holds a secret: never logged), or what signs it when it is sent
+    /// ([`Rewrite::upstream_body`]).
+    pub body: UpstreamBody,
     /// How the password is checked before the rewrite goes out ([`gate`]).
     pub verify: Verification,
     /// What shapes the upstream's answer besides the target host and flow, for the token
@@ -80,6 +81,45 @@ pub struct Rewrite {
     pub shape: String,
     /// The `[[credentials]]` entry that decided it (`None`: upgraded in place).
     pub credential: Option<[u8; 32]>,
+}
+
+/// The upgraded request's body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamBody {
+    /// Client credentials: the body itself.
+    Ready(String),
+    /// JWT bearer: the assertion is signed when the request is sent, so a login the token
+    /// cache answers never pays for an RSA signature.
+    Jwt(JwtToSign),
+}
+
+/// What a JWT bearer assertion is made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtToSign {
+    key: JwtKey,
+    client_id: String,
+    username: String,
+    audience: String,
+    format: Option<String>,
+}
+
+impl Rewrite {
+    /// The body to send upstream, at `now` (seconds since the Unix epoch): for JWT bearer,
+    /// with an assertion signed now. `Err` (never a panic) when it cannot be made.
+    pub fn upstream_body(&self, now: u64) -> Result<String, String> {
+        match &self.body {
+            UpstreamBody::Ready(body) => Ok(body.clone()),
+            UpstreamBody::Jwt(jwt) => guarded(|| {
+                let claims = Claims::new(&jwt.client_id, &jwt.username, &jwt.audience, now);
+                let assertion = jwt.key.sign(&claims)?;
+                Ok(rewrite::jwt_bearer_body_with_format(
+                    jwt.format.as_deref(),
+                    &assertion,
+                ))
+            })
+            .unwrap_or_else(|| Err("signing the assertion panicked".into())),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +174,7 @@ pub fn check_headers(headers: &HeaderMap, config: &Config) -> Option<Forward> {
 /// Decide what happens to a token request whose body has been read. `now` (Unix seconds) is
 /// the JWT's issue time. A panic while deciding or rewriting (a bug) becomes
 /// `skipped`/`internal`: do no harm, the original goes through.
-pub fn plan(req: &TokenRequest, config: &Config, now: u64, faults: &Faults) -> (Plan, Login) {
+pub fn plan(req: &TokenRequest, config: &Config, faults: &Faults) -> (Plan, Login) {
     let body = match req.body {
         BodyRead::Complete(body) => body,
         BodyRead::Unread(reason) => {
@@ -202,7 +242,7 @@ pub fn plan(req: &TokenRequest, config: &Config, now: u64, faults: &Faults) -> (
     };
     let rewritten = guarded(|| {
         faults.inject_for("rewrite", req.host);
-        rewritten_body(&upgrade, &params, &grant, now)
+        rewritten_body(&upgrade, &params, &grant)
     })
     .unwrap_or_else(|| Err("the rewrite panicked".into()));
     let plan = match rewritten {
@@ -269,21 +309,26 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
 }
 
-/// The new body for the upgraded grant.
+/// The new body for the upgraded grant (for JWT bearer, what signs it when it is sent).
 fn rewritten_body(
     upgrade: &Upgrade,
     params: &TokenParams,
     grant: &policy::PasswordGrant<'_>,
-    now: u64,
-) -> Result<String, String> {
+) -> Result<UpstreamBody, String> {
     match upgrade.flow {
-        Flow::ClientCredentials => Ok(rewrite::client_credentials_body(params)),
+        Flow::ClientCredentials => Ok(UpstreamBody::Ready(rewrite::client_credentials_body(
+            params,
+        ))),
         Flow::JwtBearer => {
             let (key, audience) = upgrade.jwt.as_ref().ok_or("no JWT key")?;
             // The issuer is the app, wherever the client named it (body or Basic).
-            let claims = Claims::new(grant.client_id, grant.username, audience, now);
-            let assertion = key.sign(&claims)?;
-            Ok(rewrite::jwt_bearer_body(params, &assertion))
+            Ok(UpstreamBody::Jwt(JwtToSign {
+                key: key.clone(),
+                client_id: grant.client_id.to_owned(),
+                username: grant.username.to_owned(),
+                audience: audience.clone(),
+                format: params.get("format").map(str::to_owned),
+            }))
         }
     }
 }
@@ -294,11 +339,13 @@ fn response_shape(
     upgrade: &Upgrade,
     params: &TokenParams,
     grant: &policy::PasswordGrant<'_>,
-    body: &str,
+    body: &UpstreamBody,
 ) -> String {
-    match upgrade.flow {
-        Flow::ClientCredentials => body.to_owned(),
-        Flow::JwtBearer => serde_urlencoded::to_string([
+    match (upgrade.flow, body) {
+        (Flow::ClientCredentials, UpstreamBody::Ready(body)) => body.to_owned(),
+        // A client-credentials rewrite always has a ready body; the shape of anything else
+        // (a JWT bearer rewrite) is its issuer, subject and format.
+        _ => serde_urlencoded::to_string([
             ("iss", grant.client_id),
             ("sub", &grant.username.to_lowercase()),
             ("format", params.get("format").unwrap_or("")),
@@ -315,6 +362,7 @@ mod tests {
     const PW: &str =
         "grant_type=password&client_id=app&client_secret=s3cr3t&username=Int%40Acme.com&password=pw";
     const ACME: &str = "acme.my.salesforce.com";
+    const NOW: u64 = 1_700_000_000;
     const LOGIN: &str = "login.salesforce.com";
 
     fn config(text: &str) -> Config {
@@ -334,7 +382,7 @@ mod tests {
             headers,
             body: BodyRead::Complete(body.as_bytes()),
         };
-        plan(&req, config, 1_700_000_000, &Faults::default())
+        plan(&req, config, &Faults::default())
     }
 
     fn forward_of(config: &Config, host: &str, body: &str) -> Forward {
@@ -390,7 +438,7 @@ mod tests {
             headers: &HeaderMap::new(),
             body: BodyRead::Unread(SkipReason::TooLarge),
         };
-        let (plan, login) = plan(&req, &config(""), 0, &Faults::default());
+        let (plan, login) = plan(&req, &config(""), &Faults::default());
         assert_eq!(
             plan,
             Plan::Forward(forwarded(Action::Skipped, Some("body_too_large")))
@@ -487,7 +535,8 @@ mod tests {
         assert_eq!(r.flow, Flow::ClientCredentials);
         assert_eq!(r.target_host, ACME);
         assert!(r.fallback);
-        let form: Vec<(String, String)> = serde_urlencoded::from_str(&r.body).unwrap();
+        let body = r.upstream_body(NOW).unwrap();
+        let form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap();
         assert!(form.contains(&("grant_type".into(), "client_credentials".into())));
         assert!(!form.iter().any(|(k, _)| k == "password" || k == "username"));
         assert_eq!(login.grant.as_deref(), Some("password"));
@@ -570,11 +619,34 @@ mod tests {
             panic!("expected a rewrite, got {plan:?}")
         };
         assert_eq!(r.flow, Flow::JwtBearer);
-        let form: Vec<(String, String)> = serde_urlencoded::from_str(&r.body).unwrap();
+        // Nothing is signed until the body is made: a login the token cache answers never is.
+        assert!(matches!(r.body, UpstreamBody::Jwt(_)), "{:?}", r.body);
+        assert_eq!(r.shape, "iss=app&sub=int%40acme.com&format=");
+        let body = r.upstream_body(NOW).unwrap();
+        let form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap();
         assert!(form.contains(&(
             "grant_type".into(),
             "urn:ietf:params:oauth:grant-type:jwt-bearer".into()
         )));
+        // Signed at the time it is made.
+        let assertion = &form.iter().find(|(k, _)| k == "assertion").unwrap().1;
+        let claims = assertion.split('.').nth(1).unwrap();
+        use base64::Engine as _;
+        let claims: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(claims)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            claims["exp"],
+            NOW + crate::oauth::jwt::ASSERTION_LIFETIME_SECS
+        );
+        assert_ne!(
+            r.upstream_body(NOW + 1).unwrap(),
+            body,
+            "a new assertion each time"
+        );
         assert!(form
             .iter()
             .any(|(k, v)| k == "assertion" && v.split('.').count() == 3));
@@ -712,7 +784,8 @@ mod tests {
         let Plan::Rewrite(r) = plan else {
             panic!("expected a rewrite, got {plan:?}")
         };
-        let form: Vec<(String, String)> = serde_urlencoded::from_str(&r.body).unwrap();
+        let body = r.upstream_body(NOW).unwrap();
+        let form: Vec<(String, String)> = serde_urlencoded::from_str(&body).unwrap();
         let assertion = &form.iter().find(|(k, _)| k == "assertion").unwrap().1;
         use base64::Engine as _;
         let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -778,7 +851,7 @@ mod tests {
                 headers: &HeaderMap::new(),
                 body: BodyRead::Complete(PW.as_bytes()),
             };
-            let (plan, login) = plan(&req, &config(""), 0, &faults);
+            let (plan, login) = plan(&req, &config(""), &faults);
             let Plan::Forward(f) = plan else {
                 panic!("{point}: expected a forward, got {plan:?}")
             };

@@ -513,3 +513,59 @@ async fn a_gzip_answer_is_cached_as_it_came_for_logins_that_accept_gzip_only() {
     assert!(proxy.sf.requests_to("/services/oauth2/revoke").is_empty());
     assert_eq!(proxy.next_event().await["action"], "revoke_shielded");
 }
+
+#[tokio::test]
+async fn a_jwt_bearer_login_is_cached_per_user() {
+    let proxy = TestProxy::start(
+        &(jwt_credentials_with_password_toml(
+            acme::USERNAME,
+            Some(acme::MY_DOMAIN),
+            "jwt-app.pkcs8.pem",
+            acme::PASSWORD,
+        ) + &jwt_credentials_with_password_toml(
+            acme::REPORTS_USERNAME,
+            Some(acme::MY_DOMAIN),
+            "jwt-app.pkcs8.pem",
+            acme::REPORTS_PASSWORD,
+        )),
+    )
+    .await;
+    let jwt_requests = |sf: &FakeSalesforce| {
+        sf.token_requests()
+            .iter()
+            .filter(|r| String::from_utf8_lossy(&r.body).contains("jwt-bearer"))
+            .count()
+    };
+    let reports = password_form(
+        acme::CLIENT_ID,
+        acme::CLIENT_SECRET,
+        acme::REPORTS_USERNAME,
+        acme::REPORTS_PASSWORD,
+    );
+    let a = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    let b = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    let c = proxy.login(LOGIN_HOST, &reports).await;
+    for r in [&a, &b, &c] {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(a.body, b.body, "the same user's session, from the cache");
+    assert_ne!(a.body, c.body, "JWT bearer sessions are each user's own");
+    assert!(c.json()["id"]
+        .as_str()
+        .unwrap()
+        .ends_with(acme::REPORTS_USER_ID));
+    let caches: Vec<Value> = [
+        proxy.next_event().await,
+        proxy.next_event().await,
+        proxy.next_event().await,
+    ]
+    .into_iter()
+    .map(|e| e["cache"].clone())
+    .collect();
+    assert_eq!(caches, ["miss", "hit", "miss"]);
+    assert_eq!(
+        jwt_requests(&proxy.sf),
+        2,
+        "one assertion per user, none for the hit"
+    );
+}
