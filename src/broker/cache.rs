@@ -103,14 +103,7 @@ pub enum Eviction {
 }
 
 impl Eviction {
-    pub const ALL: [Eviction; 5] = [
-        Eviction::Expired,
-        Eviction::Capacity,
-        Eviction::Unauthorized,
-        Eviction::Revoked,
-        Eviction::Reload,
-    ];
-
+    /// One of [`CACHE_EVICTION_REASONS`](crate::telemetry::metrics::CACHE_EVICTION_REASONS).
     pub fn as_str(self) -> &'static str {
         match self {
             Eviction::Expired => "expired",

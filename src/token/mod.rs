@@ -52,11 +52,7 @@ pub async fn handle(
         let resp = forward_original(&parts, body.boxed(), target, state).await;
         return finish(resp, record(event, skip), state, started, None).await;
     }
-    let limits = Limits {
-        max: config.proxy.max_token_body,
-        deadline: Some(tokio::time::Instant::now() + config.proxy.token_body_timeout),
-        budget: Some(&state.token_bodies),
-    };
+    let limits = body_limits(&config, state);
     let buffered = match Buffered::read(body, limits).await {
         Ok(buffered) => buffered,
         Err(e) => {
@@ -291,6 +287,16 @@ fn cached_response(entry: &Entry) -> Response<Body> {
     *resp.status_mut() = entry.status;
     *resp.headers_mut() = entry.headers.clone();
     resp
+}
+
+/// How a token endpoint's request body is read: at most `max_token_body`, within
+/// `token_body_timeout`, out of the shared `token_body_budget`.
+pub(crate) fn body_limits<'a>(config: &crate::config::Config, state: &'a State) -> Limits<'a> {
+    Limits {
+        max: config.proxy.max_token_body,
+        deadline: Some(tokio::time::Instant::now() + config.proxy.token_body_timeout),
+        budget: Some(&state.token_bodies),
+    }
 }
 
 fn record(mut event: Event, forward: Forward) -> Event {

@@ -5,7 +5,7 @@
 //! grantshift's entry goes: the next login gets a fresh session, the others keep theirs.
 //! Any other revoke goes to Salesforce unchanged.
 
-use crate::body::{full_body, Body, Buffered, Limits, RecordOnEnd};
+use crate::body::{full_body, Body, Buffered, RecordOnEnd};
 use crate::broker::cache::Eviction;
 use crate::conn::Target;
 use crate::forward;
@@ -29,11 +29,7 @@ pub async fn handle(
     let config = state.config_snapshot();
     let (mut parts, body) = req.into_parts();
     hop_by_hop::strip(&mut parts.headers);
-    let limits = Limits {
-        max: config.proxy.max_token_body,
-        deadline: Some(tokio::time::Instant::now() + config.proxy.token_body_timeout),
-        budget: Some(&state.token_bodies),
-    };
+    let limits = super::body_limits(&config, state);
     let body = match Buffered::read(body, limits).await {
         Ok(buffered) => {
             let token = match buffered.rest {
