@@ -31,6 +31,7 @@
 //! - [`broker`]: the token broker: upgraded token responses cached per credentials (single
 //!   flight, negative entries, eviction by TTL, capacity, 401, revoke and reload).
 //! - [`policy`]: rollout rules → observe / upgrade (flow, target) / unmapped (pure).
+//! - [`soap`]: SOAP `login()` detection and the answers built in its place (pure; not wired yet).
 //! - [`oauth`]: token-request parsing and the grant rewrites, JWT signing (pure).
 //! - [`hop_by_hop`]: RFC 9110 §7.6.1 connection-specific header handling, and the request head
 //!   fitted to the upstream hop's protocol (RFC 9113 §8.3.1, §8.2.3) (pure).
@@ -72,6 +73,7 @@ pub mod preflight;
 pub mod proxy;
 pub mod server;
 pub mod service;
+pub mod soap;
 pub mod state;
 pub mod tasks;
 pub mod telemetry;
