@@ -508,6 +508,16 @@ mod tests {
     }
 
     async fn fill(cache: &TokenCache, key: Key, serve_for: Duration) {
+        fill_for(cache, key, serve_for, None).await
+    }
+
+    /// A miss for `key`, then its answer stored as filled by the `credential` entry's login.
+    async fn fill_for(
+        cache: &TokenCache,
+        key: Key,
+        serve_for: Duration,
+        credential: Option<[u8; 32]>,
+    ) {
         let Lookup::Miss(flight) = cache.lookup(key, Duration::from_secs(1)).await else {
             panic!("expected a miss");
         };
@@ -519,7 +529,7 @@ mod tests {
             BODY,
             BODY,
             serve_for,
-            None
+            credential
         ));
     }
 
@@ -672,19 +682,7 @@ mod tests {
         let cache = TokenCache::new(&config(), CacheMetrics::default());
         for (shape, credential) in [("a", Some([1; 32])), ("b", Some([2; 32])), ("c", None)] {
             let key = cache.key(&parts(shape, None));
-            let Lookup::Miss(flight) = cache.lookup(key, Duration::from_secs(1)).await else {
-                panic!()
-            };
-            cache.store(
-                flight,
-                key,
-                StatusCode::OK,
-                &json_headers(),
-                BODY,
-                BODY,
-                Duration::from_secs(60),
-                credential,
-            );
+            fill_for(&cache, key, Duration::from_secs(60), credential).await;
         }
         let keep: std::collections::HashSet<[u8; 32]> = [[1; 32]].into();
         assert_eq!(cache.reload(Some(&keep)), 1);
@@ -705,19 +703,7 @@ mod tests {
         for i in 0..1_000 {
             let shape = format!("secret-{i}");
             let key = cache.key(&parts(&shape, None));
-            let Lookup::Miss(flight) = cache.lookup(key, Duration::from_secs(1)).await else {
-                panic!()
-            };
-            cache.store(
-                flight,
-                key,
-                StatusCode::OK,
-                &json_headers(),
-                BODY,
-                BODY,
-                Duration::from_secs(60),
-                None,
-            );
+            fill_for(&cache, key, Duration::from_secs(60), None).await;
         }
         assert!(cache.len() <= 64, "{}", cache.len());
         assert!(metrics.bytes.get() <= 64 * 1024, "{}", metrics.bytes.get());

@@ -84,19 +84,12 @@ pub fn applies(req: &Request<Incoming>, state: &State) -> bool {
 /// An API call's response: a 401 to a call that carried a token from the cache means the
 /// session ended at Salesforce (timed out, revoked elsewhere): the entry goes, and the next
 /// login gets a fresh one.
-pub fn after_api_call(
-    token: Option<zeroize::Zeroizing<String>>,
-    status: StatusCode,
-    state: &State,
-) {
+pub fn after_api_call(carried: Option<http::HeaderMap>, status: StatusCode, state: &State) {
     if status != StatusCode::UNAUTHORIZED {
         return;
     }
-    if let Some(token) = token {
-        if state
-            .token_cache
-            .evict_token(&token, Eviction::Unauthorized)
-        {
+    if let Some(token) = carried.as_ref().and_then(oauth::bearer_token) {
+        if state.token_cache.evict_token(token, Eviction::Unauthorized) {
             tracing::info!(
                 "a cached session was refused by Salesforce (401); dropped from the token cache"
             );
@@ -104,13 +97,15 @@ pub fn after_api_call(
     }
 }
 
-/// The token an API call carries, kept only while the cache could hold it.
-pub fn carried_token(
-    headers: &http::HeaderMap,
-    state: &State,
-) -> Option<zeroize::Zeroizing<String>> {
-    if state.token_cache.is_empty() {
+/// The `Authorization` fields of an API call, kept (reference-counted copies, no new string)
+/// only while the cache could hold its token; read only if the answer is a 401.
+pub fn carried_token(headers: &http::HeaderMap, state: &State) -> Option<http::HeaderMap> {
+    if state.token_cache.is_empty() || !headers.contains_key(http::header::AUTHORIZATION) {
         return None;
     }
-    oauth::bearer_token(headers).map(|t| zeroize::Zeroizing::new(t.to_owned()))
+    let mut carried = http::HeaderMap::new();
+    for value in headers.get_all(http::header::AUTHORIZATION) {
+        carried.append(http::header::AUTHORIZATION, value.clone());
+    }
+    Some(carried)
 }

@@ -75,6 +75,19 @@ async fn every_stderr_line_is_json_with_log_format_json() {
     }
 }
 
+/// `grantshift run -c DIR/grantshift.toml --log-format json` with `text` as the file, once it
+/// listens; and the file's path.
+async fn run_with_config(dir: &std::path::Path, text: &str) -> (std::path::PathBuf, RunningBinary) {
+    let config = dir.join("grantshift.toml");
+    std::fs::write(&config, text).unwrap();
+    let mut cmd = GRANTSHIFT.command(dir);
+    cmd.arg("run")
+        .arg("-c")
+        .arg(&config)
+        .args(["--log-format", "json"]);
+    (config, RunningBinary::start(cmd).await)
+}
+
 #[tokio::test]
 async fn start_up_logs_one_line_with_version_config_listeners_and_counts() {
     let up = Upstreams::start().await;
@@ -87,14 +100,7 @@ async fn start_up_logs_one_line_with_version_config_listeners_and_counts() {
         text.matches("[[credentials]]").count(),
     );
     assert!(rules > 0 && credentials > 0, "the config has both:\n{text}");
-    let config = dir.path().join("grantshift.toml");
-    std::fs::write(&config, &text).unwrap();
-    let mut cmd = GRANTSHIFT.command(dir.path());
-    cmd.arg("run")
-        .arg("-c")
-        .arg(&config)
-        .args(["--log-format", "json"]);
-    let mut bin = RunningBinary::start(cmd).await;
+    let (config, mut bin) = run_with_config(dir.path(), &text).await;
     let line = bin.wait_for_json_logs("grantshift started", 1).await[0].clone();
     assert_eq!(line["level"], "INFO", "{line}");
     let fields = &line["fields"];
@@ -122,14 +128,7 @@ async fn with_no_rollout_rules_start_up_says_logins_to_a_my_domain_are_upgraded_
     let dir = tempfile::tempdir().unwrap();
     let text = TestProxy::builder().render(&up);
     assert!(!text.contains("[[rollout]]"), "{text}");
-    let config = dir.path().join("grantshift.toml");
-    std::fs::write(&config, &text).unwrap();
-    let mut cmd = GRANTSHIFT.command(dir.path());
-    cmd.arg("run")
-        .arg("-c")
-        .arg(&config)
-        .args(["--log-format", "json"]);
-    let mut bin = RunningBinary::start(cmd).await;
+    let (config, mut bin) = run_with_config(dir.path(), &text).await;
     let started = bin.wait_for_json_logs("grantshift started", 1).await[0].clone();
     assert_eq!(started["fields"]["rollout_rules"], 0, "{started}");
     let words = grantshift::config::RolloutRule::DEFAULT_IN_WORDS;
