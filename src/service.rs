@@ -1,5 +1,6 @@
 //! One decrypted request on an intercepted connection, dispatched by what it is: an HTTP
-//! `Upgrade` ([`crate::websocket`]), a token request ([`crate::token`]), or anything else,
+//! `Upgrade` ([`crate::websocket`]), a token request ([`crate::token`]), a SOAP call
+//! ([`crate::token::soap`]: `login()` is upgraded), or anything else,
 //! forwarded unchanged to the connection's target ([`crate::forward`]).
 
 use crate::body::{text_response, Body};
@@ -54,6 +55,9 @@ async fn dispatch(
     }
     if oauth::is_token_request(req.method(), req.uri().path()) {
         return token::handle(req, target, conn.addr, state).await;
+    }
+    if token::soap::applies(&req) {
+        return token::soap::handle(req, target, conn.addr, state).await;
     }
     if token::revoke::applies(&req, state) {
         return token::revoke::handle(req, target, conn.addr, state).await;

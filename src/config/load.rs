@@ -313,6 +313,28 @@ impl Config {
                 }
                 (Flow::ClientCredentials, None) => {}
             }
+            if let Some(name) = &credential.client_secret_env {
+                if credential.flow != Flow::ClientCredentials {
+                    return Err((
+                        key("client_secret_env"),
+                        "only used with flow = \"client_credentials\" (JWT bearer signs with jwt_private_key)".into(),
+                    ));
+                }
+                if credential.client_id.is_none() {
+                    return Err((
+                        key("client_secret_env"),
+                        "needs the connected app's client_id on the same entry".into(),
+                    ));
+                }
+                let secret = zeroize::Zeroizing::new(secrets.env(name).unwrap_or_default());
+                if secret.is_empty() {
+                    return Err((
+                        key("client_secret_env"),
+                        format!("environment variable {name} is not set or empty"),
+                    ));
+                }
+                credential.client_secret = Some(ClientSecret::new(&secret));
+            }
         }
         Ok(())
     }

@@ -417,6 +417,10 @@ pub struct Credential {
     pub client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_private_key: Option<PathBuf>,
+    /// The environment variable holding the connected app's consumer secret, for a SOAP
+    /// `login()` upgraded to client credentials (the SOAP call carries no app of its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwt_audience: Option<String>,
     /// Let `my_domain` name a host that is not a Salesforce My Domain (a test double): it
@@ -434,10 +438,33 @@ pub struct Credential {
     /// The loaded `jwt_private_key` (redacting `Debug`; never serialized).
     #[serde(skip)]
     pub jwt_key: Option<crate::oauth::jwt::JwtKey>,
+    /// The secret read from `client_secret_env` when loaded (redacting `Debug`).
+    #[serde(skip)]
+    pub client_secret: Option<ClientSecret>,
     /// [`Credential::compute_fingerprint`], set when the config is loaded: a reload that
     /// changes the entry drops what the token cache holds for it.
     #[serde(skip)]
     pub fingerprint: [u8; 32],
+}
+
+/// A connected app's consumer secret from the environment: redacted in `Debug`, wiped on drop.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientSecret(zeroize::Zeroizing<String>);
+
+impl ClientSecret {
+    pub fn new(secret: &str) -> ClientSecret {
+        ClientSecret(zeroize::Zeroizing::new(secret.to_owned()))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ClientSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientSecret(<redacted>)")
+    }
 }
 
 impl Credential {
@@ -455,11 +482,25 @@ impl Credential {
             .unwrap_or_else(|| VerifyPassword::default_for(self.flow))
     }
 
+    /// Does this entry name a connected app a SOAP `login()` by its username can be upgraded
+    /// with: a `client_id`, and its secret (client credentials) or key (JWT bearer)?
+    pub fn soap_app(&self) -> Option<&str> {
+        let client_id = self.client_id.as_deref()?;
+        match self.flow {
+            Flow::ClientCredentials => self.client_secret.as_ref().map(|_| client_id),
+            Flow::JwtBearer => self.jwt_key.as_ref().map(|_| client_id),
+        }
+    }
+
+    /// Is this entry the one for `username` (any case)?
+    pub fn is_for(&self, username: &str) -> bool {
+        self.username == username || self.username.to_lowercase() == username.to_lowercase()
+    }
+
     /// Does this entry apply to a password grant by `username` from `client_id`?
     pub fn matches(&self, client_id: &str, username: &str) -> bool {
         // Full Unicode lowercase, as the rollout bucket and the report use.
-        (self.username == username || self.username.to_lowercase() == username.to_lowercase())
-            && self.client_id.as_deref().is_none_or(|c| c == client_id)
+        self.is_for(username) && self.client_id.as_deref().is_none_or(|c| c == client_id)
     }
 }
 

@@ -162,6 +162,24 @@ pub fn body_is_readable(headers: &HeaderMap, max_body: usize) -> Result<(), Skip
     Ok(())
 }
 
+/// Can a SOAP call's body be read as an envelope at all? Not with a content or transfer coding
+/// (the bytes are not the XML), nor when it declares more than `max_body`.
+pub fn soap_body_is_readable(headers: &HeaderMap, max_body: usize) -> Result<(), SkipReason> {
+    if headers.contains_key(http::header::CONTENT_ENCODING)
+        || headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        return Err(SkipReason::Compressed);
+    }
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body as u64) {
+        return Err(SkipReason::TooLarge);
+    }
+    Ok(())
+}
+
 /// The parameters of a token request, in order: query string first, then body.
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenParams {

@@ -49,7 +49,7 @@ pub fn jwt_bearer_body_with_format(format: Option<&str>, assertion: &str) -> Str
     encode(&out)
 }
 
-fn encode(pairs: &[(&str, &str)]) -> String {
+pub fn encode(pairs: &[(&str, &str)]) -> String {
     serde_urlencoded::to_string(pairs).expect("string pairs always encode")
 }
 

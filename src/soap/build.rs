@@ -95,3 +95,13 @@ pub fn login_fault(api: Api, exception_code: &str, message: &str) -> String {
     out.push_str("</sf:exceptionMessage></sf:LoginFault></detail></soapenv:Fault></soapenv:Body></soapenv:Envelope>");
     out
 }
+
+/// The answer to a `logout()` (HTTP 200, `text/xml; charset=utf-8`).
+pub fn logout_response(api: Api) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str(ENVELOPE_OPEN);
+    out.push_str("><soapenv:Body><logoutResponse xmlns=\"");
+    out.push_str(api.namespace());
+    out.push_str("\"/></soapenv:Body></soapenv:Envelope>");
+    out
+}

@@ -19,7 +19,7 @@ mod build;
 mod user_info;
 mod xml;
 
-pub use build::{login_fault, login_response, LoginResult};
+pub use build::{login_fault, login_response, logout_response, LoginResult};
 pub use user_info::{get_user_info_request, parse_user_info, UserInfo, UserInfoError};
 
 use crate::password::Password;
@@ -391,6 +391,75 @@ pub fn parse_logout(path: &str, content_type: Option<&str>, body: &[u8]) -> Opti
     (!id.is_empty()).then(|| SessionId::new(id))
 }
 
+/// What a successful `loginResponse` names (never its session id): for the event, and to
+/// tell that Salesforce accepted the password.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginAnswer {
+    pub user_id: String,
+    /// `userInfo/organizationId`, if given.
+    pub organization_id: Option<String>,
+    /// `serverUrl`, if given.
+    pub server_url: Option<String>,
+}
+
+/// Reads a `loginResponse` of `api` (Envelope/Body/loginResponse/result): `Some` only for one
+/// that carries a `sessionId` and a `userId`.
+pub fn parse_login_answer(api: Api, body: &[u8]) -> Option<LoginAnswer> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Slot {
+        None,
+        UserId,
+        OrgId,
+        ServerUrl,
+        SessionId,
+    }
+    let mut answer = LoginAnswer::default();
+    let mut has_session = false;
+    let mut slot = Slot::None;
+    // Path so far: Envelope, Body, loginResponse, result, then a field (or userInfo's).
+    let mut path_ok = [false; 6];
+    walk(body, |depth, step| {
+        match step {
+            Step::Open { ns, local, .. } => {
+                let ok = match depth {
+                    1 => ns == Ns::SoapEnv && local == b"Envelope",
+                    2 => ns == Ns::SoapEnv && local == b"Body",
+                    3 => ns == api.ns() && local == b"loginResponse",
+                    4 => local == b"result",
+                    5 | 6 => true,
+                    _ => false,
+                };
+                let depth = depth.min(6);
+                path_ok[depth - 1] = ok && (depth == 1 || path_ok[depth - 2]);
+                slot = match (depth, local, path_ok[depth - 1]) {
+                    (5, b"userId", true) => Slot::UserId,
+                    (5, b"serverUrl", true) => Slot::ServerUrl,
+                    (5, b"sessionId", true) => Slot::SessionId,
+                    (6, b"organizationId", true) => Slot::OrgId,
+                    _ => Slot::None,
+                };
+            }
+            Step::Text(t) => match slot {
+                Slot::UserId => answer.user_id.push_str(t.trim()),
+                Slot::OrgId => answer
+                    .organization_id
+                    .get_or_insert_with(String::new)
+                    .push_str(t.trim()),
+                Slot::ServerUrl => answer
+                    .server_url
+                    .get_or_insert_with(String::new)
+                    .push_str(t.trim()),
+                Slot::SessionId => has_session |= !t.trim().is_empty(),
+                Slot::None => {}
+            },
+            Step::Close => slot = Slot::None,
+        }
+        Ok::<(), Malformed>(())
+    })
+    .ok()?;
+    (has_session && !answer.user_id.is_empty()).then_some(answer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -756,6 +825,29 @@ mod tests {
                 .replace("</userInfo>", "");
             assert_eq!(parse_user_info(api, answer.as_bytes()).unwrap(), info);
         }
+    }
+
+    #[test]
+    fn a_login_answer_names_the_user_and_org_but_needs_a_session() {
+        // As Salesforce sends it: default namespace on loginResponse, prefixed envelope.
+        let sf = |session: &str| {
+            format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope xmlns:soapenv="{ENV}" xmlns="urn:partner.soap.sforce.com" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"><soapenv:Body><loginResponse><result><metadataServerUrl>https://acme.my.salesforce.com/services/Soap/m/59.0/00D5g</metadataServerUrl><passwordExpired>false</passwordExpired><sandbox>false</sandbox><serverUrl>https://acme.my.salesforce.com/services/Soap/u/59.0/00D5g</serverUrl><sessionId>{session}</sessionId><userId>0055g00000IntegAAA</userId><userInfo><organizationId>00D5g000004AcmeEAA</organizationId><userId>0055g00000IntegAAA</userId></userInfo></result></loginResponse></soapenv:Body></soapenv:Envelope>"#
+            )
+        };
+        let answer = parse_login_answer(Api::Partner, sf("00D!AQ.x").as_bytes()).unwrap();
+        assert_eq!(answer.user_id, "0055g00000IntegAAA");
+        assert_eq!(answer.organization_id.as_deref(), Some("00D5g000004AcmeEAA"));
+        assert_eq!(
+            answer.server_url.as_deref(),
+            Some("https://acme.my.salesforce.com/services/Soap/u/59.0/00D5g")
+        );
+        assert_eq!(parse_login_answer(Api::Partner, sf("").as_bytes()), None);
+        // The other API's namespace, a fault, and what is not XML: no answer.
+        assert_eq!(parse_login_answer(Api::Enterprise, sf("00D!AQ.x").as_bytes()), None);
+        let fault = login_fault(Api::Partner, "INVALID_LOGIN", "Invalid username");
+        assert_eq!(parse_login_answer(Api::Partner, fault.as_bytes()), None);
+        assert_eq!(parse_login_answer(Api::Partner, b"<html>oops"), None);
     }
 
     #[test]

@@ -113,6 +113,32 @@ pub struct UpstreamErrorInfo {
     pub error_description: Option<String>,
 }
 
+impl UpstreamErrorInfo {
+    /// One line for a person: `HTTP 400 invalid_grant: authentication failure`.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        if let Some(status) = self.status {
+            out.push_str(&format!("HTTP {status}"));
+        }
+        if let Some(error) = &self.error {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(error);
+        }
+        if let Some(description) = &self.error_description {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(description);
+        }
+        if out.is_empty() {
+            out.push_str("no answer");
+        }
+        out
+    }
+}
+
 /// One token request. Never holds a password, client secret, access token, assertion,
 /// signature or key: there is no field for them. Optional fields are omitted when empty.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -15,6 +15,16 @@ const MAX_TOKEN_RESPONSE: usize = 256 * 1024;
 /// stalls mid-body does not hold the response back: past `within` the client gets what came
 /// so far and the rest as it comes, and the facts stay unknown.
 pub async fn read_facts(resp: Response<Body>, within: Duration) -> (Response<Body>, ResponseFacts) {
+    read_with(resp, within, ResponseFacts::from_json).await
+}
+
+/// [`read_facts`] with another reader of the (decoded) body: `T::default()` when the body
+/// could not be read whole in time.
+pub async fn read_with<T: Default>(
+    resp: Response<Body>,
+    within: Duration,
+    parse: impl FnOnce(&[u8]) -> T,
+) -> (Response<Body>, T) {
     let (parts, body) = resp.into_parts();
     let limits = Limits {
         deadline: Some(tokio::time::Instant::now() + within),
@@ -29,20 +39,17 @@ pub async fn read_facts(resp: Response<Body>, within: Duration) -> (Response<Bod
                 // Clients that accept gzip (python-requests does) get compressed answers:
                 // decode a copy to read the facts; the client gets the bytes as they came.
                 match decoded(&parts.headers, &buffered.data) {
-                    Some(plain) => ResponseFacts::from_json(&plain),
-                    None => ResponseFacts::default(),
+                    Some(plain) => parse(&plain),
+                    None => T::default(),
                 }
             } else {
-                ResponseFacts::default()
+                T::default()
             };
             (Response::from_parts(parts, buffered.into_body()), facts)
         }
         Err(e) => {
             tracing::debug!(error = %e, "token response body ended with an error");
-            (
-                Response::from_parts(parts, empty_body()),
-                ResponseFacts::default(),
-            )
+            (Response::from_parts(parts, empty_body()), T::default())
         }
     }
 }

@@ -12,6 +12,8 @@
 pub mod facts;
 pub mod plan;
 pub mod revoke;
+pub mod soap;
+pub mod soap_plan;
 
 use crate::body::{full_body, text_response, Body, Buffered, Limits, RecordOnEnd, Stopped};
 use crate::broker::cache::{Entry, Flight, Key, KeyParts, Lookup};
@@ -403,6 +405,17 @@ async fn finish(
         Ok(resp) => resp,
         Err(e) => upstream_failed(e),
     };
+    send_with_event(resp, event, state, started)
+}
+
+/// Log the event's line and send `resp` with the event attached: it is recorded once the
+/// body has gone back.
+fn send_with_event(
+    resp: Response<Body>,
+    mut event: Event,
+    state: &State,
+    started: Instant,
+) -> Response<Body> {
     event.status = resp.status().as_u16();
     // The event's fields but `ts`, `latency_ms` (known once the body has gone back) and the
     // response facts; like the event, absent ones are left out (`None` records nothing).

@@ -103,11 +103,29 @@ pub struct JwtToSign {
     format: Option<String>,
 }
 
-impl Rewrite {
-    /// The body to send upstream, at `now` (seconds since the Unix epoch): for JWT bearer,
-    /// with an assertion signed now. `Err` (never a panic) when it cannot be made.
-    pub fn upstream_body(&self, now: u64) -> Result<String, String> {
-        match &self.body {
+impl JwtToSign {
+    pub fn new(
+        key: JwtKey,
+        client_id: &str,
+        username: &str,
+        audience: &str,
+        format: Option<&str>,
+    ) -> JwtToSign {
+        JwtToSign {
+            key,
+            client_id: client_id.to_owned(),
+            username: username.to_owned(),
+            audience: audience.to_owned(),
+            format: format.map(str::to_owned),
+        }
+    }
+}
+
+impl UpstreamBody {
+    /// The body to send, at `now` (seconds since the Unix epoch): for JWT bearer, with an
+    /// assertion signed now. `Err` (never a panic) when it cannot be made.
+    pub fn make(&self, now: u64) -> Result<String, String> {
+        match self {
             UpstreamBody::Ready(body) => Ok(body.clone()),
             UpstreamBody::Jwt(jwt) => guarded(|| {
                 let claims = Claims::new(&jwt.client_id, &jwt.username, &jwt.audience, now);
@@ -119,6 +137,14 @@ impl Rewrite {
             })
             .unwrap_or_else(|| Err("signing the assertion panicked".into())),
         }
+    }
+}
+
+impl Rewrite {
+    /// The body to send upstream, at `now` (seconds since the Unix epoch): for JWT bearer,
+    /// with an assertion signed now. `Err` (never a panic) when it cannot be made.
+    pub fn upstream_body(&self, now: u64) -> Result<String, String> {
+        self.body.make(now)
     }
 }
 
@@ -322,13 +348,13 @@ fn rewritten_body(
         Flow::JwtBearer => {
             let (key, audience) = upgrade.jwt.as_ref().ok_or("no JWT key")?;
             // The issuer is the app, wherever the client named it (body or Basic).
-            Ok(UpstreamBody::Jwt(JwtToSign {
-                key: key.clone(),
-                client_id: grant.client_id.to_owned(),
-                username: grant.username.to_owned(),
-                audience: audience.clone(),
-                format: params.get("format").map(str::to_owned),
-            }))
+            Ok(UpstreamBody::Jwt(JwtToSign::new(
+                key.clone(),
+                grant.client_id,
+                grant.username,
+                audience,
+                params.get("format"),
+            )))
         }
     }
 }
