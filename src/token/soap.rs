@@ -216,6 +216,7 @@ async fn upgrade(
         let resp = original(buffered).await;
         return finish(resp, record(event, forward), state, started, None).await;
     }
+    event.client_id = Some(rewrite.client_id.clone());
     event.flow = Some(rewrite.flow.as_str().into());
     event.target_host = Some(rewrite.target_host.clone());
 

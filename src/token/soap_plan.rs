@@ -28,6 +28,9 @@ pub const SET_CLIENT_ID: &str = "";
 /// `loginResponse` built from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SoapRewrite {
+    /// The entry's connected app (the event's `client_id`: the Run As identity of a client
+    /// credentials login, whose logins per hour are watched).
+    pub client_id: String,
     pub flow: Flow,
     /// The My Domain the token request goes to.
     pub target_host: String,
@@ -109,6 +112,7 @@ pub fn plan(host: &str, login: &SoapLogin, config: &Config) -> SoapPlan {
         }
     };
     SoapPlan::Rewrite(SoapRewrite {
+        client_id: client_id.to_owned(),
         flow: entry.flow,
         sandbox: oauth::is_sandbox_host(host) || oauth::is_sandbox_host(&target_host),
         target_host,
@@ -282,6 +286,7 @@ mod tests {
     fn a_mapped_username_gets_client_credentials_at_its_my_domain() {
         let r = rewrite_of(plan(LOGIN, &login("Int@Acme.com"), &config(CC)));
         assert_eq!(r.flow, Flow::ClientCredentials);
+        assert_eq!(r.client_id, "app");
         assert_eq!(r.target_host, ACME);
         assert!(r.fallback);
         assert!(!r.sandbox);
