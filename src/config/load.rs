@@ -509,6 +509,46 @@ mod tests {
     }
 
     #[test]
+    fn a_soap_apps_secret_comes_from_the_environment_and_is_never_printed() {
+        let entry = |extra: &str| {
+            format!("[[credentials]]\nusername = \"int@acme.com\"\nmy_domain = \"acme.my.salesforce.com\"\n{extra}")
+        };
+        let secrets = std::collections::HashMap::from([(
+            "GS_TEST_APP_SECRET".to_string(),
+            "cs-SECRET-app".to_string(),
+        )]);
+        let load = |text: &str| Config::from_toml_str_with(text, Path::new("/"), &secrets);
+        let ok = load(&entry(
+            "client_id = \"app\"\nclient_secret_env = \"GS_TEST_APP_SECRET\"\n",
+        ))
+        .unwrap();
+        let c = &ok.credentials[0];
+        assert_eq!(
+            c.client_secret.as_ref().map(|s| s.expose()),
+            Some("cs-SECRET-app")
+        );
+        assert_eq!(c.soap_app(), Some("app"));
+        assert!(!format!("{c:?}").contains("cs-SECRET-app"));
+        assert!(!toml::to_string(c).unwrap().contains("cs-SECRET-app"));
+        for (extra, says) in [
+            (
+                "client_id = \"app\"\nclient_secret_env = \"GS_UNSET\"\n",
+                "GS_UNSET is not set or empty",
+            ),
+            (
+                "client_secret_env = \"GS_TEST_APP_SECRET\"\n",
+                "needs the connected app's client_id",
+            ),
+        ] {
+            let err = load(&entry(extra)).unwrap_err().to_string();
+            assert!(err.contains("credentials[0].client_secret_env"), "{err}");
+            assert!(err.contains(says), "{err}");
+        }
+        // An OAuth-only entry names no app a SOAP login could use.
+        assert_eq!(load(&entry("")).unwrap().credentials[0].soap_app(), None);
+    }
+
+    #[test]
     fn proxy_passwords_come_from_the_injected_lookup() {
         let text = "[proxy.auth]\nusername = \"ops\"\npassword_env = \"GS_TEST_PROXY_PW\"\n";
         let secrets = std::collections::HashMap::from([(

@@ -837,14 +837,20 @@ mod tests {
         };
         let answer = parse_login_answer(Api::Partner, sf("00D!AQ.x").as_bytes()).unwrap();
         assert_eq!(answer.user_id, "0055g00000IntegAAA");
-        assert_eq!(answer.organization_id.as_deref(), Some("00D5g000004AcmeEAA"));
+        assert_eq!(
+            answer.organization_id.as_deref(),
+            Some("00D5g000004AcmeEAA")
+        );
         assert_eq!(
             answer.server_url.as_deref(),
             Some("https://acme.my.salesforce.com/services/Soap/u/59.0/00D5g")
         );
         assert_eq!(parse_login_answer(Api::Partner, sf("").as_bytes()), None);
         // The other API's namespace, a fault, and what is not XML: no answer.
-        assert_eq!(parse_login_answer(Api::Enterprise, sf("00D!AQ.x").as_bytes()), None);
+        assert_eq!(
+            parse_login_answer(Api::Enterprise, sf("00D!AQ.x").as_bytes()),
+            None
+        );
         let fault = login_fault(Api::Partner, "INVALID_LOGIN", "Invalid username");
         assert_eq!(parse_login_answer(Api::Partner, fault.as_bytes()), None);
         assert_eq!(parse_login_answer(Api::Partner, b"<html>oops"), None);

@@ -51,6 +51,7 @@ mod rollout;
 mod secrets;
 mod shutdown;
 mod skipped;
+mod soap;
 mod systemd;
 mod telemetry;
 mod token_bounds;
