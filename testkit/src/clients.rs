@@ -18,8 +18,10 @@
 //! | [`java_client`] | `java/GrantshiftClient.java` | `java.net.http.HttpClient` (h2); a `ProxySelector`, a keytool PKCS12 truststore |
 //! | [`url_connection_client`] | `java/UrlConnectionClient.java` | `HttpURLConnection` (HTTP/1.1); `-Dhttps.proxyHost/Port`, the same truststore |
 //! | [`go_client`] | `go/main.go` | `net/http` (h2 by ALPN); `HTTPS_PROXY`, `SSL_CERT_FILE` |
+//! | [`python_client`], [`python_client_direct`] | `python/simple_salesforce_soap_login.py API_VERSION` | simple-salesforce's SOAP `login()` (security token); through grantshift as above, or straight at the fake ([`CONNECT_TO_ENV`] + the fake's CA) |
+//! | [`node_client`], [`node_client_direct`] | `node/jsforce_soap_login.js LOGIN_URL API_VERSION` | jsforce's SOAP `login()` (no `oauth2`); the same two ways |
 //!
-//! Every client program logs in with the password grant (credentials from `GS_*`), makes one
+//! Every client program except the two SOAP ones logs in with the password grant (credentials from `GS_*`), makes one
 //! REST call with the token at the `instance_url`, and prints one JSON line:
 //!
 //! | field | what |
@@ -166,13 +168,15 @@ pub fn client_command(program: impl AsRef<std::ffi::OsStr>, cwd: &Path) -> Comma
         "CLASSPATH",
         "GODEBUG",
         "GS_EXTRA",
+        CONNECT_TO_ENV,
     ] {
         cmd.env_remove(var);
     }
     cmd.env("GS_CLIENT_ID", acme::CLIENT_ID)
         .env("GS_CLIENT_SECRET", acme::CLIENT_SECRET)
         .env("GS_USERNAME", acme::USERNAME)
-        .env("GS_PASSWORD", acme::PASSWORD);
+        .env("GS_PASSWORD", acme::PASSWORD)
+        .env("GS_SECURITY_TOKEN", acme::SECURITY_TOKEN);
     cmd
 }
 
@@ -187,14 +191,58 @@ fn venv_python() -> PathBuf {
 /// `tests/clients/python/<script> args…` in the venv, with `HTTPS_PROXY` and
 /// `REQUESTS_CA_BUNDLE` set as an operator would.
 pub fn python_client(script: &str, args: &[&str], proxy: &ClientProxy, cwd: &Path) -> Command {
-    let mut cmd = client_command(venv_python(), cwd);
-    cmd.arg("-I") // isolated: no user site-packages, no PYTHON* variables
-        .arg(client_file(&format!("python/{script}")))
-        .args(args)
-        .env("HTTPS_PROXY", proxy.url())
+    let mut cmd = python_script(script, args, cwd);
+    cmd.env("HTTPS_PROXY", proxy.url())
         .env("REQUESTS_CA_BUNDLE", &proxy.ca_pem_path);
     cmd
 }
+
+/// `tests/clients/python/<script> args…` in the venv, reaching the fake Salesforce itself:
+/// [`connect_to_fake`] routes (the script imports `gs_connect_to`) and `REQUESTS_CA_BUNDLE`
+/// with the fake's CA.
+pub fn python_client_direct(
+    script: &str,
+    args: &[&str],
+    sf: &FakeSalesforce,
+    cwd: &Path,
+) -> Command {
+    let mut cmd = python_script(script, args, cwd);
+    cmd.env(CONNECT_TO_ENV, connect_to_fake(sf))
+        .env("REQUESTS_CA_BUNDLE", sf.ca_pem_path());
+    cmd
+}
+
+fn python_script(script: &str, args: &[&str], cwd: &Path) -> Command {
+    let mut cmd = client_command(venv_python(), cwd);
+    cmd.arg("-I") // isolated: no user site-packages, no PYTHON* variables
+        .arg(client_file(&format!("python/{script}")))
+        .args(args);
+    cmd
+}
+
+/// The variable the SOAP client programs' `gs_connect_to` modules read:
+/// `host:port=ip:port,…`, every connection to a listed name dialled at its address (the name
+/// kept for SNI and the certificate check), any other name refused.
+pub const CONNECT_TO_ENV: &str = "GS_CONNECT_TO";
+
+/// [`CONNECT_TO_ENV`]'s value routing every [`super::SALESFORCE_HOSTS`] name (port 443) to
+/// the fake Salesforce.
+pub fn connect_to_fake(sf: &FakeSalesforce) -> String {
+    super::SALESFORCE_HOSTS
+        .iter()
+        .map(|host| format!("{host}:443={}", sf.addr()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The SOAP `login()` client programs (credentials from `GS_*`, incl. `GS_SECURITY_TOKEN`):
+/// each logs in, makes one REST call with the session at the `serverUrl` host and prints one
+/// JSON line (`client`, `access_token`, `instance_url`, `data_status`, `data_body`, or
+/// `login_error`). Run them through grantshift with [`python_client`] / [`node_client`], or
+/// straight at the fake with [`python_client_direct`] / [`node_client_direct`].
+pub const SIMPLE_SALESFORCE_SOAP: &str = "simple_salesforce_soap_login.py";
+/// Arguments: `LOGIN_URL API_VERSION`. See [`SIMPLE_SALESFORCE_SOAP`].
+pub const JSFORCE_SOAP: &str = "jsforce_soap_login.js";
 
 /// Python's `ssl` (OpenSSL underneath, so X.509 name constraints are honoured) verifying the
 /// server at `addr` as `host` against `ca_pem` only: exits 0 printing `verified`, or non-zero
@@ -220,15 +268,30 @@ pub fn python_tls_verify(ca_pem: &Path, host: &str, addr: SocketAddr, cwd: &Path
 /// `node tests/clients/node/<script> args…` with the jsforce `scripts/test` installed,
 /// `HTTPS_PROXY` and `NODE_EXTRA_CA_CERTS` set as an operator would.
 pub fn node_client(script: &str, args: &[&str], proxy: &ClientProxy, cwd: &Path) -> Command {
+    let mut cmd = node_script(script, args, cwd);
+    cmd.env("HTTPS_PROXY", proxy.url())
+        .env("NODE_EXTRA_CA_CERTS", &proxy.ca_pem_path);
+    cmd
+}
+
+/// `node tests/clients/node/<script> args…` reaching the fake Salesforce itself:
+/// [`connect_to_fake`] routes (the script requires `gs_connect_to`) and `NODE_EXTRA_CA_CERTS`
+/// with the fake's CA.
+pub fn node_client_direct(script: &str, args: &[&str], sf: &FakeSalesforce, cwd: &Path) -> Command {
+    let mut cmd = node_script(script, args, cwd);
+    cmd.env(CONNECT_TO_ENV, connect_to_fake(sf))
+        .env("NODE_EXTRA_CA_CERTS", sf.ca_pem_path());
+    cmd
+}
+
+fn node_script(script: &str, args: &[&str], cwd: &Path) -> Command {
     let node = require_program("node");
     let modules = clients_dir().join("node/node_modules");
     require_installed(&modules.join("jsforce/package.json"), "jsforce");
     let mut cmd = client_command(node, cwd);
     cmd.arg(client_file(&format!("node/{script}")))
         .args(args)
-        .env("NODE_PATH", &modules)
-        .env("HTTPS_PROXY", proxy.url())
-        .env("NODE_EXTRA_CA_CERTS", &proxy.ca_pem_path);
+        .env("NODE_PATH", &modules);
     cmd
 }
 

@@ -13,7 +13,8 @@
 //! - [`routes`]: what the fake upstreams answer (`/echo`, `/bytes`, `/trailers`, `/ws`, `/hold`,
 //!   and the Salesforce OAuth endpoints).
 //! - [`salesforce`]: the fake's orgs, connected apps and users, and its token endpoint,
-//!   `/services/data` and `/id` that behave like Salesforce's.
+//!   `/services/data`, `/id` and the SOAP API's login side (`/services/Soap/…`) that behave
+//!   like Salesforce's.
 //! - [`logins`]: password-grant forms, `[[credentials]]` / `[[rollout]]` TOML, upstream checks.
 //! - [`edges`]: real third-party servers (nginx, Apache httpd, h2o) as the TLS edge in front of
 //!   the fake Salesforce, as Salesforce's own edge would be; their logs tell rejected requests.

@@ -6,6 +6,8 @@
 //!   endpoints of [`super::salesforce`] (the fake's orgs, apps and users). A token request to
 //!   a host named in [`Shared::hold_token_requests_at`] is recorded and then never answered
 //!   (until [`Shared::release_holds`]).
+//! - `/services/Soap/…`: the SOAP API's login side ([`super::salesforce::soap`]), recorded
+//!   with the bytes it answered, like the other Salesforce endpoints.
 //! - `/echo` (any method): reads the whole request (body and trailers) and answers JSON
 //!   `{method, uri, version, host, sni, alpn, headers: [[name, value], ..] (received order),
 //!   body_len, body_sha256, trailers: [[name, value], ..]}`.
@@ -289,6 +291,8 @@ pub async fn handle(
         Some(shared.oauth.data(&call))
     } else if path.starts_with("/id/") {
         Some(shared.oauth.identity(&call))
+    } else if path.starts_with(salesforce::soap::SOAP_PREFIX) {
+        Some(shared.oauth.soap(&call))
     } else {
         None
     };

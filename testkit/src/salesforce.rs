@@ -6,7 +6,14 @@
 //!   error bodies; parameters from the query string and a form body.
 //! - `/services/data/…`: needs `Authorization: Bearer <access token>` issued for the org whose
 //!   My Domain is the request host; reports the user the token was issued to.
-//! - `/id/<org18>/<user18>`: the identity URL; needs a token of that org; reports that user.
+//! - `/id/<org18>/<user18>`: the identity URL; needs a token of that org; reports that user,
+//!   with `urls` (`partner`, `enterprise`, `metadata`, `rest`… with a literal `{version}`).
+//! - `POST /services/Soap/u/NN.0[/…]` (partner) and `/services/Soap/c/NN.0[/…]` (enterprise):
+//!   the SOAP API's login side, see [`soap`]: `login` (password + security token; faults
+//!   `INVALID_LOGIN`, `INVALID_OPERATION` from 65.0 on or with [`Org::soap_login_enabled`]
+//!   off) issues a session that works like an OAuth access token; `getUserInfo`, `logout` and
+//!   any other call (a canned answer) take a `SessionHeader` with a session of the host's org
+//!   (OAuth or SOAP, not [`App::jwt_access_tokens`] ones), else `INVALID_SESSION_ID`.
 //!
 //! Hosts are classified as Salesforce does: `login.salesforce.com` (production orgs),
 //! `test.salesforce.com` (sandbox orgs), and My Domain hosts (`*.my.salesforce.com`, incl.
@@ -19,6 +26,8 @@ use ring::rand::SecureRandom;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+pub mod soap;
 
 pub const LOGIN_HOST: &str = "login.salesforce.com";
 pub const TEST_HOST: &str = "test.salesforce.com";
@@ -53,6 +62,8 @@ pub mod acme {
     /// The integration user the client logs in as.
     pub const USERNAME: &str = "integration@acme.com";
     pub const PASSWORD: &str = "pw-SECRET-7f3a";
+    /// The integration user's security token (SOAP `login()` takes password + token).
+    pub const SECURITY_TOKEN: &str = "TOKEN-SECRET-acme-5d1e";
     pub const USER_ID: &str = "0055g00000IntegAAA";
     /// A second user of the same app.
     pub const REPORTS_USERNAME: &str = "reports@acme.com";
@@ -101,9 +112,16 @@ pub struct User {
     /// 18 characters.
     pub user_id: String,
     pub active: bool,
+    /// Appended to the password in a SOAP `login()`; `None`: the password alone (a trusted
+    /// IP range). The OAuth password grant takes the password alone either way.
+    pub security_token: Option<String>,
 }
 
 impl User {
+    pub const LANGUAGE: &'static str = "en_US";
+    pub const LOCALE: &'static str = "en_US";
+    pub const TIME_ZONE: &'static str = "America/Los_Angeles";
+
     pub fn new(username: &str, password: &str, user_id: &str) -> User {
         assert_eq!(user_id.len(), 18, "user ids are 18 characters: {user_id}");
         User {
@@ -111,7 +129,25 @@ impl User {
             password: password.into(),
             user_id: user_id.into(),
             active: true,
+            security_token: None,
         }
+    }
+
+    pub fn email(&self) -> String {
+        self.username.clone()
+    }
+
+    /// The part of the username before `@`, capitalised, and ` User`: "Integration User".
+    pub fn full_name(&self) -> String {
+        let local = self.username.split('@').next().unwrap_or("");
+        let mut chars = local.chars();
+        let first = chars.next().map(|c| c.to_uppercase().collect::<String>());
+        format!("{}{} User", first.unwrap_or_default(), chars.as_str())
+    }
+
+    /// The profile: `00e` + the user id's characters 3..18.
+    pub fn profile_id(&self) -> String {
+        format!("00e{}", &self.user_id[3..])
     }
 }
 
@@ -134,6 +170,10 @@ pub struct App {
     pub scopes: Vec<String>,
     /// Refresh tokens this app issued earlier: `(token, username)`.
     pub refresh_tokens: Vec<(String, String)>,
+    /// "Issue JSON Web Token (JWT)-based access tokens": the token endpoint issues JWT-format
+    /// access tokens (`eyJ…`) and says `"token_format":"jwt"`; the REST API takes them, the
+    /// SOAP API does not (`INVALID_SESSION_ID`).
+    pub jwt_access_tokens: bool,
 }
 
 impl App {
@@ -153,6 +193,7 @@ impl App {
             preapproved_users: Vec::new(),
             scopes: vec!["api".into()],
             refresh_tokens: Vec::new(),
+            jwt_access_tokens: false,
         }
     }
 
@@ -178,9 +219,14 @@ pub struct Org {
     /// 18 characters.
     pub org_id: String,
     pub my_domain: String,
+    /// What user info reports as `organizationName` (by default the My Domain's first label,
+    /// capitalised).
+    pub name: String,
     pub sandbox: bool,
     /// "Allow OAuth Username-Password Flows".
     pub allow_password_flow: bool,
+    /// SOAP API `login()` allowed (orgs can disable it); `false`: `INVALID_OPERATION`.
+    pub soap_login_enabled: bool,
     pub apps: Vec<App>,
     pub users: Vec<User>,
 }
@@ -188,11 +234,19 @@ pub struct Org {
 impl Org {
     pub fn new(org_id: &str, my_domain: &str, sandbox: bool) -> Org {
         assert_eq!(org_id.len(), 18, "org ids are 18 characters: {org_id}");
+        let label = my_domain.split(['.', '-']).next().unwrap_or("");
+        let mut chars = label.chars();
+        let name = chars
+            .next()
+            .map(|c| c.to_uppercase().chain(chars).collect())
+            .unwrap_or_default();
         Org {
             org_id: org_id.into(),
             my_domain: my_domain.into(),
+            name,
             sandbox,
             allow_password_flow: true,
+            soap_login_enabled: true,
             apps: Vec::new(),
             users: Vec::new(),
         }
@@ -244,8 +298,10 @@ impl World {
         let public_key = jwt_public_key_der();
 
         let mut prod = Org::new(acme::ORG_ID, acme::MY_DOMAIN, false);
+        let mut integration = User::new(acme::USERNAME, acme::PASSWORD, acme::USER_ID);
+        integration.security_token = Some(acme::SECURITY_TOKEN.into());
         prod.users = vec![
-            User::new(acme::USERNAME, acme::PASSWORD, acme::USER_ID),
+            integration,
             User::new(
                 acme::REPORTS_USERNAME,
                 acme::REPORTS_PASSWORD,
@@ -318,6 +374,8 @@ pub struct Issued {
     pub username: String,
     /// The org's My Domain (where `/services/data` takes the token).
     pub my_domain: String,
+    /// A JWT-format access token ([`App::jwt_access_tokens`]): refused by the SOAP API.
+    pub jwt: bool,
 }
 
 /// What a Salesforce host is.
@@ -493,6 +551,36 @@ fn random_token_part() -> String {
         .fill(&mut bytes)
         .expect("system randomness");
     URL_SAFE_NO_PAD.encode(bytes).replace(['-', '_'], ".")
+}
+
+/// A JWT-shaped access token (`header.claims.signature`, base64url; the signature is random:
+/// nothing but the fake checks these tokens, by lookup).
+fn jwt_access_token(org: &Org, app: &App, user: &User, id: &str) -> String {
+    let header = json!({"alg": "RS256", "typ": "JWT", "kid": "CORE_ATJWT.00D.fake", "tty": "sfdc-core-token"});
+    let now = unix_now();
+    let claims = json!({
+        "iss": format!("https://{}", org.my_domain),
+        "sub": id,
+        "aud": app.consumer_key,
+        "client_id": app.consumer_key,
+        "scp": app.token_scope(),
+        "mty": "oauth",
+        "sfi": org.org_id,
+        "sfuid": user.user_id,
+        "iat": now,
+        "exp": now + 7200,
+        "jti": random_token_part(),
+    });
+    let mut sig = [0u8; 256];
+    ring::rand::SystemRandom::new()
+        .fill(&mut sig)
+        .expect("system randomness");
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).unwrap()),
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()),
+        URL_SAFE_NO_PAD.encode(sig)
+    )
 }
 
 /// `signature` = base64(HMAC-SHA256(consumer secret, id + issued_at)).
@@ -825,8 +913,12 @@ impl OAuthState {
         scope: Option<String>,
         signed: bool,
     ) -> Map<String, Value> {
-        let access_token = format!("{}!AQ{}", org.org15(), random_token_part());
         let id = format!("https://{id_host}/id/{}/{}", org.org_id, user.user_id);
+        let access_token = if app.jwt_access_tokens {
+            jwt_access_token(org, app, user, &id)
+        } else {
+            format!("{}!AQ{}", org.org15(), random_token_part())
+        };
         let mut map = Map::new();
         map.insert("access_token".into(), access_token.clone().into());
         if let Some(scope) = scope {
@@ -838,6 +930,9 @@ impl OAuthState {
         );
         map.insert("id".into(), id.clone().into());
         map.insert("token_type".into(), "Bearer".into());
+        if app.jwt_access_tokens {
+            map.insert("token_format".into(), "jwt".into());
+        }
         let mut signature = None;
         if signed {
             let issued_at = now_millis().to_string();
@@ -854,6 +949,7 @@ impl OAuthState {
             user_id: user.user_id.clone(),
             username: user.username.clone(),
             my_domain: org.my_domain.clone(),
+            jwt: app.jwt_access_tokens,
         });
         map
     }
@@ -940,15 +1036,38 @@ impl OAuthState {
             .find(|o| o.org_id == org_id)
             .and_then(|o| o.users.iter().find(|u| u.user_id == user_id));
         match (self.token_holder(call), user) {
-            (Some(t), Some(user)) if t.org_id == org_id => SfResponse::json(
-                StatusCode::OK,
-                &json!({
-                    "id": format!("https://{}{}", call.host, call.path),
-                    "organization_id": org_id,
-                    "user_id": user.user_id,
-                    "username": user.username,
-                }),
-            ),
+            (Some(t), Some(user)) if t.org_id == org_id => {
+                let base = format!("https://{}", t.my_domain);
+                let org15 = &org_id[..15];
+                let data = format!("{base}/services/data/v{{version}}");
+                SfResponse::json(
+                    StatusCode::OK,
+                    &json!({
+                        "id": format!("https://{}{}", call.host, call.path),
+                        "organization_id": org_id,
+                        "user_id": user.user_id,
+                        "username": user.username,
+                        "display_name": user.full_name(),
+                        "email": user.email(),
+                        "language": User::LANGUAGE,
+                        "locale": User::LOCALE,
+                        "timezone": User::TIME_ZONE,
+                        "user_type": "STANDARD",
+                        "active": user.active,
+                        "urls": {
+                            "enterprise": format!("{base}/services/Soap/c/{{version}}/{org15}"),
+                            "metadata": format!("{base}/services/Soap/m/{{version}}/{org15}"),
+                            "partner": format!("{base}/services/Soap/u/{{version}}/{org15}"),
+                            "rest": format!("{data}/"),
+                            "sobjects": format!("{data}/sobjects/"),
+                            "search": format!("{data}/search/"),
+                            "query": format!("{data}/query/"),
+                            "recent": format!("{data}/recent/"),
+                            "profile": format!("{base}/{}", user.user_id),
+                        },
+                    }),
+                )
+            }
             _ => SfResponse::text(StatusCode::FORBIDDEN, "Bad_OAuth_Token"),
         }
     }
