@@ -400,6 +400,23 @@ pub async fn url_connection_client(proxy: &ClientProxy, login_url: &str, build: 
     cmd
 }
 
+/// Like [`url_connection_client`] for `tests/clients/java/SoapLoginClient.java`: SOAP
+/// `login()` posted the way Salesforce WSC posts it, then `getUserInfo()` with the session.
+pub async fn soap_url_connection_client(
+    proxy: &ClientProxy,
+    login_url: &str,
+    api_version: &str,
+    build: &Path,
+) -> Command {
+    let mut cmd = java_program(proxy, "SoapLoginClient.java", build).await;
+    cmd.arg(format!("-Dhttps.proxyHost={}", proxy.addr.ip()))
+        .arg(format!("-Dhttps.proxyPort={}", proxy.addr.port()))
+        .arg("SoapLoginClient")
+        .arg(login_url)
+        .arg(api_version);
+    cmd
+}
+
 /// Build `tests/clients/go` (Go's `net/http`, standard library only) with Debian's `go` into
 /// `build/gsclient`, offline (`GOPROXY=off`, `GOTOOLCHAIN=local`, no cgo; the build cache in
 /// `target/clients/go`); the command that runs it with `HTTPS_PROXY` and `SSL_CERT_FILE` set

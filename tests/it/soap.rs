@@ -6,6 +6,7 @@
 //! verifier, a failing upgrade (with and without fallback), a JWT-format token, other SOAP
 //! calls and a logout of a shared session each do what the operator expects.
 
+use testkit::proxy::toml_str;
 use testkit::*;
 
 const ENV: &str = "http://schemas.xmlsoap.org/soap/envelope/";
@@ -355,9 +356,9 @@ async fn without_a_verifier_the_first_login_is_forwarded_and_teaches_it() {
 
     // Skipped logins do not teach; an observed one does. Observe once, then upgrade.
     let mut proxy = proxy;
-    let observe = proxy
-        .builder_used()
-        .with_extra_toml("[[rollout]]\nhost = \"*\"\nmode = \"observe\"\n");
+    let observe = proxy.builder_used().with_extra_toml(&format!(
+        "[[rollout]]\nhost = \"*\"\nmode = \"observe\"\n\n{entry}"
+    ));
     proxy.reload(observe);
     let observed = soap_login(&proxy, LOGIN_HOST, "/services/Soap/u/64.0/", &body).await;
     assert_eq!(observed.status, 200);
@@ -369,9 +370,9 @@ async fn without_a_verifier_the_first_login_is_forwarded_and_teaches_it() {
         "read from Salesforce's loginResponse"
     );
 
-    let upgrade = proxy
-        .builder_used()
-        .with_extra_toml("[[rollout]]\nhost = \"*\"\nmode = \"upgrade\"\n");
+    let upgrade = proxy.builder_used().with_extra_toml(&format!(
+        "[[rollout]]\nhost = \"*\"\nmode = \"upgrade\"\n\n{entry}"
+    ));
     proxy.reload(upgrade);
     let upgraded = soap_login(&proxy, LOGIN_HOST, "/services/Soap/u/64.0/", &body).await;
     assert_login_response(&upgraded, "u", PARTNER, acme::USER_ID);
@@ -507,7 +508,13 @@ async fn other_soap_calls_pass_through_byte_for_byte() {
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.text());
-    let sent = proxy.sf.requests_to(&path);
+    // (grantshift's own getUserInfo() went to the same endpoint during the upgrade.)
+    let sent: Vec<_> = proxy
+        .sf
+        .requests_to(&path)
+        .into_iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains("queryString"))
+        .collect();
     assert_eq!(sent.len(), 1);
     assert_eq!(
         sent[0].body,
@@ -586,4 +593,121 @@ async fn a_logout_of_a_shared_session_is_answered_here_and_the_others_keep_it() 
     // The next login gets a fresh session: the entry went.
     let third = soap_login(&proxy, LOGIN_HOST, "/services/Soap/u/64.0", &body).await;
     assert_ne!(value(&third.text(), "sessionId").unwrap(), session);
+}
+
+// Real clients through grantshift, each on its SOAP login() path, then an API call with the
+// session it got.
+
+/// The proxy with the JWT entry, and how a client reaches it.
+async fn client_proxy() -> (TestProxy, testkit::clients::ClientProxy) {
+    let proxy = TestProxy::start(&jwt_entry()).await;
+    let client = testkit::clients::ClientProxy {
+        addr: proxy.addr(),
+        ca_pem_path: proxy.ca_pem_path().to_path_buf(),
+    };
+    (proxy, client)
+}
+
+/// The client got a session grantshift obtained with JWT bearer (the fake issued it, to the
+/// integration user, by that grant), no login() reached the fake, and the REST call with it
+/// was answered 200 for the integration user.
+fn assert_upgraded_soap_session(what: &str, out: &serde_json::Value, proxy: &TestProxy) {
+    assert!(out.get("login_error").is_none(), "{what}: {out:#}");
+    let token = out["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{what}: no session: {out:#}"));
+    let issued = proxy.sf.issued();
+    let session = issued
+        .iter()
+        .find(|i| i.access_token == token)
+        .unwrap_or_else(|| panic!("{what}: not a session the fake issued: {out:#}"));
+    assert_eq!(session.username, acme::USERNAME, "{what}");
+    assert_ne!(
+        session.grant, "soap_login",
+        "{what}: an OAuth session, not a SOAP one"
+    );
+    assert_eq!(
+        soap_logins_at_fake(&proxy.sf),
+        0,
+        "{what}: no login() reached Salesforce"
+    );
+    assert_eq!(
+        out["instance_url"]
+            .as_str()
+            .map(|u| u.trim_end_matches('/')),
+        Some(format!("https://{}", acme::MY_DOMAIN).as_str()),
+        "{what}"
+    );
+    assert_eq!(out["data_status"], 200, "{what}: {out:#}");
+    let data: serde_json::Value = serde_json::from_str(out["data_body"].as_str().unwrap()).unwrap();
+    assert_eq!(data["userId"], acme::USER_ID, "{what}: {data}");
+}
+
+#[tokio::test]
+async fn simple_salesforce_with_a_security_token_logs_in_through_soap_and_calls_rest() {
+    use testkit::clients::*;
+    let (proxy, client) = client_proxy().await;
+    let work = tempfile::tempdir().unwrap();
+    let cmd = python_client(SIMPLE_SALESFORCE_SOAP, &["62.0"], &client, work.path());
+    let out = run_client("simple-salesforce SOAP", cmd).await;
+    assert_upgraded_soap_session("simple-salesforce", &out, &proxy);
+    let event = proxy.next_event().await;
+    assert_eq!(
+        (event["grant"].as_str(), event["action"].as_str()),
+        (Some("soap_login"), Some("upgraded")),
+        "{event}"
+    );
+}
+
+#[tokio::test]
+async fn jsforce_login_without_oauth_settings_logs_in_through_soap_and_calls_rest() {
+    use testkit::clients::*;
+    let (proxy, client) = client_proxy().await;
+    let work = tempfile::tempdir().unwrap();
+    let login_url = format!("https://{LOGIN_HOST}");
+    let cmd = node_client(JSFORCE_SOAP, &[&login_url, "62.0"], &client, work.path());
+    let out = run_client("jsforce SOAP", cmd).await;
+    assert_upgraded_soap_session("jsforce", &out, &proxy);
+    // jsforce refuses a loginResponse without organizationId.
+    assert_eq!(out["organization_id"], acme::ORG_ID, "{out:#}");
+    assert_eq!(out["user_id"], acme::USER_ID, "{out:#}");
+    assert_eq!(proxy.next_event().await["action"], "upgraded");
+}
+
+#[tokio::test]
+async fn java_httpurlconnection_posting_the_wsc_envelope_gets_a_working_session() {
+    use testkit::clients::*;
+    let (proxy, client) = client_proxy().await;
+    let build = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in({
+            let root = clients_dir().join("java");
+            std::fs::create_dir_all(&root).unwrap();
+            root
+        })
+        .unwrap();
+    let login_url = format!("https://{LOGIN_HOST}");
+    let cmd = soap_url_connection_client(&client, &login_url, "64.0", build.path()).await;
+    let out = run_client("java HttpURLConnection SOAP", cmd).await;
+    assert_eq!(out["login_status"], 200, "{out:#}");
+    let session = out["session_id"].as_str().expect("a session");
+    assert!(proxy
+        .sf
+        .issued()
+        .iter()
+        .any(|i| i.access_token == session && i.username == acme::USERNAME));
+    assert_eq!(
+        out["server_url"].as_str().unwrap(),
+        format!(
+            "https://{}/services/Soap/u/64.0/{}",
+            acme::MY_DOMAIN,
+            &acme::ORG_ID[..15]
+        )
+    );
+    assert_eq!(out["organization_id"], acme::ORG_ID);
+    assert_eq!(out["session_seconds_valid"], "7200");
+    // getUserInfo() at serverUrl with the session, as Data Loader calls it next.
+    assert_eq!(out["user_info_status"], 200, "{out:#}");
+    assert_eq!(out["user_name"], acme::USERNAME);
+    assert_eq!(soap_logins_at_fake(&proxy.sf), 0);
 }
