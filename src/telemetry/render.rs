@@ -4,7 +4,7 @@
 
 use super::login_rate::{Rate, SALESFORCE_LOGINS_PER_HOUR, WARN_AT};
 use super::report::{host_of, Report, Trend, Verdict};
-use super::summary::{deadline_text, Summary};
+use super::summary::Summary;
 use crate::config::{Config, Mode};
 
 /// The report as JSON (`/report`, `grantshift report --json`): the report's fields, and its
@@ -562,7 +562,7 @@ pub fn page(
             parts.push(format!(
                 "<span class=\"deadline{}\">{}</span>",
                 if d.passed { " passed" } else { "" },
-                esc(&deadline_text(d))
+                esc(&summary.deadline_text(d))
             ));
         }
         parts.join("; ")
