@@ -1363,6 +1363,13 @@ mod tests {
         assert_eq!(report.hint_groups().len(), 2);
         // SOAP logins are password logins in the trend.
         assert_eq!(report.trend.outside, 3);
+        // Not even an OAuth login that sent an empty client_id joins the SOAP set.
+        let report = report_of(&[
+            soap("t1", "int@acme.com", Action::Observed, 200),
+            event("t2", "", "int@acme.com", Action::Observed, 200),
+        ]);
+        assert_eq!(report.credentials.len(), 2, "{:?}", report.credentials);
+        assert_eq!(report.hint_groups().len(), 2);
     }
 
     #[test]
