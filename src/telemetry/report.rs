@@ -57,14 +57,6 @@ impl LoginGrant {
         }
     }
 
-    /// How people name it: `SOAP login()` for SOAP sets, `password` otherwise.
-    pub fn label(self) -> &'static str {
-        match self {
-            LoginGrant::Password => "password",
-            LoginGrant::SoapLogin => "SOAP login()",
-        }
-    }
-
     /// The day Salesforce stops this kind of login.
     pub fn retirement(self) -> &'static str {
         match self {
@@ -440,7 +432,7 @@ impl ReportBuilder {
             return 0;
         };
         self.count_in_trend(event);
-        // A SOAP login() names no connected app: its sets are keyed by username alone.
+        // A SOAP login() names no connected app: its sets are keyed by grant and username.
         let client_id = match grant {
             LoginGrant::Password => event.client_id.as_deref(),
             LoginGrant::SoapLogin => Some(""),
