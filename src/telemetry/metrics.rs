@@ -726,6 +726,8 @@ fn grant_label(grant: Option<&str>) -> &'static str {
     match grant {
         None => "none",
         Some("password") => "password",
+        // SOAP API login(), recorded by grantshift as a login of its own.
+        Some("soap_login") => "soap_login",
         Some("client_credentials") => "client_credentials",
         Some("refresh_token") => "refresh_token",
         Some("authorization_code") => "authorization_code",
@@ -1122,5 +1124,30 @@ my_domain = "Acme.my.salesforce.com"
             text.contains(r#"grantshift_config_reloads_total{result="error"} 0"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn soap_logins_have_their_own_grant_label() {
+        let m = Metrics::new();
+        let mut e = Event::new("127.0.0.1:1".parse().unwrap(), "login.salesforce.com");
+        e.grant = Some("soap_login".into());
+        e.username = Some("u@acme.com".into());
+        e.action = Action::Observed;
+        m.record_event(&e);
+        e.grant = Some("made_up".into());
+        m.record_event(&e);
+        let text = m.encode();
+        let line = |grant: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("grantshift_token_requests_total{")
+                        && l.contains(&format!("grant=\"{grant}\""))
+                })
+                .unwrap_or_else(|| panic!("no {grant} series: {text}"))
+                .to_string()
+        };
+        assert!(line("soap_login").ends_with(" 1"), "{text}");
+        assert!(line("other").ends_with(" 1"), "{text}");
+        assert_eq!(grant_label(Some("soap_login")), "soap_login");
     }
 }

@@ -3,8 +3,8 @@
 //! --suggest-config`), and the admin page's self-contained HTML (`/`).
 
 use super::login_rate::{Rate, SALESFORCE_LOGINS_PER_HOUR, WARN_AT};
-use super::report::{host_of, Report, Trend, Verdict};
-use super::summary::{deadline_text, Summary};
+use super::report::{host_of, LoginGrant, Report, Row, Trend, Verdict};
+use super::summary::Summary;
 use crate::config::{Config, Mode};
 
 /// The report as JSON (`/report`, `grantshift report --json`): the report's fields, and its
@@ -20,9 +20,24 @@ pub fn report_json(report: &Report, summary: &Summary) -> String {
         + "\n"
 }
 
+/// What the terminal table shows in a row's CLIENT_ID column: a SOAP `login()` set has no
+/// client id, and says how it logs in instead.
+fn client_cell(row: &Row) -> &str {
+    match row.grant {
+        LoginGrant::Password => &row.client_id,
+        LoginGrant::SoapLogin => "(SOAP login())",
+    }
+}
+
+/// Placeholders a SOAP `login()` entry is suggested with: the login names no connected app.
+const SOAP_CLIENT_ID_PLACEHOLDER: &str = "REPLACE-with-the-connected-app-consumer-key";
+const KEY_PLACEHOLDER: &str = "certs/REPLACE-with-the-connected-app-key.pem";
+
 /// `[[credentials]]` entries for the sets whose My Domain is known and that are not
 /// upgraded yet: paste into grantshift.toml. needs-jwt sets get `flow = "jwt_bearer"`
-/// with a placeholder key path to fill in.
+/// with a placeholder key path to fill in. SOAP `login()` sets name no app: they get
+/// `flow = "jwt_bearer"` (the session stays the user's own) with placeholders for the app's
+/// client_id and key, and a comment on the client-credentials alternative.
 pub fn suggested_credentials(report: &Report) -> String {
     let mut out =
         String::from("# [[credentials]] suggested by grantshift report from learned My Domains\n");
@@ -30,7 +45,12 @@ pub fn suggested_credentials(report: &Report) -> String {
         let Some(domain) = row.instance_url.as_deref().and_then(host_of) else {
             continue;
         };
+        let soap = row.grant == LoginGrant::SoapLogin;
         let flow = match row.verdict {
+            // JWT bearer is preferred for SOAP: the session stays the user's own.
+            Verdict::Ready | Verdict::NeedsRunAsUser | Verdict::NeedsFlowEnabled if soap => {
+                "jwt_bearer"
+            }
             Verdict::Ready | Verdict::NeedsRunAsUser | Verdict::NeedsFlowEnabled => {
                 "client_credentials"
             }
@@ -41,19 +61,25 @@ pub fn suggested_credentials(report: &Report) -> String {
         entry.insert("username".into(), row.username.clone().into());
         entry.insert("my_domain".into(), domain.into());
         entry.insert("flow".into(), flow.into());
-        entry.insert("client_id".into(), row.client_id.clone().into());
+        let client_id = if soap {
+            SOAP_CLIENT_ID_PLACEHOLDER
+        } else {
+            &row.client_id
+        };
+        entry.insert("client_id".into(), client_id.into());
         if flow == "jwt_bearer" {
-            entry.insert(
-                "jwt_private_key".into(),
-                "certs/REPLACE-with-the-connected-app-key.pem".into(),
-            );
+            entry.insert("jwt_private_key".into(), KEY_PLACEHOLDER.into());
         }
         // The hint quotes what clients sent (usernames, client ids): one comment line, always.
         out.push_str(&format!(
-            "\n# {}: {}\n[[credentials]]\n",
+            "\n# {}: {}\n",
             row.verdict.as_str(),
             printable(&row.hint)
         ));
+        if soap {
+            out.push_str("# SOAP login() names no connected app: set client_id to the app's consumer key and\n# jwt_private_key to its key, or use flow = \"client_credentials\" with the app's\n# client secret (client_secret_env) instead of jwt_private_key.\n");
+        }
+        out.push_str("[[credentials]]\n");
         out.push_str(&toml::to_string(&entry).expect("table serializes"));
     }
     out
@@ -100,7 +126,7 @@ pub fn table(report: &Report, summary: &Summary, width: Option<usize>) -> String
             // Cells quote what clients sent: no control character reaches the terminal.
             [
                 r.verdict.as_str().to_string(),
-                r.client_id.clone(),
+                client_cell(r).to_string(),
                 r.username.clone(),
                 r.org_id.clone().unwrap_or_else(|| "-".into()),
                 r.instance_url
@@ -414,11 +440,18 @@ pub fn page(
             format!(": {}", users.join(", "))
         };
         steps.push_str(&format!(
-            "<li id=\"step-{n}\" class=\"{verdict}\"><div class=\"what\"><span class=\"num\">{n}</span> <span class=\"verdict\">{verdict}</span> app <span class=\"nw mono\" title=\"{client}\">{client_cut}</span> in org <span class=\"nw mono\">{org}</span> · {count} username{s}{users}</div><div class=\"hint\">{hint}</div></li>\n",
+            "<li id=\"step-{n}\" class=\"{verdict}\"><div class=\"what\"><span class=\"num\">{n}</span> <span class=\"verdict\">{verdict}</span> {app} in org <span class=\"nw mono\">{org}</span> · {count} username{s}{users}</div><div class=\"hint\">{hint}</div></li>\n",
             n = n + 1,
             verdict = g.verdict.as_str(),
-            client = esc(&g.client_id),
-            client_cut = esc(&truncate(&g.client_id, 48)),
+            app = match g.grant {
+                LoginGrant::Password => format!(
+                    "app <span class=\"nw mono\" title=\"{}\">{}</span>",
+                    esc(&g.client_id),
+                    esc(&truncate(&g.client_id, 48))
+                ),
+                LoginGrant::SoapLogin =>
+                    "<span class=\"nw via soap\">SOAP login()</span> (no app)".to_string(),
+            },
             org = esc(g.org_id.as_deref().unwrap_or("(unknown)")),
             count = g.usernames.len(),
             s = if g.usernames.len() == 1 { "" } else { "s" },
@@ -468,10 +501,14 @@ pub fn page(
         };
         let (hosts, counts) = (hosts.join(", "), counts.join(", "));
         rows.push_str(&format!(
-            "<tr class=\"{verdict}\"><td><span class=\"verdict\">{verdict}</span></td>{user}{client}<td><a href=\"#step-{step}\" title=\"{hint_title}\">{step}</a></td>{org}{domain}{hosts}{counts}{last}<td title=\"{seen_full}\">{seen}</td>{verifier}</tr>\n",
+            "<tr class=\"{verdict}\" data-grant=\"{grant}\"><td><span class=\"verdict\">{verdict}</span></td>{user}{client}<td><a href=\"#step-{step}\" title=\"{hint_title}\">{step}</a></td>{org}{domain}{hosts}{counts}{last}<td title=\"{seen_full}\">{seen}</td>{verifier}</tr>\n",
             verdict = esc(r.verdict.as_str()),
             user = cell("", &r.username),
-            client = cell("mono", &r.client_id),
+            grant = r.grant.as_str(),
+            client = match r.grant {
+                LoginGrant::Password => cell("mono", &r.client_id),
+                LoginGrant::SoapLogin => "<td class=\"via soap\" title=\"Logs in through the SOAP API's login(), which names no client_id; it retires Summer '27\">SOAP login()</td>".to_string(),
+            },
             step = step_of[i],
             hint_title = esc(&truncate(&r.hint, 300)),
             org = cell("mono", r.org_id.as_deref().unwrap_or("-")),
@@ -562,7 +599,7 @@ pub fn page(
             parts.push(format!(
                 "<span class=\"deadline{}\">{}</span>",
                 if d.passed { " passed" } else { "" },
-                esc(&deadline_text(d))
+                esc(&summary.deadline_text(d))
             ));
         }
         parts.join("; ")
@@ -613,6 +650,7 @@ th {{ white-space: nowrap; background: #f4f4f6; font-weight: 600; }}
 .failing .verdict, .password-mismatch .verdict, .chip.failing, .chip.password-mismatch {{ background: #ffd0d0; }}
 .ready .verdict, .chip.ready {{ background: #d6e9ff; }}
 .upgraded .verdict, .chip.upgraded {{ background: #d3f5d3; }}
+.via.soap {{ font-style: italic; }}
 </style>
 </head>
 <body>
@@ -1107,5 +1145,84 @@ mod tests {
             "the summary, a header and two rows: {text}"
         );
         assert!(text.contains("x@acme.com\\u{1b}[2j\\nforged"), "{text}");
+    }
+
+    /// An OAuth set and a SOAP set of one username, both with a learned My Domain.
+    fn soap_and_oauth_report() -> Report {
+        let mut b = ReportBuilder::default();
+        for grant in ["password", "soap_login"] {
+            let mut e = Event::new("127.0.0.1:1".parse().unwrap(), "login.salesforce.com");
+            e.grant = Some(grant.into());
+            e.client_id = (grant == "password").then(|| "3MVGapp".into());
+            e.username = Some("int@acme.com".into());
+            e.action = crate::telemetry::events::Action::Unmapped;
+            e.status = 200;
+            e.org_id = Some("00D000000000001AAA".into());
+            e.instance_url = Some("https://acme.my.salesforce.com".into());
+            b.add(&e);
+        }
+        b.report()
+    }
+
+    #[test]
+    fn the_page_and_the_table_mark_the_soap_row() {
+        let report = soap_and_oauth_report();
+        let s = summary(&report, time::macros::datetime!(2026-12-01 12:00 UTC));
+        let page = page(&report, &config(), &s, None, &meta());
+        let row = |grant: &str| {
+            page.lines()
+                .find(|l| l.contains(&format!("data-grant=\"{grant}\"")))
+                .unwrap_or_else(|| panic!("no {grant} row: {page}"))
+                .to_string()
+        };
+        let soap = row("soap_login");
+        assert!(soap.contains(">SOAP login()</td>"), "{soap}");
+        assert!(soap.contains(">int@acme.com</td>"), "{soap}");
+        let oauth = row("password");
+        assert!(oauth.contains(">3MVGapp</td>"), "{oauth}");
+        assert!(!oauth.contains("SOAP login()"), "{oauth}");
+        // The SOAP next step names no app.
+        assert!(
+            page.contains("<span class=\"nw via soap\">SOAP login()</span> (no app) in org"),
+            "{page}"
+        );
+        // The deadline line counts the SOAP set.
+        assert!(
+            page.contains("(1 of 1 SOAP login() credential set not upgraded yet)"),
+            "{page}"
+        );
+        let text = table(&report, &s, None);
+        let soap_line = text
+            .lines()
+            .find(|l| l.contains("(SOAP login())"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(soap_line.contains("int@acme.com"), "{text}");
+        assert_eq!(text.matches("int@acme.com  ").count(), 2, "{text}");
+    }
+
+    #[test]
+    fn a_soap_set_is_suggested_a_jwt_bearer_entry_with_placeholders() {
+        let text = suggested_credentials(&soap_and_oauth_report());
+        assert!(
+            text.contains("# SOAP login() names no connected app: set client_id"),
+            "{text}"
+        );
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        let entries = parsed["credentials"].as_array().unwrap();
+        assert_eq!(entries.len(), 2, "{text}");
+        let soap = entries
+            .iter()
+            .find(|e| e["client_id"].as_str() == Some(SOAP_CLIENT_ID_PLACEHOLDER))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(soap["username"].as_str(), Some("int@acme.com"));
+        assert_eq!(soap["my_domain"].as_str(), Some("acme.my.salesforce.com"));
+        assert_eq!(soap["flow"].as_str(), Some("jwt_bearer"));
+        assert_eq!(soap["jwt_private_key"].as_str(), Some(KEY_PLACEHOLDER));
+        // The OAuth set keeps its own app and client credentials.
+        let oauth = entries
+            .iter()
+            .find(|e| e["client_id"].as_str() == Some("3MVGapp"))
+            .unwrap();
+        assert_eq!(oauth["flow"].as_str(), Some("client_credentials"));
     }
 }

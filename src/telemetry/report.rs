@@ -26,6 +26,46 @@ const MAX_USERS_IN_HINT: usize = 5;
 /// can no longer be checked by Salesforce, so no verifier can be learned.
 pub const PASSWORD_FLOW_RETIREMENT: &str = "20 Feb 2027";
 
+/// When Salesforce retires SOAP API `login()` (announced for Summer '27; 1 June 2027 is taken
+/// as its day, as in the summary's deadlines).
+pub const SOAP_LOGIN_RETIREMENT: &str = "Summer '27 (1 Jun 2027)";
+
+/// How a credential set logs in: the OAuth username-password flow (`grant=password`) or the
+/// SOAP API's `login()` (`soap_login`, which carries a username and password, no client_id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginGrant {
+    #[default]
+    Password,
+    SoapLogin,
+}
+
+impl LoginGrant {
+    /// The event's `grant` if it is a login that makes credential sets.
+    pub fn of(grant: Option<&str>) -> Option<LoginGrant> {
+        match grant? {
+            "password" => Some(LoginGrant::Password),
+            "soap_login" => Some(LoginGrant::SoapLogin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoginGrant::Password => "password",
+            LoginGrant::SoapLogin => "soap_login",
+        }
+    }
+
+    /// The day Salesforce stops this kind of login.
+    pub fn retirement(self) -> &'static str {
+        match self {
+            LoginGrant::Password => PASSWORD_FLOW_RETIREMENT,
+            LoginGrant::SoapLogin => SOAP_LOGIN_RETIREMENT,
+        }
+    }
+}
+
 /// Where a credential set's password verifier comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -59,6 +99,10 @@ pub struct VerifierView {
 
 /// `(client_id, username)` → what is known of that set's verifier.
 pub type VerifierLookup<'a> = dyn Fn(&str, &str) -> VerifierView + 'a;
+
+/// The reason of a SOAP login's fallback or failure when the app issues JWT-based access
+/// tokens, which the SOAP API refuses.
+pub const JWT_ACCESS_TOKEN: &str = "jwt_access_token";
 
 /// The skip reasons of a login that was not upgraded for its password.
 const PASSWORD_REFUSALS: [&str; 3] = ["password_mismatch", "password_throttled", "no_verifier"];
@@ -115,6 +159,9 @@ impl Verdict {
 /// One credential set's row.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
+    /// How the set logs in: `password` (OAuth) or `soap_login` (SOAP `login()`, whose
+    /// `client_id` is always empty).
+    pub grant: LoginGrant,
     pub client_id: String,
     pub username: String,
     pub verdict: Verdict,
@@ -260,6 +307,8 @@ fn is_zero(n: &u64) -> bool {
 
 #[derive(Debug, Default)]
 struct SetState {
+    grant: LoginGrant,
+    /// Empty for a SOAP set.
     client_id: String,
     username: String,
     /// When it was last seen, in the order events came: its key in `ReportBuilder::recency`.
@@ -280,11 +329,16 @@ struct SetState {
     /// The flow of the last successful upgrade (`jwt_bearer`, …).
     upgraded_flow: Option<String>,
     last_upgrade_error: Option<UpstreamErrorInfo>,
+    /// The last failed upgrade was refused because the app issues JWT-based access tokens
+    /// (which the SOAP API does not take), until an upgrade succeeds.
+    jwt_access_token: bool,
     /// The last login was not upgraded for its password: why (`password_mismatch`, …).
     last_password_refusal: Option<&'static str>,
 }
 
-type SetKey = (String, String);
+/// `(grant, client_id, lowercased username)`: a SOAP set (client_id `""`) is never merged
+/// with an OAuth set of the same username.
+type SetKey = (LoginGrant, String, String);
 
 /// Accumulates events into credential-set rows.
 #[derive(Debug)]
@@ -371,14 +425,19 @@ impl ReportBuilder {
         dropped
     }
 
-    /// Take one event into account. Only password grants belong to credential sets. Returns
-    /// how many sets were dropped to make room (0 or 1).
+    /// Take one event into account. Only password grants and SOAP `login()`s belong to
+    /// credential sets. Returns how many sets were dropped to make room (0 or 1).
     pub fn add(&mut self, event: &Event) -> u64 {
-        if event.grant.as_deref() != Some("password") {
+        let Some(grant) = LoginGrant::of(event.grant.as_deref()) else {
             return 0;
-        }
+        };
         self.count_in_trend(event);
-        let untracked = match (&event.client_id, &event.username) {
+        // A SOAP login() names no connected app: its sets are keyed by grant and username.
+        let client_id = match grant {
+            LoginGrant::Password => event.client_id.as_deref(),
+            LoginGrant::SoapLogin => Some(""),
+        };
+        let untracked = match (client_id, &event.username) {
             (Some(client_id), _) if within_bound(client_id, MAX_CLIENT_ID_CHARS).is_err() => {
                 Some("client_id_too_long")
             }
@@ -389,7 +448,7 @@ impl ReportBuilder {
             // An event leaves an over-long value out, and its skip reason says which.
             _ => Some(match (event.action, event.reason.as_deref()) {
                 (Action::Skipped, Some(reason)) => reason,
-                _ if event.client_id.is_none() => "no_client_id",
+                _ if client_id.is_none() => "no_client_id",
                 _ => "no_username",
             }),
         };
@@ -397,10 +456,10 @@ impl ReportBuilder {
             *self.untracked.entry(why.to_owned()).or_default() += 1;
             return 0;
         }
-        let (Some(client_id), Some(username)) = (&event.client_id, &event.username) else {
+        let (Some(client_id), Some(username)) = (client_id, &event.username) else {
             return 0;
         };
-        let key = (client_id.clone(), username.to_lowercase());
+        let key = (grant, client_id.to_owned(), username.to_lowercase());
         let seen_at = self.next_seen;
         self.next_seen += 1;
         let mut dropped = 0;
@@ -414,7 +473,8 @@ impl ReportBuilder {
                 self.sets.insert(
                     key.clone(),
                     SetState {
-                        client_id: client_id.clone(),
+                        grant,
+                        client_id: client_id.to_owned(),
                         username: username.to_lowercase(),
                         first_seen: event.ts.clone(),
                         seen_at,
@@ -466,9 +526,11 @@ impl ReportBuilder {
                 set.upgraded_via = event.target_host.clone();
                 set.upgraded_flow = event.flow.clone();
                 set.last_upgrade_error = None;
+                set.jwt_access_token = false;
             }
             Action::Fallback | Action::Failed => {
                 set.last_upgrade_error = event.upstream_error.clone();
+                set.jwt_access_token = event.reason.as_deref() == Some(JWT_ACCESS_TOKEN);
             }
             _ => {}
         }
@@ -485,8 +547,12 @@ impl ReportBuilder {
     /// set's password verifier.
     pub fn report_with(&self, verifiers: Option<&VerifierLookup<'_>>) -> Report {
         // needs-jwt is a property of (client_id, org): several usernames for one app in one org.
+        // A SOAP set names no app: which one it is mapped to is the operator's choice.
         let mut users_per_app_org: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
         for set in self.sets.values() {
+            if set.grant == LoginGrant::SoapLogin {
+                continue;
+            }
             if let Some(org) = &set.org_id {
                 users_per_app_org
                     .entry((set.client_id.as_str(), org_key(org)))
@@ -501,11 +567,13 @@ impl ReportBuilder {
                 let shared_with = set
                     .org_id
                     .as_ref()
+                    .filter(|_| set.grant == LoginGrant::Password)
                     .and_then(|org| users_per_app_org.get(&(set.client_id.as_str(), org_key(org))))
                     .filter(|users| users.len() > 1);
                 let view = verifiers.map(|v| v(&set.client_id, &set.username));
                 let (verdict, hint) = judge(set, shared_with, view);
                 Row {
+                    grant: set.grant,
                     client_id: set.client_id.clone(),
                     username: set.username.clone(),
                     verdict,
@@ -527,7 +595,12 @@ impl ReportBuilder {
             })
             .collect();
         rows.sort_by(|a, b| {
-            (a.verdict, &a.client_id, &a.username).cmp(&(b.verdict, &b.client_id, &b.username))
+            (a.verdict, &a.client_id, &a.username, a.grant).cmp(&(
+                b.verdict,
+                &b.client_id,
+                &b.username,
+                b.grant,
+            ))
         });
         Report {
             credentials: rows,
@@ -554,6 +627,8 @@ impl ReportBuilder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HintGroup {
     pub verdict: Verdict,
+    /// SOAP sets (no app) are grouped apart from OAuth ones.
+    pub grant: LoginGrant,
     pub client_id: String,
     pub org_id: Option<String>,
     pub usernames: Vec<String>,
@@ -563,14 +638,15 @@ pub struct HintGroup {
 }
 
 impl Report {
-    /// The rows' hints grouped by (verdict, client_id, org, hint), in row order (most urgent
-    /// first); each row is in exactly one group.
+    /// The rows' hints grouped by (verdict, grant, client_id, org, hint), in row order (most
+    /// urgent first); each row is in exactly one group.
     pub fn hint_groups(&self) -> Vec<HintGroup> {
         let mut groups: Vec<HintGroup> = Vec::new();
-        let mut index: HashMap<(Verdict, &str, Option<&str>, &str), usize> = HashMap::new();
+        let mut index: HashMap<GroupKey<'_>, usize> = HashMap::new();
         for (i, row) in self.credentials.iter().enumerate() {
             let key = (
                 row.verdict,
+                row.grant,
                 row.client_id.as_str(),
                 row.org_id.as_deref().map(org_key),
                 row.hint.as_str(),
@@ -584,6 +660,7 @@ impl Report {
                     index.insert(key, groups.len());
                     groups.push(HintGroup {
                         verdict: row.verdict,
+                        grant: row.grant,
                         client_id: row.client_id.clone(),
                         org_id: row.org_id.clone(),
                         usernames: vec![row.username.clone()],
@@ -596,6 +673,9 @@ impl Report {
         groups
     }
 }
+
+/// What a [`HintGroup`] is one of: (verdict, grant, client_id, org, hint).
+type GroupKey<'a> = (Verdict, LoginGrant, &'a str, Option<&'a str>, &'a str);
 
 /// Salesforce org ids come as 15 or 18 characters; the first 15 identify the org.
 fn org_key(org: &str) -> &str {
@@ -614,7 +694,8 @@ fn judge(
         view.is_some_and(|v| v.source == VerifierSource::None && v.mode == VerifyPassword::IfKnown);
     if unprotected {
         hint.push_str(&format!(
-            "; no password verifier yet, so upgrades do not check the password: log in once through grantshift before {PASSWORD_FLOW_RETIREMENT}, or set password_hash"
+            "; no password verifier yet, so upgrades do not check the password: log in once through grantshift before {}, or set password_hash",
+            set.grant.retirement()
         ));
     }
     (verdict, hint)
@@ -626,6 +707,13 @@ fn judge_login(
     view: Option<VerifierView>,
 ) -> (Verdict, String) {
     let org = set.org_id.as_deref().unwrap_or("(unknown org)");
+    let soap = set.grant == LoginGrant::SoapLogin;
+    // A SOAP login() names no app: the one its [[credentials]] entry maps it to.
+    let app = if soap {
+        format!("the app mapped for SOAP login() user {}", set.username)
+    } else {
+        format!("app {}", set.client_id)
+    };
     // A set already upgraded with the flow the hint advises has followed it.
     let follows_advice = set.upgraded_flow.as_deref() == Some(Flow::JwtBearer.as_str());
     if let Some(users) = shared_with.filter(|_| !follows_advice) {
@@ -653,7 +741,7 @@ fn judge_login(
     if description.contains("no client credentials user enabled") {
         return (
             Verdict::NeedsRunAsUser,
-            format!("set a Run As user for app {} in org {org} (Setup → App Manager → Manage → Edit Policies → Client Credentials Flow)", set.client_id),
+            format!("set a Run As user for {app} in org {org} (Setup → App Manager → Manage → Edit Policies → Client Credentials Flow)"),
         );
     }
     if code == "unauthorized_client"
@@ -662,7 +750,7 @@ fn judge_login(
     {
         return (
             Verdict::NeedsFlowEnabled,
-            format!("enable the client credentials flow on app {} in org {org} (Setup → App Manager → Edit → Enable Client Credentials Flow)", set.client_id),
+            format!("enable the client credentials flow on {app} in org {org} (Setup → App Manager → Edit → Enable Client Credentials Flow)"),
         );
     }
     let needs_verifier = match view {
@@ -670,12 +758,16 @@ fn judge_login(
         None => set.last_password_refusal == Some("no_verifier"),
     };
     if needs_verifier {
-        return (
-            Verdict::NeedsVerifier,
+        let hint = if soap {
+            format!(
+                "not upgraded (no_verifier): no password verifier for this set; log in once through grantshift (mode = \"observe\") before {SOAP_LOGIN_RETIREMENT}, or set password_hash (grantshift hash-password)"
+            )
+        } else {
             format!(
                 "not upgraded (no_verifier): no password verifier for this set; log in once through grantshift before {PASSWORD_FLOW_RETIREMENT} (e.g. with mode = \"observe\"), or set password_hash (grantshift hash-password)"
-            ),
-        );
+            )
+        };
+        return (Verdict::NeedsVerifier, hint);
     }
     let has_verifier = view.is_none_or(|v| v.source != VerifierSource::None);
     if has_verifier
@@ -692,6 +784,12 @@ fn judge_login(
     let last_failed = matches!(set.last_action, Some(Action::Failed))
         || set.last_status >= 400
         || matches!(set.last_action, Some(Action::Fallback));
+    if last_failed && set.jwt_access_token {
+        return (
+            Verdict::Failing,
+            format!("not upgraded (jwt_access_token): {app} issues JWT-based access tokens, which the SOAP API refuses; turn off \"Issue JSON Web Token (JWT)-based access tokens\" on the app in org {org} (Setup → App Manager → Edit → OAuth Settings)"),
+        );
+    }
     if last_failed {
         let why = match error {
             Some(e) => format!(
@@ -711,13 +809,18 @@ fn judge_login(
     }
     if set.learned_from_password && set.upgraded_via.is_none() {
         if let Some(domain) = set.instance_url.as_deref().and_then(host_of) {
-            return (
-                Verdict::Ready,
+            let hint = if soap {
+                format!(
+                    "SOAP login() names no connected app: add [[credentials]] username = \"{}\" my_domain = \"{domain}\" client_id = \"...\" and client_secret_env = \"...\" (client credentials) or jwt_private_key = \"...\" (JWT bearer, preferred: the session stays the user's own), before {SOAP_LOGIN_RETIREMENT} (grantshift report --suggest-config prints it)",
+                    set.username
+                )
+            } else {
                 format!(
                     "add [[credentials]] username = \"{}\" my_domain = \"{domain}\" (grantshift report --suggest-config prints it)",
                     set.username
-                ),
-            );
+                )
+            };
+            return (Verdict::Ready, hint);
         }
     }
     if let (Some(Action::Upgraded), Some(via)) = (set.last_action, &set.upgraded_via) {
@@ -1196,5 +1299,206 @@ mod tests {
         upgraded.target_host = Some("acme.my.salesforce.com".into());
         let row = row_with(&[skipped("password_mismatch", 400), upgraded], None);
         assert_eq!(row.verdict, Verdict::Upgraded);
+    }
+
+    fn soap(ts: &str, username: &str, action: Action, status: u16) -> Event {
+        let mut e = event(ts, "unused", username, action, status);
+        e.grant = Some("soap_login".into());
+        e.client_id = None;
+        e
+    }
+
+    fn report_of(events: &[Event]) -> Report {
+        let mut b = ReportBuilder::default();
+        events.iter().for_each(|e| {
+            b.add(e);
+        });
+        b.report()
+    }
+
+    #[test]
+    fn a_soap_set_and_an_oauth_set_of_one_username_are_two_rows() {
+        let org = "00D000000000001AAA";
+        let report = report_of(&[
+            learned(soap("t1", "Int@Acme.com", Action::Observed, 200), org),
+            learned(
+                event("t2", "app", "int@acme.com", Action::Observed, 200),
+                org,
+            ),
+            soap("t3", "int@acme.com", Action::Observed, 200),
+        ]);
+        assert_eq!(report.credentials.len(), 2, "{:?}", report.credentials);
+        let soap_row = report
+            .credentials
+            .iter()
+            .find(|r| r.grant == LoginGrant::SoapLogin)
+            .expect("a SOAP row");
+        assert_eq!(soap_row.client_id, "");
+        assert_eq!(soap_row.username, "int@acme.com");
+        assert_eq!(soap_row.counts["observed"], 2);
+        let oauth = report
+            .credentials
+            .iter()
+            .find(|r| r.grant == LoginGrant::Password)
+            .expect("an OAuth row");
+        assert_eq!(oauth.client_id, "app");
+        assert_eq!(oauth.counts["observed"], 1);
+        let json = serde_json::to_value(&report).unwrap();
+        let grants: BTreeSet<&str> = json["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["grant"].as_str().unwrap())
+            .collect();
+        assert_eq!(grants, BTreeSet::from(["password", "soap_login"]));
+        // Each set's own hint, grouped apart.
+        assert_eq!(report.hint_groups().len(), 2);
+        // SOAP logins are password logins in the trend.
+        assert_eq!(report.trend.outside, 3);
+        // Not even an OAuth login that sent an empty client_id joins the SOAP set.
+        let report = report_of(&[
+            soap("t1", "int@acme.com", Action::Observed, 200),
+            event("t2", "", "int@acme.com", Action::Observed, 200),
+        ]);
+        assert_eq!(report.credentials.len(), 2, "{:?}", report.credentials);
+        assert_eq!(report.hint_groups().len(), 2);
+    }
+
+    #[test]
+    fn soap_sets_of_one_org_are_not_told_to_share_a_jwt_app() {
+        let org = "00D000000000001AAA";
+        let report = report_of(&[
+            learned(soap("t1", "a@acme.com", Action::Observed, 200), org),
+            learned(soap("t2", "b@acme.com", Action::Observed, 200), org),
+        ]);
+        assert!(
+            report
+                .credentials
+                .iter()
+                .all(|r| r.verdict == Verdict::Ready),
+            "{:?}",
+            report.credentials
+        );
+    }
+
+    #[test]
+    fn an_unmapped_soap_set_is_told_to_name_a_connected_app() {
+        let row = report_of(&[learned(
+            soap("t1", "int@acme.com", Action::Unmapped, 200),
+            "00D000000000001AAA",
+        )])
+        .credentials
+        .remove(0);
+        assert_eq!(row.verdict, Verdict::Ready);
+        assert!(
+            row.hint.contains(
+                "add [[credentials]] username = \"int@acme.com\" my_domain = \"acme.my.salesforce.com\" client_id = \"...\" and client_secret_env = \"...\" (client credentials) or jwt_private_key = \"...\" (JWT bearer, preferred: the session stays the user's own)"
+            ),
+            "{}",
+            row.hint
+        );
+        assert!(row.hint.contains("Summer '27 (1 Jun 2027)"), "{}", row.hint);
+        assert!(!row.hint.contains("20 Feb 2027"), "{}", row.hint);
+    }
+
+    #[test]
+    fn soap_hints_name_the_summer_27_deadline() {
+        let mut no_verifier = soap("t1", "int@acme.com", Action::Skipped, 200);
+        no_verifier.reason = Some("no_verifier".into());
+        let row = row_with(&[no_verifier.clone()], None);
+        assert_eq!(row.verdict, Verdict::NeedsVerifier);
+        assert!(
+            row.hint.contains(
+                "log in once through grantshift (mode = \"observe\") before Summer '27 (1 Jun 2027), or set password_hash"
+            ),
+            "{}",
+            row.hint
+        );
+        assert!(!row.hint.contains("20 Feb 2027"), "{}", row.hint);
+        // With a view: the set is asked for as ("", username).
+        let mut b = ReportBuilder::default();
+        b.add(&no_verifier);
+        let lookup = |client_id: &str, username: &str| {
+            assert_eq!((client_id, username), ("", "int@acme.com"));
+            VerifierView {
+                source: VerifierSource::None,
+                mode: VerifyPassword::Required,
+            }
+        };
+        assert_eq!(
+            b.report_with(Some(&lookup)).credentials[0].verdict,
+            Verdict::NeedsVerifier
+        );
+        // Upgraded without a verifier: the note names the SOAP deadline.
+        let mut up = soap("t2", "int@acme.com", Action::Upgraded, 200);
+        up.flow = Some("jwt_bearer".into());
+        up.target_host = Some("acme.my.salesforce.com".into());
+        let row = row_with(&[up], view(VerifierSource::None, VerifyPassword::IfKnown));
+        assert_eq!(row.verdict, Verdict::Upgraded);
+        assert!(
+            row.hint
+                .contains("before Summer '27 (1 Jun 2027), or set password_hash"),
+            "{}",
+            row.hint
+        );
+    }
+
+    #[test]
+    fn a_soap_set_refused_for_jwt_access_tokens_is_told_to_turn_them_off() {
+        let mut e = learned(
+            soap("t1", "int@acme.com", Action::Fallback, 200),
+            "00D000000000001AAA",
+        );
+        e.reason = Some("jwt_access_token".into());
+        let row = row_with(&[e.clone()], None);
+        assert_eq!(row.verdict, Verdict::Failing);
+        assert!(
+            row.hint
+                .contains("turn off \"Issue JSON Web Token (JWT)-based access tokens\""),
+            "{}",
+            row.hint
+        );
+        // Failed alike; an upgrade afterwards clears it.
+        e.action = Action::Failed;
+        e.status = 500;
+        assert!(row_with(&[e.clone()], None)
+            .hint
+            .contains("JWT-based access tokens"));
+        let mut ok = soap("t2", "int@acme.com", Action::Upgraded, 200);
+        ok.target_host = Some("acme.my.salesforce.com".into());
+        assert_eq!(row_with(&[e, ok], None).verdict, Verdict::Upgraded);
+        // Other upstream errors are as for OAuth, naming the mapped app, not an empty one.
+        let mut run_as = soap("t1", "int@acme.com", Action::Fallback, 200);
+        run_as.upstream_error = Some(UpstreamErrorInfo {
+            status: Some(400),
+            error: Some("invalid_grant".into()),
+            error_description: Some("no client credentials user enabled".into()),
+        });
+        let row = row_with(&[run_as], None);
+        assert_eq!(row.verdict, Verdict::NeedsRunAsUser);
+        assert!(
+            row.hint
+                .contains("the app mapped for SOAP login() user int@acme.com"),
+            "{}",
+            row.hint
+        );
+    }
+
+    #[test]
+    fn soap_logins_without_a_username_are_counted_by_why() {
+        let mut malformed = soap("t1", "x", Action::Skipped, 500);
+        malformed.username = None;
+        malformed.reason = Some("soap_login_malformed".into());
+        let mut no_user = soap("t1", "x", Action::Observed, 500);
+        no_user.username = None;
+        let report = report_of(&[malformed, no_user]);
+        assert!(report.credentials.is_empty());
+        assert_eq!(
+            report.untracked_logins,
+            BTreeMap::from([
+                ("no_username".to_string(), 1),
+                ("soap_login_malformed".to_string(), 1),
+            ])
+        );
     }
 }

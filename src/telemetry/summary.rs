@@ -3,7 +3,7 @@
 //! left until Salesforce's deadlines. Pure: `now` is a parameter (the admin server and
 //! `grantshift report` pass the wall clock, tests a fixed time).
 
-use super::report::{Report, Verdict};
+use super::report::{LoginGrant, Report, Verdict};
 use serde::Serialize;
 use time::{Date, OffsetDateTime};
 
@@ -22,6 +22,9 @@ pub struct Deadline {
     pub passed: bool,
 }
 
+/// The `what` of the SOAP `login()` deadline.
+const SOAP_LOGIN: &str = "SOAP login()";
+
 /// When the username-password flow is enforced off, and when SOAP `login()` retires
 /// (announced for Summer '27; 1 June 2027 is taken as its day).
 const DEADLINES: [(&str, Date, &str); 2] = [
@@ -31,7 +34,7 @@ const DEADLINES: [(&str, Date, &str); 2] = [
         "20 Feb 2027",
     ),
     (
-        "SOAP login()",
+        SOAP_LOGIN,
         time::macros::date!(2027 - 06 - 01),
         "Summer '27 (1 Jun 2027)",
     ),
@@ -64,8 +67,21 @@ pub struct Summary {
     pub by_verdict: Vec<VerdictCount>,
     pub last_24h: Last24h,
     pub deadlines: Vec<Deadline>,
+    /// Credential sets that log in through SOAP `login()`, and how many of them are not
+    /// upgraded yet (absent when there are none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soap_login_sets: Option<SoapSets>,
     /// All of the above as one line of text.
     pub line: String,
+}
+
+/// The credential sets that log in through SOAP `login()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SoapSets {
+    pub sets: u64,
+    /// Not `upgraded`: still logging in to Salesforce through SOAP `login()`, which stops
+    /// working at its deadline.
+    pub not_upgraded: u64,
 }
 
 /// The summary of `report` at `now`.
@@ -90,6 +106,18 @@ pub fn summary(report: &Report, now: OffsetDateTime) -> Summary {
         upgraded_share: (window.total() > 0)
             .then(|| window.upgraded as f64 / window.total() as f64),
     };
+    let soap: Vec<_> = report
+        .credentials
+        .iter()
+        .filter(|r| r.grant == LoginGrant::SoapLogin)
+        .collect();
+    let soap_login_sets = (!soap.is_empty()).then(|| SoapSets {
+        sets: soap.len() as u64,
+        not_upgraded: soap
+            .iter()
+            .filter(|r| r.verdict != Verdict::Upgraded)
+            .count() as u64,
+    });
     let today = now.date();
     let deadlines: Vec<Deadline> = DEADLINES
         .iter()
@@ -114,6 +142,7 @@ pub fn summary(report: &Report, now: OffsetDateTime) -> Summary {
         by_verdict,
         last_24h,
         deadlines,
+        soap_login_sets,
         line: String::new(),
     };
     s.line = s.parts().join("; ");
@@ -125,8 +154,23 @@ impl Summary {
     pub fn parts(&self) -> Vec<String> {
         let mut parts = vec![self.sets_text()];
         parts.push(self.last_24h_text());
-        parts.extend(self.deadlines.iter().map(deadline_text));
+        parts.extend(self.deadlines.iter().map(|d| self.deadline_text(d)));
         parts
+    }
+
+    /// [`deadline_text`], and for SOAP `login()` how many sets still log in through it
+    /// (when there are SOAP sets).
+    pub fn deadline_text(&self, d: &Deadline) -> String {
+        let text = deadline_text(d);
+        match self.soap_login_sets {
+            Some(soap) if d.what == SOAP_LOGIN => format!(
+                "{text} ({} of {} SOAP login() credential set{} not upgraded yet)",
+                soap.not_upgraded,
+                soap.sets,
+                plural(soap.sets)
+            ),
+            _ => text,
+        }
     }
 
     /// `50 credential sets: 5 needs-jwt, 45 ready`.
@@ -334,5 +378,59 @@ mod tests {
         assert!(none
             .line
             .starts_with("no credential sets yet; no logins in the last 24 h; "));
+    }
+
+    fn soap(ts: &str, username: &str, action: Action) -> Event {
+        let mut e = login(ts, username, action);
+        e.grant = Some("soap_login".into());
+        e.client_id = None;
+        if action == Action::Upgraded {
+            e.target_host = Some("x.my.salesforce.com".into());
+        }
+        e
+    }
+
+    #[test]
+    fn soap_logins_count_in_the_share_and_beside_the_summer_27_deadline() {
+        let events = [
+            soap("2026-12-01T10:00:00Z", "a@x.com", Action::Upgraded),
+            soap("2026-12-01T10:05:00Z", "b@x.com", Action::Observed),
+            soap("2026-12-01T10:06:00Z", "c@x.com", Action::Upgraded),
+            login("2026-12-01T10:10:00Z", "a@x.com", Action::Observed),
+        ];
+        let s = summary(&report(&events), datetime!(2026-12-01 10:30 UTC));
+        assert_eq!(s.sets, 4);
+        assert_eq!(s.last_24h.password_logins, 4);
+        assert_eq!(s.last_24h.upgraded, 2);
+        assert_eq!(
+            s.soap_login_sets,
+            Some(SoapSets {
+                sets: 3,
+                not_upgraded: 1
+            })
+        );
+        assert!(
+            s.line.contains(
+                "SOAP login() retires Summer '27 (1 Jun 2027): 182 days left (1 of 3 SOAP login() credential sets not upgraded yet)"
+            ),
+            "{}",
+            s.line
+        );
+        assert!(
+            s.line
+                .contains("username-password flow retires 20 Feb 2027: 81 days left;"),
+            "{}",
+            s.line
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["soap_login_sets"]["not_upgraded"], 1);
+        // No SOAP sets: the deadline line as before, no count.
+        let s = summary(&report(&events[3..]), datetime!(2026-12-01 10:30 UTC));
+        assert_eq!(s.soap_login_sets, None);
+        assert!(
+            s.line.ends_with("(1 Jun 2027): 182 days left"),
+            "{}",
+            s.line
+        );
     }
 }
