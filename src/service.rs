@@ -47,7 +47,7 @@ async fn dispatch(
     req: Request<Incoming>,
     target: &Target,
     conn: &ClientConn,
-    state: &State,
+    state: &Arc<State>,
 ) -> Response<Body> {
     state.faults.inject_for("request", &target.host);
     if let Some(protocol) = hop_by_hop::upgrade_protocol(req.headers()) {

@@ -65,7 +65,9 @@ pub struct Entry {
     /// Keyed digest of the access token in the body: what a revoke or a refused API call
     /// names.
     token: [u8; 32],
-    expires: Instant,
+    /// Until when it is served: `ttl - margin` after it was stored, perhaps shortened later
+    /// by an introspection ([`TokenCache::limit`]; never lengthened).
+    expires: std::sync::Mutex<Instant>,
     /// The `[[credentials]]` entry of the login that filled it (a reload that changes that
     /// entry drops it).
     credential: Option<[u8; 32]>,
@@ -75,6 +77,14 @@ impl Entry {
     /// A copy of the body for one client.
     pub fn body(&self) -> Bytes {
         Bytes::copy_from_slice(&self.body)
+    }
+
+    fn expires(&self) -> Instant {
+        *self.expires.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn live_at(&self, now: Instant) -> bool {
+        self.expires() > now
     }
 
     fn weight(&self) -> u64 {
@@ -255,7 +265,7 @@ impl TokenCache {
         let waited = tokio::time::timeout(wait, self.entries.get_value_or_guard_async(&key)).await;
         self.metrics.waiting.dec();
         match waited {
-            Ok(Ok(entry)) if entry.expires > Instant::now() => {
+            Ok(Ok(entry)) if entry.live_at(Instant::now()) => {
                 self.metrics.hits.inc();
                 self.metrics.waits.inc();
                 Lookup::Hit {
@@ -287,7 +297,7 @@ impl TokenCache {
     /// The entry for `key` if it has time left; an expired one is removed.
     fn live(&self, key: &Key) -> Option<Arc<Entry>> {
         let entry = self.entries.get(key)?;
-        if entry.expires > Instant::now() {
+        if entry.live_at(Instant::now()) {
             return Some(entry);
         }
         if self
@@ -313,7 +323,8 @@ impl TokenCache {
     /// Keep a successful upgraded response (`body`: all of it, as it came, perhaps
     /// compressed; `plain`: the same decoded of its `Content-Encoding`, where the access token
     /// is looked for) for `serve_for`. A response whose access token cannot be found is not
-    /// kept (a revoke could not name it); the flight ends either way.
+    /// kept (a revoke could not name it); the flight ends either way. The entry kept, if one
+    /// was.
     #[allow(clippy::too_many_arguments)]
     pub fn store(
         &self,
@@ -325,28 +336,50 @@ impl TokenCache {
         plain: &[u8],
         serve_for: Duration,
         credential: Option<[u8; 32]>,
-    ) -> bool {
-        let Some(token) = access_token(plain) else {
-            return false;
-        };
+    ) -> Option<Arc<Entry>> {
+        let token = access_token(plain)?;
         let entry = Arc::new(Entry {
             status,
             headers: headers.clone(),
             body: Zeroizing::new(body.to_vec()),
             token: self.token_digest(&token),
-            expires: Instant::now() + serve_for,
+            expires: std::sync::Mutex::new(Instant::now() + serve_for),
             credential,
         });
         drop(token);
         match flight.guard {
             Some(guard) => {
-                let _ = guard.insert(entry);
+                let _ = guard.insert(entry.clone());
             }
-            None => self.entries.insert(key, entry),
+            None => self.entries.insert(key, entry.clone()),
         }
         self.negative.remove(&key);
         self.sweep();
-        true
+        Some(entry)
+    }
+
+    /// Serve `entry` (kept under `key`) until `until` at the latest: an introspection found
+    /// when its session ends. Never lengthens it; one whose time is then over is removed at
+    /// once (`expired`). Whether it is still kept.
+    pub fn limit(&self, key: Key, entry: &Arc<Entry>, until: Instant) -> bool {
+        {
+            let mut expires = entry.expires.lock().unwrap_or_else(|e| e.into_inner());
+            if until < *expires {
+                *expires = until;
+            }
+        }
+        if entry.live_at(Instant::now()) {
+            return true;
+        }
+        if self
+            .entries
+            .remove_if(&key, |e| Arc::ptr_eq(e, entry))
+            .is_some()
+        {
+            self.metrics.evicted(Eviction::Expired.as_str());
+        }
+        self.update_gauges();
+        false
     }
 
     /// The upgrade for `key` failed: for `negative_ttl`, logins with the key fall back without
@@ -408,7 +441,7 @@ impl TokenCache {
     /// memory.
     pub fn sweep(&self) {
         let now = Instant::now();
-        self.evict_where(Eviction::Expired, |e| e.expires <= now);
+        self.evict_where(Eviction::Expired, |e| !e.live_at(now));
         self.negative.retain(|_, n| n.expires > now);
     }
 
@@ -461,7 +494,7 @@ fn subtle_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 /// The access token of a (decoded) token response body: JSON (`access_token`) or
 /// Salesforce's XML (`<access_token>…</access_token>`). `None` for one without it.
-fn access_token(body: &[u8]) -> Option<Zeroizing<String>> {
+pub(crate) fn access_token(body: &[u8]) -> Option<Zeroizing<String>> {
     #[derive(serde::Deserialize)]
     struct Token<'a> {
         #[serde(borrow)]
@@ -521,16 +554,18 @@ mod tests {
         let Lookup::Miss(flight) = cache.lookup(key, Duration::from_secs(1)).await else {
             panic!("expected a miss");
         };
-        assert!(cache.store(
-            flight,
-            key,
-            StatusCode::OK,
-            &json_headers(),
-            BODY,
-            BODY,
-            serve_for,
-            credential
-        ));
+        assert!(cache
+            .store(
+                flight,
+                key,
+                StatusCode::OK,
+                &json_headers(),
+                BODY,
+                BODY,
+                serve_for,
+                credential
+            )
+            .is_some());
     }
 
     #[test]
@@ -591,6 +626,61 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_introspected_entry_is_shortened_never_lengthened_and_dropped_when_over() {
+        let metrics = CacheMetrics::default();
+        let cache = TokenCache::new(&config(), metrics.clone());
+        let key = cache.key(&parts("s", None));
+        let Lookup::Miss(flight) = cache.lookup(key, Duration::from_secs(1)).await else {
+            panic!("expected a miss");
+        };
+        let entry = cache
+            .store(
+                flight,
+                key,
+                StatusCode::OK,
+                &json_headers(),
+                BODY,
+                BODY,
+                Duration::from_secs(840),
+                None,
+            )
+            .expect("kept");
+        // A 5-minute session, 1-minute margin: served 4 minutes, not 14.
+        assert!(cache.limit(key, &entry, Instant::now() + Duration::from_secs(240)));
+        assert!(cache.limit(key, &entry, Instant::now() + Duration::from_secs(3600)));
+        tokio::time::advance(Duration::from_secs(239)).await;
+        assert!(matches!(
+            cache.lookup(key, Duration::from_secs(1)).await,
+            Lookup::Hit { .. }
+        ));
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(matches!(
+            cache.lookup(key, Duration::from_secs(1)).await,
+            Lookup::Miss(_)
+        ));
+        // An inactive session: gone at once.
+        let other = cache.key(&parts("t", None));
+        let Lookup::Miss(flight) = cache.lookup(other, Duration::from_secs(1)).await else {
+            panic!("expected a miss");
+        };
+        let entry = cache
+            .store(
+                flight,
+                other,
+                StatusCode::OK,
+                &json_headers(),
+                BODY,
+                BODY,
+                Duration::from_secs(840),
+                None,
+            )
+            .expect("kept");
+        assert!(!cache.limit(other, &entry, Instant::now()));
+        assert!(cache.is_empty());
+        assert_eq!(metrics.evictions("expired"), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn concurrent_misses_wait_for_the_first_and_take_its_answer() {
         let metrics = CacheMetrics::default();
         let cache = Arc::new(TokenCache::new(&config(), metrics.clone()));
@@ -610,16 +700,18 @@ mod tests {
             })
             .collect();
         tokio::task::yield_now().await;
-        assert!(cache.store(
-            flight,
-            key,
-            StatusCode::OK,
-            &json_headers(),
-            BODY,
-            BODY,
-            Duration::from_secs(60),
-            None
-        ));
+        assert!(cache
+            .store(
+                flight,
+                key,
+                StatusCode::OK,
+                &json_headers(),
+                BODY,
+                BODY,
+                Duration::from_secs(60),
+                None
+            )
+            .is_some());
         for w in waiters {
             assert!(w.await.unwrap(), "it waited for the first login's answer");
         }
@@ -742,16 +834,18 @@ mod tests {
         let mut headers = json_headers();
         headers.insert("content-encoding", "gzip".parse().unwrap());
         let compressed = b"\x1f\x8b\x08\0as-it-came";
-        assert!(cache.store(
-            flight,
-            key,
-            StatusCode::OK,
-            &headers,
-            compressed,
-            BODY,
-            Duration::from_secs(60),
-            None
-        ));
+        assert!(cache
+            .store(
+                flight,
+                key,
+                StatusCode::OK,
+                &headers,
+                compressed,
+                BODY,
+                Duration::from_secs(60),
+                None
+            )
+            .is_some());
         let Lookup::Hit { entry, .. } = cache.lookup(key, Duration::from_secs(1)).await else {
             panic!("expected a hit");
         };

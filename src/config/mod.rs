@@ -560,6 +560,13 @@ pub struct TokenCacheConfig {
     /// Answer a revoke of a token handed out from the cache locally, so the callers sharing
     /// the session keep it; `false` forwards it to Salesforce.
     pub shield_revoke: bool,
+    /// After a miss fills an entry from a client-credentials login, ask Salesforce's
+    /// introspection endpoint (`POST /services/oauth2/introspect`, RFC 7662; not a login) when
+    /// the session ends (`exp`), and serve the entry until `exp - margin` if that comes before
+    /// `ttl - margin` (never later); an inactive session is not kept. Off by default: it is
+    /// one more request to Salesforce per miss, and `ttl` set to the org's session timeout
+    /// does the same without it.
+    pub introspect: bool,
 }
 
 impl Default for TokenCacheConfig {
@@ -572,6 +579,7 @@ impl Default for TokenCacheConfig {
             max_bytes: 4 * 1024 * 1024,
             negative_ttl: Duration::from_secs(5),
             shield_revoke: true,
+            introspect: false,
         }
     }
 }

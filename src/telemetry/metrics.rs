@@ -179,9 +179,15 @@ pub struct CacheMetrics {
     /// Revokes of cached sessions answered locally (`shield_revoke`).
     pub revokes_shielded: Counter,
     evictions: Family<ReasonLabels, Counter>,
+    /// Introspections of filled entries (`introspect`), by result.
+    introspections: Family<ResultLabels, Counter>,
     pub entries: Gauge,
     pub bytes: Gauge,
 }
+
+/// What an introspection of a cached session found (the `result` label): `ok` (active, with
+/// an `exp`), `inactive` (`active: false`, or an `exp` already past), `error` (anything else).
+pub const INTROSPECTION_RESULTS: [&str; 3] = ["ok", "inactive", "error"];
 
 /// Why a token cache entry goes (the `reason` label).
 pub const CACHE_EVICTION_REASONS: [&str; 5] =
@@ -195,6 +201,24 @@ impl CacheMetrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    /// One introspection done, with `result` (one of [`INTROSPECTION_RESULTS`]).
+    pub fn introspected(&self, result: &'static str) {
+        self.introspections
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// Introspections with `result` so far.
+    pub fn introspections(&self, result: &str) -> u64 {
+        self.introspections
+            .get_or_create(&ResultLabels {
+                result: result.into(),
+            })
+            .get()
     }
 
     /// Entries gone for `reason` so far.
@@ -230,6 +254,16 @@ impl CacheMetrics {
             "grantshift_token_cache_evictions",
             "Token cache entries removed, by reason (expired, capacity, unauthorized: an API call with the token got 401, revoked, reload)",
             self.evictions.clone(),
+        );
+        for result in INTROSPECTION_RESULTS {
+            let _ = self.introspections.get_or_create(&ResultLabels {
+                result: result.into(),
+            });
+        }
+        registry.register(
+            "grantshift_token_cache_introspections",
+            "Sessions the token cache asked Salesforce's introspection endpoint about (token_cache.introspect; not logins), by result (ok: active with an exp, inactive: not kept, error: the configured ttl stays)",
+            self.introspections.clone(),
         );
         registry.register(
             "grantshift_token_cache_waiting",

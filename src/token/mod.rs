@@ -10,6 +10,7 @@
 //! does the I/O only; what happens is decided in [`plan`].
 
 pub mod facts;
+pub mod introspect;
 pub mod plan;
 pub mod revoke;
 pub mod soap;
@@ -33,8 +34,9 @@ use http::request::Parts;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use plan::{BodyRead, Forward, Plan, Rewrite, TokenRequest};
+use plan::{BodyRead, Forward, Plan, Rewrite, TokenRequest, UpstreamBody};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Serve one token request from `client`. Never fails: every problem becomes a response.
@@ -42,7 +44,7 @@ pub async fn handle(
     req: Request<Incoming>,
     target: &Target,
     client: SocketAddr,
-    state: &State,
+    state: &Arc<State>,
 ) -> Response<Body> {
     let started = Instant::now();
     let config = state.config_snapshot();
@@ -190,7 +192,16 @@ pub async fn handle(
             event.action = Action::Upgraded;
             let resp = match flight {
                 Some((key, flight)) => {
-                    keep(resp, key, flight, &rewrite, &config.token_cache, state).await
+                    keep(
+                        resp,
+                        key,
+                        flight,
+                        &rewrite,
+                        target,
+                        &config.token_cache,
+                        state,
+                    )
+                    .await
                 }
                 None => resp,
             };
@@ -252,21 +263,23 @@ pub async fn handle(
 /// Keep a successful upgraded response in the token cache (when it can be read whole, in an
 /// encoding grantshift can read, and names its access token), and give the client the same
 /// bytes. Salesforce compresses it for clients that accept gzip: the token is read from a
-/// decoded copy, the bytes kept are the ones that came.
+/// decoded copy, the bytes kept are the ones that came. With `introspect`, a client-credentials
+/// entry then learns its session's end in a task of its own ([`introspect`]).
 async fn keep(
     resp: Response<Body>,
     key: Key,
     flight: Flight<'_>,
     rewrite: &Rewrite,
+    target: &Target,
     config: &TokenCacheConfig,
-    state: &State,
+    state: &Arc<State>,
 ) -> Response<Body> {
     match facts::read_whole(resp, state.upstream.request_timeout()).await {
         Ok((parts, body)) => {
             if let Some(plain) = facts::decoded(&parts.headers, &body)
                 .map(|p| zeroize::Zeroizing::new(p.into_owned()))
             {
-                state.token_cache.store(
+                let kept = state.token_cache.store(
                     flight,
                     key,
                     parts.status,
@@ -276,11 +289,46 @@ async fn keep(
                     config.serve_for(),
                     rewrite.credential,
                 );
+                if let (Some(entry), true) = (kept, config.introspect) {
+                    introspect_later(entry, key, &plain, rewrite, target, config, state);
+                }
             }
             Response::from_parts(parts, full_body(body))
         }
         Err(resp) => resp,
     }
+}
+
+/// Start the introspection of a client-credentials entry just kept: stored with the configured
+/// ttl, it is shortened when Salesforce answers, so no client waits for that answer. A JWT
+/// bearer login (no client secret), or one whose secret is in `Authorization: Basic`, keeps
+/// the configured ttl.
+fn introspect_later(
+    entry: Arc<Entry>,
+    key: Key,
+    plain: &[u8],
+    rewrite: &Rewrite,
+    target: &Target,
+    config: &TokenCacheConfig,
+    state: &Arc<State>,
+) {
+    let UpstreamBody::Ready(body) = &rewrite.body else {
+        return;
+    };
+    let Some(ask) = crate::broker::cache::access_token(plain)
+        .and_then(|token| introspect::Ask::from_body(token, body))
+    else {
+        return;
+    };
+    let to = upgraded_target(rewrite, target);
+    state.tasks.spawn(introspect::run(
+        state.clone(),
+        config.clone(),
+        to,
+        ask,
+        key,
+        entry,
+    ));
 }
 
 /// The cached answer, as the upstream gave it.
@@ -322,15 +370,7 @@ async fn send_upgraded(
     target: &Target,
     state: &State,
 ) -> Result<Response<Body>, UpstreamError> {
-    let port = if rewrite.target_host.eq_ignore_ascii_case(&target.host) {
-        target.port
-    } else {
-        443
-    };
-    let to = Target {
-        host: rewrite.target_host.clone(),
-        port,
-    };
+    let to = upgraded_target(rewrite, target);
     let uri = Uri::builder()
         .scheme("https")
         .authority(to.authority())
@@ -359,6 +399,20 @@ async fn send_upgraded(
     }
     let resp = state.upstream.send(req, &to.host).await?;
     Ok(to_client(resp))
+}
+
+/// Where the upgraded request goes: the target host, on the original port when it is the
+/// original host (else 443).
+fn upgraded_target(rewrite: &Rewrite, target: &Target) -> Target {
+    let port = if rewrite.target_host.eq_ignore_ascii_case(&target.host) {
+        target.port
+    } else {
+        443
+    };
+    Target {
+        host: rewrite.target_host.clone(),
+        port,
+    }
 }
 
 /// The original request, unchanged but for hop-by-hop fields, to the original host.

@@ -287,6 +287,8 @@ pub async fn handle(
         Some(shared.oauth.token(&call))
     } else if path == salesforce::REVOKE_PATH {
         Some(shared.oauth.revoke(&call))
+    } else if path == salesforce::INTROSPECT_PATH {
+        Some(shared.oauth.introspect(&call))
     } else if path.starts_with("/services/data/") {
         Some(shared.oauth.data(&call))
     } else if path.starts_with("/id/") {

@@ -597,6 +597,8 @@ pub struct OAuthState {
     issued: std::sync::Mutex<Vec<Issued>>,
     /// Sessions ended (revoked, or timed out by a test): their tokens are refused.
     ended: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// `/services/oauth2/introspect` ([`Introspection`]).
+    pub introspection: Introspection,
 }
 
 impl OAuthState {
@@ -605,6 +607,7 @@ impl OAuthState {
             world: std::sync::Mutex::new(world),
             issued: Default::default(),
             ended: Default::default(),
+            introspection: Default::default(),
         }
     }
 
@@ -941,6 +944,7 @@ impl OAuthState {
             map.insert("signature".into(), sig.clone().into());
             signature = Some(sig);
         }
+        self.introspection.issued(&access_token, &org.org_id);
         self.issued.lock().unwrap().push(Issued {
             access_token,
             signature,
@@ -1219,4 +1223,130 @@ pub fn sign_jwt_with_fixture_key(claims: &Value) -> String {
 /// `k=v&…` decoded (form or query).
 fn url_pairs(text: &str) -> Vec<(String, String)> {
     serde_urlencoded::from_str(text).unwrap_or_default()
+}
+
+// ---- Token introspection (`POST /services/oauth2/introspect`, RFC 7662) ----------------------
+
+/// Token introspection: the path.
+pub const INTROSPECT_PATH: &str = "/services/oauth2/introspect";
+
+/// A session's lifetime unless a test sets another (Salesforce's default session timeout).
+pub const DEFAULT_SESSION_LIFETIME_SECS: u64 = 2 * 60 * 60;
+
+/// What the fake's introspection endpoint knows besides the issued tokens: when each was
+/// issued, each org's session lifetime, a test's per-token `exp`, and whether it fails.
+#[derive(Default)]
+pub struct Introspection {
+    /// Access token → (org id, issued at, Unix seconds).
+    issued_at: std::sync::Mutex<std::collections::HashMap<String, (String, u64)>>,
+    /// Org id → session lifetime in seconds ([`DEFAULT_SESSION_LIFETIME_SECS`] otherwise).
+    lifetimes: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Access token → `exp` set by a test.
+    exps: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Answer every introspection with this status and a plain-text body instead.
+    failing: std::sync::Mutex<Option<StatusCode>>,
+}
+
+impl Introspection {
+    fn issued(&self, access_token: &str, org_id: &str) {
+        self.issued_at
+            .lock()
+            .unwrap()
+            .insert(access_token.into(), (org_id.into(), unix_now()));
+    }
+
+    /// Sessions of `org_id` issued from now on (and those issued before) end `secs` after
+    /// they were issued (`0`: at once, so introspection calls them inactive).
+    pub fn set_session_lifetime(&self, org_id: &str, secs: u64) {
+        self.lifetimes.lock().unwrap().insert(org_id.into(), secs);
+    }
+
+    /// The session of `access_token` ends at `exp` (Unix seconds).
+    pub fn set_exp(&self, access_token: &str, exp: u64) {
+        self.exps.lock().unwrap().insert(access_token.into(), exp);
+    }
+
+    /// Every introspection gets `status` (e.g. 503) with a non-JSON body; `None`: answer again.
+    pub fn fail_with(&self, status: Option<StatusCode>) {
+        *self.failing.lock().unwrap() = status;
+    }
+}
+
+impl OAuthState {
+    /// `/services/oauth2/introspect`: the client authenticates with an app's `client_id` and
+    /// `client_secret` (form, else Basic; 401 `invalid_client` otherwise); a token the fake
+    /// issued, not ended and not past its `exp`, is `{"active":true,"exp",…}`; any other is
+    /// `{"active":false}`.
+    pub fn introspect(&self, call: &Call<'_>) -> SfResponse {
+        if let Some(status) = *self.introspection.failing.lock().unwrap() {
+            return SfResponse::text(status, "introspection is down");
+        }
+        let params = Params(form_pairs(call.body));
+        let (key, secret) = client_auth(call, &params);
+        let app_ok = {
+            let world = self.world.lock().unwrap();
+            world.orgs.iter().flat_map(|o| &o.apps).any(|a| {
+                Some(&a.consumer_key) == key.as_ref() && Some(&a.consumer_secret) == secret.as_ref()
+            })
+        };
+        if call.method != "POST" || !app_ok {
+            return SfResponse::json(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "invalid_client", "error_description": "invalid client credentials"}),
+            );
+        }
+        let token = params.get("token").unwrap_or("");
+        let issued = self
+            .issued
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|i| i.access_token == token)
+            .cloned();
+        let ended = self.ended.lock().unwrap().contains(token);
+        let Some((issued, false)) = issued.map(|i| (i, ended)) else {
+            return SfResponse::json(StatusCode::OK, &json!({"active": false}));
+        };
+        let (org_id, iat) = self
+            .introspection
+            .issued_at
+            .lock()
+            .unwrap()
+            .get(token)
+            .cloned()
+            .unwrap_or((issued.org_id.clone(), unix_now()));
+        let lifetime = self
+            .introspection
+            .lifetimes
+            .lock()
+            .unwrap()
+            .get(&org_id)
+            .copied()
+            .unwrap_or(DEFAULT_SESSION_LIFETIME_SECS);
+        let exp = self
+            .introspection
+            .exps
+            .lock()
+            .unwrap()
+            .get(token)
+            .copied()
+            .unwrap_or(iat + lifetime);
+        if exp <= unix_now() {
+            return SfResponse::json(StatusCode::OK, &json!({"active": false}));
+        }
+        SfResponse::json(
+            StatusCode::OK,
+            &json!({
+                "active": true,
+                "scope": "api",
+                "client_id": key,
+                "username": issued.username,
+                "sub": format!("https://{}/id/{}/{}", issued.my_domain, issued.org_id, issued.user_id),
+                "token_type": "access_token",
+                "exp": exp,
+                "iat": iat,
+                "nbf": iat,
+            }),
+        )
+    }
 }

@@ -175,6 +175,11 @@ impl FakeSalesforce {
         self.shared.oauth.end_session(access_token)
     }
 
+    /// The introspection endpoint's knobs (session lifetimes, per-token `exp`, failure).
+    pub fn introspection(&self) -> &super::salesforce::Introspection {
+        &self.shared.oauth.introspection
+    }
+
     /// Requests to the token endpoint, in arrival order.
     pub fn token_requests(&self) -> Vec<Recorded> {
         self.requests_to(super::salesforce::TOKEN_PATH)

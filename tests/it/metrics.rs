@@ -338,6 +338,7 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         ("grantshift_token_cache_negative_hits", "counter"),
         ("grantshift_token_cache_revokes_shielded", "counter"),
         ("grantshift_token_cache_evictions", "counter"),
+        ("grantshift_token_cache_introspections", "counter"),
         ("grantshift_token_cache_waiting", "gauge"),
         ("grantshift_token_cache_entries", "gauge"),
         ("grantshift_token_cache_bytes", "gauge"),

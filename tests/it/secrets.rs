@@ -57,6 +57,8 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
             "password_hash = {}\n\n",
             testkit::proxy::toml_str(&configured_hash)
         ),
+        // Cached sessions are introspected (the client secret and the token go to Salesforce).
+        "[token_cache]\nintrospect = true\n".into(),
     ]
     .concat();
     let builder = TestProxy::builder()
@@ -188,6 +190,13 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
         [upgraded_token.clone(), upgraded_token.clone()],
         "the cache handed out the first login's session"
     );
+    // The first login's session was introspected; the next one's introspection fails (its
+    // debug log names why, never what was sent).
+    let admin_addr = bin.bin.admin_addr().await;
+    introspected(admin_addr, "ok").await;
+    up.sf
+        .introspection()
+        .fail_with(Some(http::StatusCode::SERVICE_UNAVAILABLE));
     let mut gzip_bodies = Vec::new();
     for what in ["gzip login (cached)", "gzip login (from the cache)"] {
         let mut conn = bin.intercepted(LOGIN_HOST, Http::H1).await;
@@ -220,9 +229,9 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
     )
     .await;
     expect(&revoke, 200, "revoke of the cached session (shielded)");
+    introspected(admin_addr, "error").await;
 
     // What the admin server shows.
-    let admin_addr = bin.bin.admin_addr().await;
     let mut admin = String::new();
     for path in ["/metrics", "/report", "/"] {
         let reply = testkit::admin::admin_get(admin_addr, path).await;
@@ -346,6 +355,30 @@ fn assert_no_opaque_blob(what: &str, text: &str) {
         );
         run.clear();
     }
+}
+
+/// Wait (at most 10 s) until an introspection with `result` has been counted.
+async fn introspected(admin: std::net::SocketAddr, result: &str) {
+    within(
+        10,
+        &format!("an introspection with result {result}"),
+        async {
+            loop {
+                let scraped = testkit::admin::scrape(admin).await;
+                let n = scraped
+                    .value(
+                        "grantshift_token_cache_introspections_total",
+                        &[("result", result)],
+                    )
+                    .unwrap_or(0.0);
+                if n >= 1.0 {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await
 }
 
 fn assert_no_secret_in(what: &str, text: &str, secrets: &[(String, String)]) {

@@ -569,3 +569,199 @@ async fn a_jwt_bearer_login_is_cached_per_user() {
         "one assertion per user, none for the hit"
     );
 }
+
+// ---- Introspection (`[token_cache] introspect = true`) ---------------------------------------
+
+const INTROSPECT_ON: &str = "[token_cache]\nintrospect = true\n";
+
+/// `grantshift_token_cache_introspections_total{result}` now.
+async fn introspections(proxy: &TestProxy, result: &str) -> f64 {
+    scrape(proxy.admin_addr())
+        .await
+        .value(
+            "grantshift_token_cache_introspections_total",
+            &[("result", result)],
+        )
+        .unwrap_or(0.0)
+}
+
+/// Wait (at most 10 s) until `n` introspections with `result` have been counted.
+async fn introspected(proxy: &TestProxy, result: &str, n: f64) {
+    within(
+        10,
+        &format!("{n} introspection(s) with result {result}"),
+        async {
+            while introspections(proxy, result).await < n {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await
+}
+
+/// A login of acme's integration user; the `cache` of its event.
+async fn login_cache_use(proxy: &TestProxy) -> (Reply, Value) {
+    let reply = proxy.login(LOGIN_HOST, &acme_password_form()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let event = proxy.next_event().await;
+    (reply, event["cache"].clone())
+}
+
+#[tokio::test]
+async fn with_introspect_a_session_shorter_than_the_ttl_leaves_the_cache_at_exp_minus_margin() {
+    // ttl 15m, margin 1m (the defaults); the org's sessions last 62 s: Salesforce's `exp` says
+    // so, and the entry is served until `exp - 1m`, 2 s at most, instead of 14 minutes.
+    let proxy = TestProxy::start(&(acme_mapping() + INTROSPECT_ON)).await;
+    proxy
+        .sf
+        .introspection()
+        .set_session_lifetime(acme::ORG_ID, 62);
+    let started = std::time::Instant::now();
+    let (first, cache) = login_cache_use(&proxy).await;
+    assert_eq!(cache, "miss");
+    introspected(&proxy, "ok", 1.0).await;
+
+    // The introspection request: RFC 7662's form, with the upgraded login's client.
+    let asked = proxy.sf.requests_to(testkit::salesforce::INTROSPECT_PATH);
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].method, "POST");
+    assert_eq!(asked[0].host_name(), Some(acme::MY_DOMAIN));
+    let form = testkit::salesforce::form_pairs(&asked[0].body);
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(field("token"), first.json()["access_token"].as_str());
+    assert_eq!(field("token_type_hint"), Some("access_token"));
+    assert_eq!(field("client_id"), Some(acme::CLIENT_ID));
+    assert_eq!(field("client_secret"), Some(acme::CLIENT_SECRET));
+
+    // Logins are hits until the entry's shortened time is over, then one goes upstream.
+    let misses_after = within(15, "a login after exp - margin goes upstream", async {
+        loop {
+            let (_, cache) = login_cache_use(&proxy).await;
+            if cache == "miss" {
+                return started.elapsed();
+            }
+            assert_eq!(cache, "hit");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        misses_after < std::time::Duration::from_secs(12),
+        "{misses_after:?}"
+    );
+    assert_eq!(upgraded_requests(&proxy.sf), 2);
+    // Introspection is not a login: two logins upstream for the Run As identity, not more.
+    let metrics = scrape(proxy.admin_addr()).await;
+    assert_eq!(
+        metrics.value(
+            "grantshift_upstream_logins_total",
+            &[
+                ("target_host", acme::MY_DOMAIN),
+                ("identity", acme::CLIENT_ID)
+            ]
+        ),
+        Some(2.0)
+    );
+    assert!(
+        metrics
+            .value(
+                "grantshift_token_cache_evictions_total",
+                &[("reason", "expired")]
+            )
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn without_introspect_the_same_session_is_served_for_the_configured_ttl() {
+    let proxy = TestProxy::start(&acme_mapping()).await;
+    proxy
+        .sf
+        .introspection()
+        .set_session_lifetime(acme::ORG_ID, 62);
+    let (_, cache) = login_cache_use(&proxy).await;
+    assert_eq!(cache, "miss");
+    // Past the 2 s the introspected entry would have lived, every login is still a hit.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(4);
+    while std::time::Instant::now() < until {
+        let (_, cache) = login_cache_use(&proxy).await;
+        assert_eq!(cache, "hit");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(upgraded_requests(&proxy.sf), 1);
+    assert!(proxy
+        .sf
+        .requests_to(testkit::salesforce::INTROSPECT_PATH)
+        .is_empty());
+}
+
+#[tokio::test]
+async fn with_introspect_failing_the_entry_keeps_the_configured_ttl() {
+    let proxy = TestProxy::start(&(acme_mapping() + INTROSPECT_ON)).await;
+    proxy
+        .sf
+        .introspection()
+        .fail_with(Some(http::StatusCode::SERVICE_UNAVAILABLE));
+    let (first, cache) = login_cache_use(&proxy).await;
+    assert_eq!(cache, "miss");
+    introspected(&proxy, "error", 1.0).await;
+    let (second, cache) = login_cache_use(&proxy).await;
+    assert_eq!(cache, "hit");
+    assert_eq!(second.body, first.body);
+    assert_eq!(upgraded_requests(&proxy.sf), 1);
+    assert_eq!(introspections(&proxy, "ok").await, 0.0);
+    assert_eq!(introspections(&proxy, "inactive").await, 0.0);
+}
+
+#[tokio::test]
+async fn with_introspect_an_inactive_session_is_not_kept() {
+    // Sessions that end as they start: Salesforce calls them inactive.
+    let proxy = TestProxy::start(&(acme_mapping() + INTROSPECT_ON)).await;
+    proxy
+        .sf
+        .introspection()
+        .set_session_lifetime(acme::ORG_ID, 0);
+    let (_, cache) = login_cache_use(&proxy).await;
+    assert_eq!(cache, "miss");
+    introspected(&proxy, "inactive", 1.0).await;
+    assert_eq!(
+        metric(
+            &scrape(proxy.admin_addr()).await,
+            "grantshift_token_cache_entries"
+        ),
+        0.0
+    );
+    let (_, cache) = login_cache_use(&proxy).await;
+    assert_eq!(cache, "miss", "the inactive session was not handed out");
+    assert_eq!(upgraded_requests(&proxy.sf), 2);
+}
+
+#[tokio::test]
+async fn with_introspect_a_jwt_bearer_session_is_not_introspected() {
+    let proxy = TestProxy::start(
+        &(jwt_credentials_with_password_toml(
+            acme::USERNAME,
+            Some(acme::MY_DOMAIN),
+            "jwt-app.pkcs8.pem",
+            acme::PASSWORD,
+        ) + INTROSPECT_ON),
+    )
+    .await;
+    proxy
+        .sf
+        .introspection()
+        .set_session_lifetime(acme::ORG_ID, 0);
+    let (_, cache) = login_cache_use(&proxy).await;
+    assert_eq!(cache, "miss");
+    let (_, cache) = login_cache_use(&proxy).await;
+    assert_eq!(cache, "hit", "the configured ttl");
+    assert!(proxy
+        .sf
+        .requests_to(testkit::salesforce::INTROSPECT_PATH)
+        .is_empty());
+}
