@@ -290,7 +290,8 @@ async fn keep(
                     rewrite.credential,
                 );
                 if let (Some(entry), true) = (kept, config.introspect) {
-                    introspect_later(entry, key, &plain, rewrite, target, config, state);
+                    let to = upgraded_target(rewrite, target);
+                    introspect_later(entry, key, &plain, &rewrite.body, to, config, state);
                 }
             }
             Response::from_parts(parts, full_body(body))
@@ -307,12 +308,12 @@ fn introspect_later(
     entry: Arc<Entry>,
     key: Key,
     plain: &[u8],
-    rewrite: &Rewrite,
-    target: &Target,
+    upgraded: &UpstreamBody,
+    to: Target,
     config: &TokenCacheConfig,
     state: &Arc<State>,
 ) {
-    let UpstreamBody::Ready(body) = &rewrite.body else {
+    let UpstreamBody::Ready(body) = upgraded else {
         return;
     };
     let Some(ask) = crate::broker::cache::access_token(plain)
@@ -320,7 +321,6 @@ fn introspect_later(
     else {
         return;
     };
-    let to = upgraded_target(rewrite, target);
     state.tasks.spawn(introspect::run(
         state.clone(),
         config.clone(),

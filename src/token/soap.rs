@@ -32,6 +32,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 use zeroize::Zeroizing;
 
@@ -56,7 +57,7 @@ pub async fn handle(
     req: Request<Incoming>,
     target: &Target,
     client: SocketAddr,
-    state: &State,
+    state: &Arc<State>,
 ) -> Response<Body> {
     let started = Instant::now();
     let config = state.config_snapshot();
@@ -115,7 +116,7 @@ pub async fn handle(
 }
 
 /// A call that is not a login, forwarded unchanged.
-async fn pass(parts: &Parts, body: Body, target: &Target, state: &State) -> Response<Body> {
+async fn pass(parts: &Parts, body: Body, target: &Target, state: &Arc<State>) -> Response<Body> {
     match forward_original(parts, body, target, state).await {
         Ok(resp) => resp,
         Err(e) => upstream_failed(e),
@@ -130,7 +131,7 @@ fn shield_logout(
     body: &[u8],
     target: &Target,
     client: SocketAddr,
-    state: &State,
+    state: &Arc<State>,
     started: Instant,
 ) -> Option<Response<Body>> {
     let config = state.config();
@@ -175,7 +176,7 @@ async fn upgrade(
     buffered: Buffered<Incoming>,
     target: &Target,
     client: SocketAddr,
-    state: &State,
+    state: &Arc<State>,
     started: Instant,
 ) -> Response<Body> {
     let config = state.config_snapshot();
@@ -315,7 +316,7 @@ async fn session(
     rewrite: &SoapRewrite,
     login: &SoapLogin,
     event: &mut Event,
-    state: &State,
+    state: &Arc<State>,
 ) -> Result<Answer, Failure> {
     let token = token(rewrite, event, state).await?;
     if token.jwt_format {
@@ -342,7 +343,7 @@ async fn session(
 async fn token(
     rewrite: &SoapRewrite,
     event: &mut Event,
-    state: &State,
+    state: &Arc<State>,
 ) -> Result<TokenFacts, Failure> {
     let config = state.config_snapshot();
     let timeout = state.upstream.request_timeout();
@@ -455,7 +456,7 @@ async fn token(
         return Err(failure);
     };
     if let (Some((key, flight)), Some(plain)) = (flight, &plain) {
-        state.token_cache.store(
+        let kept = state.token_cache.store(
             flight,
             key,
             head.status,
@@ -465,6 +466,14 @@ async fn token(
             config.token_cache.serve_for(),
             Some(rewrite.credential),
         );
+        if let (Some(entry), true) = (kept, config.token_cache.introspect) {
+            let to = Target {
+                host: rewrite.target_host.clone(),
+                port: 443,
+            };
+            let cache = &config.token_cache;
+            super::introspect_later(entry, key, plain, &rewrite.body, to, cache, state);
+        }
     }
     Ok(token)
 }
@@ -483,7 +492,7 @@ async fn answer(
     rewrite: &SoapRewrite,
     login: &SoapLogin,
     token: &TokenFacts,
-    state: &State,
+    state: &Arc<State>,
 ) -> Result<Answer, Failure> {
     let timeout = state.upstream.request_timeout();
     let bearer = Zeroizing::new(format!("Bearer {}", token.access_token.as_str()));
@@ -594,7 +603,7 @@ async fn answer(
 /// Send `req` (to the host its URI names) and read the whole answer, decoded.
 async fn call(
     req: Request<Body>,
-    state: &State,
+    state: &Arc<State>,
     timeout: std::time::Duration,
 ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), Failure> {
     let host = req.uri().host().unwrap_or_default().to_owned();
@@ -629,7 +638,7 @@ async fn call(
 async fn finish(
     resp: Result<Response<Body>, UpstreamError>,
     mut event: Event,
-    state: &State,
+    state: &Arc<State>,
     started: Instant,
     learn: Option<(&SetKey, &Password, Api)>,
 ) -> Response<Body> {

@@ -251,10 +251,13 @@ impl Verifiers {
 /// `verify_password` of the entry it matches (with no entry, the client-credentials default).
 pub fn view<'a>(config: &'a Config, store: &'a Store) -> impl Fn(&str, &str) -> VerifierView + 'a {
     move |client_id, username| {
-        let entry = config
-            .credentials
-            .iter()
-            .find(|c| c.matches(client_id, username));
+        // A SOAP login()'s set names no app (client id ""): its entry is the one naming an
+        // app for the username, and its password is always checked.
+        let soap = client_id.is_empty();
+        let entry = config.credentials.iter().find(|c| match soap {
+            true => c.is_for(username) && c.soap_app().is_some(),
+            false => c.matches(client_id, username),
+        });
         let source = if entry.is_some_and(|c| c.password_hash.is_some()) {
             VerifierSource::Configured
         } else if store.get(&SetKey::new(client_id, username)).is_some() {
@@ -264,7 +267,10 @@ pub fn view<'a>(config: &'a Config, store: &'a Store) -> impl Fn(&str, &str) -> 
         };
         VerifierView {
             source,
-            mode: entry.map_or(VerifyPassword::IfKnown, |c| c.verify_mode()),
+            mode: match (soap, entry) {
+                (true, Some(_)) => VerifyPassword::Required,
+                (_, entry) => entry.map_or(VerifyPassword::IfKnown, |c| c.verify_mode()),
+            },
         }
     }
 }

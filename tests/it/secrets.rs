@@ -4,7 +4,8 @@
 //! Salesforce refusal and after a refused connection, failed, observed, unmapped, skipped,
 //! passed refresh / client-credentials / JWT grants; verifiers configured and learned;
 //! HTTP/1.1 and HTTP/2; parameters in the body and in the URL; sessions handed out from the
-//! token cache, plain and gzip, used for an API call and revoked) goes through the real binary at
+//! token cache, plain and gzip, used for an API call and revoked; SOAP login() upgraded, from
+//! the cache, refused for its password, and a shielded logout) goes through the real binary at
 //! `RUST_LOG=debug`, in both log formats, and none of the secrets involved may appear in its
 //! stderr, its stdout, its events file, or its admin server's metrics, report and page.
 
@@ -16,6 +17,7 @@ use testkit::*;
 const DOWN_MY_DOMAIN: &str = "down.my.salesforce.com";
 const REFRESH_TOKEN: &str = "5Aep861-SECRET-refresh-e3b0";
 const WRONG_PASSWORD: &str = "pw-SECRET-wrong-0b7e";
+const WRONG_SOAP_PASSWORD: &str = "pw-SECRET-wrong-soap-77c1";
 
 /// What one run wrote: stderr, stdout, the events file, and the admin server's `/metrics`,
 /// `/report` and `/` as one text.
@@ -42,6 +44,10 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
     });
     // The JWT user's configured verifier (`password_hash`).
     let configured_hash = password_hash(acme::REPORTS_PASSWORD);
+    // SOAP login(): the integration user's password + security token, upgraded with the app's
+    // secret from the environment, checked against a configured verifier.
+    let soap_password = format!("{}{}", acme::PASSWORD, acme::SECURITY_TOKEN);
+    let soap_hash = password_hash(&soap_password);
     let config = [
         rollout_toml(TEST_HOST, "observe", 100, true),
         rollout_toml(acme_qa::MY_DOMAIN, "upgrade", 100, false),
@@ -57,6 +63,13 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
             "password_hash = {}\n\n",
             testkit::proxy::toml_str(&configured_hash)
         ),
+        format!(
+            "[[credentials]]\nusername = {}\nclient_id = {}\nclient_secret_env = \"GS_SOAP_APP_SECRET\"\nmy_domain = {}\npassword_hash = {}\n\n",
+            testkit::proxy::toml_str(acme::USERNAME),
+            testkit::proxy::toml_str(acme::CLIENT_ID),
+            testkit::proxy::toml_str(acme::MY_DOMAIN),
+            testkit::proxy::toml_str(&soap_hash),
+        ),
         // Cached sessions are introspected (the client secret and the token go to Salesforce).
         "[token_cache]\nintrospect = true\n".into(),
     ]
@@ -64,7 +77,15 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
     let builder = TestProxy::builder()
         .connect_to(&format!("{DOWN_MY_DOMAIN}:443"), closed_port())
         .extra_toml(&config);
-    let mut bin = BinaryProxy::start(GRANTSHIFT, &up, &builder, log_format, Some("debug")).await;
+    let mut bin = BinaryProxy::start_with_env(
+        GRANTSHIFT,
+        &up,
+        &builder,
+        log_format,
+        Some("debug"),
+        &[("GS_SOAP_APP_SECRET", acme::CLIENT_SECRET)],
+    )
+    .await;
 
     let basic = basic_auth(acme::CLIENT_ID, acme::CLIENT_SECRET);
     let exp = unix_now() + 180;
@@ -231,6 +252,57 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
     expect(&revoke, 200, "revoke of the cached session (shielded)");
     introspected(admin_addr, "error").await;
 
+    // SOAP login(): upgraded (the session is an OAuth one), again from the cache, a wrong
+    // password (forwarded, Salesforce's fault), and a logout of the shared session (answered
+    // by grantshift).
+    let soap = |password: &str| {
+        format!(
+            r#"<se:Envelope xmlns:se="http://schemas.xmlsoap.org/soap/envelope/"><se:Body><login xmlns="urn:partner.soap.sforce.com"><username>{}</username><password>{password}</password></login></se:Body></se:Envelope>"#,
+            acme::USERNAME
+        )
+    };
+    let mut soap_sessions = Vec::new();
+    for (password, status, what) in [
+        (soap_password.as_str(), 200, "SOAP login upgraded"),
+        (soap_password.as_str(), 200, "SOAP login from the cache"),
+        (WRONG_SOAP_PASSWORD, 500, "SOAP login with a wrong password"),
+    ] {
+        let mut conn = bin.intercepted(LOGIN_HOST, Http::H1).await;
+        let req = conn
+            .request(Method::POST, LOGIN_HOST, "/services/Soap/u/64.0")
+            .header("content-type", "text/xml; charset=UTF-8")
+            .header("soapaction", "\"\"")
+            .body(full(soap(password)))
+            .unwrap();
+        let reply = conn.send(req).await;
+        expect(&reply, status, what);
+        let xml = reply.text();
+        if let Some(start) = xml.find("<sessionId>") {
+            let rest = &xml[start + "<sessionId>".len()..];
+            soap_sessions.push(rest[..rest.find('<').unwrap()].to_owned());
+        }
+    }
+    assert_eq!(soap_sessions.len(), 2, "two SOAP sessions handed out");
+    let mut api = bin.intercepted(acme::MY_DOMAIN, Http::H1).await;
+    let logout = format!(
+        r#"<se:Envelope xmlns:se="http://schemas.xmlsoap.org/soap/envelope/"><se:Header><SessionHeader xmlns="urn:partner.soap.sforce.com"><sessionId>{}</sessionId></SessionHeader></se:Header><se:Body><logout xmlns="urn:partner.soap.sforce.com"/></se:Body></se:Envelope>"#,
+        soap_sessions[0]
+    );
+    let req = api
+        .request(
+            Method::POST,
+            acme::MY_DOMAIN,
+            &format!("/services/Soap/u/64.0/{}", &acme::ORG_ID[..15]),
+        )
+        .header("content-type", "text/xml; charset=UTF-8")
+        .body(full(logout))
+        .unwrap();
+    expect(
+        &api.send(req).await,
+        200,
+        "SOAP logout of the cached session (shielded)",
+    );
+
     // What the admin server shows.
     let mut admin = String::new();
     for path in ["/metrics", "/report", "/"] {
@@ -252,6 +324,9 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
         ("password", acme::RUN_AS_PASSWORD),
         ("password", acme_qa::PASSWORD),
         ("password", WRONG_PASSWORD),
+        ("SOAP password", soap_password.as_str()),
+        ("security token", acme::SECURITY_TOKEN),
+        ("SOAP password", WRONG_SOAP_PASSWORD),
         ("client secret", acme::CLIENT_SECRET),
         ("client secret", acme::OTHER_CLIENT_SECRET),
         ("client secret", acme_qa::CLIENT_SECRET),
@@ -262,6 +337,11 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    for session in soap_sessions {
+        let random = session.split_once('!').unwrap().1.to_string();
+        secrets.push(("SOAP session id".into(), session));
+        secrets.push(("SOAP session id (after the org id)".into(), random));
+    }
     for token in handed_out {
         let random = token.split_once('!').unwrap().1.to_string();
         secrets.push(("access token from the cache".into(), token));
@@ -308,6 +388,7 @@ async fn run_every_path(log_format: &str) -> (Vec<(String, String)>, Written) {
         .collect();
     assert_eq!(verifiers.len(), 4, "{state}");
     verifiers.push(configured_hash);
+    verifiers.push(soap_hash);
     for verifier in verifiers {
         let mut parts = verifier.rsplit('$');
         let (hash, salt) = (parts.next().unwrap(), parts.next().unwrap());
@@ -408,8 +489,8 @@ async fn no_secret_reaches_logs_stdout_or_events(log_format: &str) {
         .collect();
     assert_eq!(
         event_lines.len(),
-        18,
-        "one event per token request and one for the revoke:\n{events}"
+        22,
+        "one event per token request, per SOAP login and per shielded revoke or logout:\n{events}"
     );
     let actions: Vec<&str> = event_lines
         .iter()
@@ -435,7 +516,29 @@ async fn no_secret_reaches_logs_stdout_or_events(log_format: &str) {
             "upgraded",
             "upgraded",
             "upgraded",
+            "revoke_shielded",
+            "upgraded",
+            "upgraded",
+            "skipped",
             "revoke_shielded"
+        ]
+    );
+    let soap: Vec<(&str, &str)> = event_lines[18..]
+        .iter()
+        .map(|e| {
+            (
+                e["grant"].as_str().unwrap_or("-"),
+                e["cache"].as_str().or(e["reason"].as_str()).unwrap_or("-"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        soap,
+        [
+            ("soap_login", "miss"),
+            ("soap_login", "hit"),
+            ("soap_login", "password_mismatch"),
+            ("soap_login", "-")
         ]
     );
     let cache: Vec<&str> = event_lines
@@ -443,7 +546,7 @@ async fn no_secret_reaches_logs_stdout_or_events(log_format: &str) {
         .map(|e| e["cache"].as_str().unwrap_or("-"))
         .collect();
     assert_eq!(
-        (&cache[..2], &cache[13..]),
+        (&cache[..2], &cache[13..18]),
         (
             &["miss", "hit"][..],
             &["hit", "hit", "miss", "hit", "-"][..]
@@ -456,8 +559,8 @@ async fn no_secret_reaches_logs_stdout_or_events(log_format: &str) {
     );
     assert_eq!(
         strip_ansi(&stderr).matches("token request").count(),
-        17,
-        "one log line per token request"
+        20,
+        "one log line per token request and SOAP login"
     );
     assert_eq!(event_lines[2]["password_check"], "verified");
     assert_eq!(event_lines[3]["password_check"], "mismatch");
