@@ -6,7 +6,7 @@
 //!
 //! When: after a miss has filled an entry from a client-credentials login, in a task of its
 //! own. The entry is stored with the configured `ttl - margin` first and only shortened when
-//! the answer comes ([`TokenCache::limit`]), so the client that logged in (and the logins that
+//! the answer comes ([`TokenCache::limit`](crate::broker::cache::TokenCache::limit)), so the client that logged in (and the logins that
 //! waited for it) get their answer without waiting one more round trip to Salesforce. The
 //! price: for that round trip a login with the same credentials may be handed the entry even
 //! if Salesforce then calls the session inactive, exactly as without introspection.
