@@ -45,6 +45,8 @@
 //! - [`telemetry`]: events (JSON lines), metrics, the migration report.
 //! - [`access`]: `allow_clients` and proxy authentication.
 //! - [`idle`]: idle timeouts on client connections.
+//! - [`cluster`]: fleet mode: shared state on Redis, every call bounded and optional (down:
+//!   local state serves), values sealed with AES-256-GCM.
 //! - [`config`]: `grantshift.toml` → [`Config`], validated, with key-named errors.
 //! - [`password`]: passwords and their Argon2id verifiers (OWASP parameters), the keyed
 //!   digest (pure).
@@ -56,6 +58,7 @@ pub mod admin;
 pub mod body;
 pub mod broker;
 pub mod ca;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod connect;
@@ -96,6 +99,8 @@ pub enum Error {
     Ca(#[from] ca::CaError),
     #[error(transparent)]
     State(#[from] verifiers::StoreError),
+    #[error("{0}")]
+    Cluster(String),
     #[error("upstream TLS setup: {0}")]
     UpstreamTls(String),
     #[error("{0}")]

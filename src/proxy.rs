@@ -68,6 +68,8 @@ impl Proxy {
                 metrics.report_sets_dropped(dropped);
             })?
         };
+        let cluster = crate::cluster::Cluster::start(&config.cluster, metrics.cluster.clone())
+            .map_err(crate::Error::Cluster)?;
         let config = Arc::new(ArcSwap::from_pointee(config));
         let upstream = Upstream::new(config.clone(), provider, metrics.clone())?;
         Ok(Proxy {
@@ -79,6 +81,7 @@ impl Proxy {
                 metrics,
                 report,
                 verifiers,
+                cluster,
             })),
         })
     }

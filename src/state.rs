@@ -41,6 +41,8 @@ pub struct State {
     pub readiness: Readiness,
     /// Upgraded token responses, per credentials (`[token_cache]`).
     pub token_cache: TokenCache,
+    /// Shared state on Redis (`[cluster]`); `None`: this replica alone.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// The last config reload and how it went (the admin page); `None` before the first.
     last_reload: Mutex<Option<ReloadOutcome>>,
 }
@@ -89,6 +91,7 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     pub report: Arc<Mutex<ReportBuilder>>,
     pub verifiers: Verifiers,
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl State {
@@ -104,6 +107,7 @@ impl State {
         );
         State {
             token_cache,
+            cluster: parts.cluster,
             config: parts.config,
             ca: parts.ca,
             upstream: parts.upstream,

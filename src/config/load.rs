@@ -214,6 +214,7 @@ impl Config {
             }
             self.upstream.proxy_auth_resolved = Some(auth.resolve("upstream.proxy_auth", secrets)?);
         }
+        self.validate_cluster(secrets)?;
         let cache = &self.token_cache;
         if cache.ttl <= cache.margin {
             return Err((
@@ -335,6 +336,66 @@ impl Config {
                 }
                 credential.client_secret = Some(ClientSecret::new(&secret));
             }
+        }
+        Ok(())
+    }
+
+    /// `[cluster]`: the URL's scheme, the key and the password from the environment, the
+    /// replica's name (default: the host name).
+    fn validate_cluster(&mut self, secrets: &dyn Secrets) -> Result<(), (String, String)> {
+        let cluster = &mut self.cluster;
+        if !cluster.enabled() {
+            return Ok(());
+        }
+        let url = cluster.redis.trim();
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err((
+                "cluster.redis".into(),
+                "must be a redis:// or rediss:// URL".into(),
+            ));
+        }
+        if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url) {
+            return Err((
+                "cluster.redis".into(),
+                format!("not a Redis URL ({})", e.category()),
+            ));
+        }
+        let key = zeroize::Zeroizing::new(secrets.env(CLUSTER_KEY_ENV).unwrap_or_default());
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        if key.len() != 64 || !decode_hex(key.trim(), &mut bytes[..]) {
+            return Err((
+                "cluster.redis".into(),
+                format!(
+                    "needs environment variable {CLUSTER_KEY_ENV}: 64 hex characters (32 random bytes, e.g. `openssl rand -hex 32`)"
+                ),
+            ));
+        }
+        cluster.key = Some(Redacted(bytes));
+        if let Some(name) = &cluster.password_env {
+            let password = zeroize::Zeroizing::new(secrets.env(name).unwrap_or_default());
+            if password.is_empty() {
+                return Err((
+                    "cluster.password_env".into(),
+                    format!("environment variable {name} is not set or empty"),
+                ));
+            }
+            cluster.password = Some(Redacted(password));
+        }
+        if cluster.timeout.is_zero() || cluster.timeout > Duration::from_secs(10) {
+            return Err((
+                "cluster.timeout".into(),
+                "must be between 1ms and 10s: it bounds every Redis call a login may wait for"
+                    .into(),
+            ));
+        }
+        if cluster.replica.is_empty() {
+            cluster.replica = host_name();
+        }
+        if cluster.replica.len() > 64 || cluster.replica.chars().any(|c| c.is_control()) {
+            return Err((
+                "cluster.replica".into(),
+                "at most 64 characters, no control characters".into(),
+            ));
         }
         Ok(())
     }
@@ -463,6 +524,31 @@ impl Config {
     }
 }
 
+/// `hex` (even length) into `out` (exactly `hex.len() / 2` bytes); whether it was hex.
+fn decode_hex(hex: &str, out: &mut [u8]) -> bool {
+    if hex.len() != out.len() * 2 {
+        return false;
+    }
+    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+        let digit = |b: u8| (b as char).to_digit(16);
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(hi), Some(lo)) => out[i] = (hi * 16 + lo) as u8,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// This machine's host name (Linux), else `$HOSTNAME`, else `grantshift`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "grantshift".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +592,67 @@ mod tests {
         ))
         .expect("allowed explicitly");
         assert!(allowed.credentials[0].allow_non_salesforce_host);
+    }
+
+    #[test]
+    fn a_cluster_needs_its_key_and_never_prints_it_or_the_password() {
+        let key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<std::collections::HashMap<_, _>>()
+        };
+        let text = "[cluster]\nredis = \"redis://127.0.0.1:6379/0\"\npassword_env = \"GS_REDIS_PW\"\nreplica = \"gs-a\"\n";
+        let secrets = env(&[(CLUSTER_KEY_ENV, key), ("GS_REDIS_PW", "redis-SECRET")]);
+        let ok = Config::from_toml_str_with(text, Path::new("/"), &secrets).unwrap();
+        assert!(ok.cluster.enabled());
+        assert_eq!(ok.cluster.key.as_ref().unwrap().0[..2], [0x00, 0x11]);
+        assert_eq!(ok.cluster.replica, "gs-a");
+        assert_eq!(ok.cluster.timeout, Duration::from_millis(250));
+        let printed = format!("{:?}", ok.cluster);
+        assert!(
+            !printed.contains("redis-SECRET") && !printed.contains("00112233"),
+            "{printed}"
+        );
+        assert!(!toml::to_string(&ok.cluster)
+            .unwrap()
+            .contains("redis-SECRET"));
+        // No [cluster], or an empty URL: no cluster and no key needed.
+        for text in ["", "[cluster]\nredis = \"\"\n"] {
+            let c = Config::from_toml_str_with(text, Path::new("/"), &env(&[])).unwrap();
+            assert!(!c.cluster.enabled() && c.cluster.key.is_none());
+        }
+        for (text, secrets, says) in [
+            (text, env(&[("GS_REDIS_PW", "x")]), "cluster.redis"),
+            (
+                text,
+                env(&[(CLUSTER_KEY_ENV, "abc"), ("GS_REDIS_PW", "x")]),
+                CLUSTER_KEY_ENV,
+            ),
+            (
+                text,
+                env(&[(CLUSTER_KEY_ENV, &key.replace('0', "g"))]),
+                CLUSTER_KEY_ENV,
+            ),
+            (text, env(&[(CLUSTER_KEY_ENV, key)]), "cluster.password_env"),
+            (
+                "[cluster]\nredis = \"http://x\"\n",
+                env(&[(CLUSTER_KEY_ENV, key)]),
+                "cluster.redis",
+            ),
+            (
+                "[cluster]\nredis = \"redis://x\"\ntimeout = \"0s\"\n",
+                env(&[(CLUSTER_KEY_ENV, key)]),
+                "cluster.timeout",
+            ),
+        ] {
+            let err = Config::from_toml_str_with(text, Path::new("/"), &secrets)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{err}");
+            assert!(!err.contains("redis-SECRET"), "{err}");
+        }
     }
 
     #[test]

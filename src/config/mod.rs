@@ -54,6 +54,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub state: StateConfig,
     pub token_cache: TokenCacheConfig,
+    /// Fleet mode: shared state on Redis (absent or `redis = ""`: none, this replica alone).
+    pub cluster: ClusterConfig,
     /// Where this config came from: its file's path, `(defaults)` or `(inline config)` (the
     /// admin page says it; not a config key).
     #[serde(skip)]
@@ -604,5 +606,65 @@ impl Default for TelemetryConfig {
             events_max_queued: DEFAULT_EVENTS_MAX_QUEUED,
             report_max_sets: DEFAULT_REPORT_MAX_SETS,
         }
+    }
+}
+
+/// The environment variable holding the key that seals what replicas share on Redis
+/// (64 hex characters: 32 bytes, AES-256-GCM).
+pub const CLUSTER_KEY_ENV: &str = "GRANTSHIFT_CLUSTER_KEY";
+
+/// `[cluster]`: several replicas share state on Redis (docs/operating.md, "Fleet: shared state
+/// on Redis").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://host:port/db` or `rediss://` (TLS); `""` (default): no cluster.
+    pub redis: String,
+    /// The environment variable holding the Redis AUTH password (never the password).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// This replica's name (events' `replica` field); default: the host name.
+    pub replica: String,
+    /// Every key this proxy writes starts with it.
+    pub prefix: String,
+    /// Bound on every Redis call; past it the call counts as failed and local state serves.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The resolved `password_env`; never printed.
+    #[serde(skip)]
+    pub password: Option<Redacted<String>>,
+    /// The resolved `GRANTSHIFT_CLUSTER_KEY`; never printed.
+    #[serde(skip)]
+    pub key: Option<Redacted<[u8; 32]>>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            redis: String::new(),
+            password_env: None,
+            replica: String::new(),
+            prefix: "grantshift:".into(),
+            timeout: Duration::from_millis(250),
+            password: None,
+            key: None,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether a cluster is configured.
+    pub fn enabled(&self) -> bool {
+        !self.redis.trim().is_empty()
+    }
+}
+
+/// A secret held by the config: wiped when dropped, `<redacted>` when printed.
+#[derive(Clone)]
+pub struct Redacted<T: zeroize::Zeroize>(pub zeroize::Zeroizing<T>);
+
+impl<T: zeroize::Zeroize> std::fmt::Debug for Redacted<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
     }
 }

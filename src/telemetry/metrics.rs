@@ -287,6 +287,8 @@ pub struct Metrics {
     registry: Registry,
     /// The token cache's (shared with it).
     pub token_cache: CacheMetrics,
+    /// `[cluster]`'s (shared with it).
+    pub cluster: crate::cluster::ClusterMetrics,
     host_labels: RwLock<HostLabels>,
     token_requests: Family<TokenLabels, Counter>,
     upgrade_failures: Family<FailureLabels, Counter>,
@@ -483,9 +485,12 @@ impl Metrics {
         }
         let token_cache = CacheMetrics::default();
         token_cache.register(&mut registry);
+        let cluster = crate::cluster::ClusterMetrics::default();
+        cluster.register(&mut registry);
         Metrics {
             registry,
             token_cache,
+            cluster,
             host_labels: RwLock::new(HostLabels::default()),
             token_requests,
             upgrade_failures,

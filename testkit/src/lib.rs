@@ -44,6 +44,7 @@ pub mod faults;
 pub mod logins;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod routes;
 pub mod salesforce;
 pub mod upstreams;

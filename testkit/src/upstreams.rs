@@ -71,9 +71,11 @@ pub(crate) fn sni_acceptor(
 /// A stand-in for Salesforce: TLS on 127.0.0.1 with its own test CA, one certificate per
 /// [`SALESFORCE_HOSTS`] name chosen by SNI, ALPN h2 and http/1.1, serving [`routes`]; its
 /// OAuth endpoints start with [`World::standard`] (change it with [`FakeSalesforce::edit`]).
+/// Clones are the same server (fleet tests wire several proxies to one).
+#[derive(Clone)]
 pub struct FakeSalesforce {
     addr: SocketAddr,
-    ca: TestCa,
+    ca: Arc<TestCa>,
     shared: Arc<Shared>,
 }
 
@@ -116,7 +118,11 @@ impl FakeSalesforce {
                 });
             }
         });
-        FakeSalesforce { addr, ca, shared }
+        FakeSalesforce {
+            addr,
+            ca: Arc::new(ca),
+            shared,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -19,6 +19,8 @@ mod binary_run;
 mod binary_upgrade;
 mod ca;
 mod cli;
+mod cluster;
+mod cluster_cache;
 mod config;
 mod connect_ports;
 mod container;

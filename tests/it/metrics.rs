@@ -343,6 +343,8 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         ("grantshift_token_cache_entries", "gauge"),
         ("grantshift_token_cache_bytes", "gauge"),
         ("grantshift_upstream_logins_last_hour", "gauge"),
+        ("grantshift_cluster_up", "gauge"),
+        ("grantshift_cluster_errors", "counter"),
     ]
     .iter()
     .map(|(n, k)| (n.to_string(), k.to_string()))
