@@ -345,7 +345,7 @@ impl TokenCache {
                     lock: None,
                 };
                 if let Some(cluster) = &self.cluster {
-                    match self.from_fleet(cluster, &key, &mut flight, wait).await {
+                    match self.ask_fleet(cluster, &key, &mut flight, wait).await {
                         Fleet::Hit(entry, waited) => {
                             if let Some(guard) = flight.guard.take() {
                                 let _ = guard.insert(entry.clone());
@@ -598,7 +598,7 @@ impl TokenCache {
 
     /// The fleet's entry for `key`, or its answer after another replica's login (waiting at
     /// most `wait`), or the fleet's lock taken into `flight`: this replica logs in.
-    async fn from_fleet(
+    async fn ask_fleet(
         &self,
         cluster: &Arc<Cluster>,
         key: &Key,
