@@ -330,6 +330,9 @@ pub fn strip_ansi(text: &str) -> String {
 pub struct BinaryProxy {
     pub bin: RunningBinary,
     dir: tempfile::TempDir,
+    /// The CA certificate: `grantshift-ca.pem` next to the config, or the builder's
+    /// [`ca_files`](TestProxyBuilder::ca_files) (a CA shared with another replica).
+    ca_cert: Option<PathBuf>,
     ca_pem: String,
 }
 
@@ -359,20 +362,22 @@ impl BinaryProxy {
         let dir = tempfile::tempdir().expect("binary tempdir");
         std::fs::write(dir.path().join("grantshift.toml"), builder.render(up))
             .expect("write grantshift.toml");
-        BinaryProxy::run_in(binary, dir, log_format, rust_log, env).await
+        let ca_cert = builder.ca_cert_path().map(Path::to_path_buf);
+        BinaryProxy::run_in(binary, dir, ca_cert, log_format, rust_log, env).await
     }
 
     /// `grantshift run` again on the same directory (config, CA, events and state files) after
     /// this one exited (stopped, or killed and waited for): a restart. `--log-format json`.
     pub async fn restart(self, binary: Binary, env: &[(&str, &str)]) -> BinaryProxy {
         assert!(self.bin.exited, "restart a process that has exited");
-        let BinaryProxy { dir, .. } = self;
-        BinaryProxy::run_in(binary, dir, "json", None, env).await
+        let BinaryProxy { dir, ca_cert, .. } = self;
+        BinaryProxy::run_in(binary, dir, ca_cert, "json", None, env).await
     }
 
     async fn run_in(
         binary: Binary,
         dir: tempfile::TempDir,
+        ca_cert: Option<PathBuf>,
         log_format: &str,
         rust_log: Option<&str>,
         env: &[(&str, &str)],
@@ -390,9 +395,17 @@ impl BinaryProxy {
             cmd.env(name, value);
         }
         let bin = RunningBinary::start(cmd).await;
-        let ca_pem = std::fs::read_to_string(dir.path().join("grantshift-ca.pem"))
-            .expect("the binary created its CA next to its config");
-        BinaryProxy { bin, dir, ca_pem }
+        let ca_path = ca_cert
+            .clone()
+            .unwrap_or_else(|| dir.path().join("grantshift-ca.pem"));
+        let ca_pem = std::fs::read_to_string(&ca_path)
+            .unwrap_or_else(|e| panic!("the binary's CA certificate {ca_path:?}: {e}"));
+        BinaryProxy {
+            bin,
+            dir,
+            ca_cert,
+            ca_pem,
+        }
     }
 
     /// The state file of learned password verifiers (`[state] dir` is `state/` by default).
@@ -402,6 +415,11 @@ impl BinaryProxy {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The CA certificate clients trust, in PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
     }
 
     pub fn config_path(&self) -> std::path::PathBuf {

@@ -28,6 +28,10 @@
 //! - [`admin`]: the admin server from a test's side, its OpenMetrics text, `grantshift report`.
 //! - [`faults`]: the hardening tests' leak checks, a process of its own for a test that counts
 //!   file descriptors, and misbehaving upstreams.
+//! - [`haproxy`]: Debian's HAProxy in TCP mode in front of grantshift replicas, health-checked
+//!   on their `/readyz`; its stats socket tells a test when a server is marked DOWN.
+//! - [`fleet`]: two (or more) `grantshift` binaries sharing one CA and one fake Salesforce
+//!   behind HAProxy, as `docker compose --profile fleet` runs them.
 //! - [`process`]: a process's memory and file descriptors from `/proc`, the open-file limit.
 //!
 //! Paths into the repository (`tests/fixtures`, `tests/clients`, `target/clients`) are resolved
@@ -41,6 +45,8 @@ pub mod clients;
 pub mod edges;
 pub mod fast_salesforce;
 pub mod faults;
+pub mod fleet;
+pub mod haproxy;
 pub mod logins;
 pub mod process;
 pub mod proxy;

@@ -151,6 +151,11 @@ impl TestProxyBuilder {
         self
     }
 
+    /// The CA certificate given with [`ca_files`](Self::ca_files), if any.
+    pub fn ca_cert_path(&self) -> Option<&Path> {
+        self.ca_files.as_ref().map(|(cert, _)| cert.as_path())
+    }
+
     /// Use these CA files instead of fresh ones in the proxy's TempDir (restart tests).
     pub fn ca_files(mut self, cert: &Path, key: &Path) -> Self {
         self.ca_files = Some((cert.to_path_buf(), key.to_path_buf()));

@@ -219,11 +219,13 @@ fn compose_bind_mounts_exist_and_named_volumes_are_declared() {
                 "service {name} builds {context}/{dockerfile}, which does not exist"
             );
         }
-        for dep in svc["depends_on"]
-            .as_sequence()
-            .map(|v| v.as_slice())
-            .unwrap_or_default()
-        {
+        // `depends_on: [a, b]` or `depends_on: {a: {condition: …}}`.
+        let deps: Vec<Yaml> = match &svc["depends_on"] {
+            Yaml::Sequence(list) => list.clone(),
+            Yaml::Mapping(m) => m.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        for dep in &deps {
             assert!(
                 services.contains_key(dep),
                 "service {name} depends on unknown service {dep:?}"
@@ -692,6 +694,9 @@ fn promql_reader_finds_metrics_matchers_and_grouping_labels() {
     assert_eq!(uses.grouping_labels, ["le", "kind", "kind"]);
 }
 
+/// The labels Prometheus attaches to every series of a scrape target.
+const TARGET_LABELS: &[&str] = &["instance", "job"];
+
 #[tokio::test]
 async fn dashboard_queries_use_only_metrics_and_labels_grantshift_exports() {
     let compose = compose();
@@ -740,7 +745,10 @@ async fn dashboard_queries_use_only_metrics_and_labels_grantshift_exports() {
                     !uses.metrics.is_empty(),
                     "panel {title:?}: `{expr}` names no metric"
                 );
-                let mut expr_labels = BTreeSet::new();
+                // Prometheus adds its target labels to every series it scrapes: the fleet
+                // dashboard's per-replica panels group by `instance`.
+                let mut expr_labels: BTreeSet<String> =
+                    TARGET_LABELS.iter().map(|l| l.to_string()).collect();
                 for (metric, labels) in &uses.metrics {
                     let known = exported.get(metric).unwrap_or_else(|| {
                         panic!(
@@ -1279,5 +1287,251 @@ fn the_documented_ca_copy_names_the_ca_file_the_container_config_uses() {
             .iter()
             .all(|(_, _, path, _)| Path::new(path) != config.ca.key),
         "{copies:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fleet (profile `fleet`): deploy/fleet/, deploy/haproxy/, deploy/prometheus/fleet.yml
+
+const REPLICAS: [&str; 2] = ["gs-a", "gs-b"];
+
+fn profiles(service: &Yaml) -> Vec<String> {
+    service["profiles"]
+        .as_sequence()
+        .map(|v| v.iter().map(str_of).collect())
+        .unwrap_or_default()
+}
+
+/// A replica's config file (its `GRANTSHIFT_CONFIG` through its bind mount) as TOML.
+fn replica_config_toml(compose: &Yaml, name: &str) -> (PathBuf, toml::Table) {
+    let svc = service(compose, name);
+    let in_container = environment(svc)
+        .remove("GRANTSHIFT_CONFIG")
+        .unwrap_or_else(|| panic!("{name} sets GRANTSHIFT_CONFIG"));
+    let path = host_path_of(svc, &in_container);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let table: toml::Table = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (path, table)
+}
+
+/// The replica's config as grantshift loads it, without its `[cluster]` table: that table is
+/// read by the shared-state code (src/cluster, which needs GRANTSHIFT_CLUSTER_KEY in the
+/// environment to load it) and checked on its own below.
+fn replica_config(table: &toml::Table) -> Config {
+    let mut without = table.clone();
+    without.remove("cluster");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("grantshift.toml");
+    std::fs::write(&file, toml::to_string(&without).unwrap()).unwrap();
+    Config::load_file(&file).unwrap_or_else(|e| panic!("the fleet config is rejected: {e}"))
+}
+
+/// The named volume mounted at (or above) `path` in `svc`, and whether it is read-only.
+fn volume_of(svc: &Yaml, path: &Path) -> Mount {
+    mounts(svc)
+        .into_iter()
+        .filter(|m| !m.is_bind() && path.starts_with(&m.target))
+        .max_by_key(|m| m.target.len())
+        .unwrap_or_else(|| panic!("no named volume holds {}", path.display()))
+}
+
+#[test]
+fn the_fleet_profile_runs_two_replicas_on_one_config_sharing_one_read_only_ca() {
+    let compose = compose();
+    for name in ["grantshift", "prometheus", "grafana"] {
+        assert!(
+            profiles(service(&compose, name)).is_empty(),
+            "{name}: `docker compose up` without a profile runs what it ran before"
+        );
+    }
+    for name in REPLICAS
+        .iter()
+        .chain(&["fleet-ca", "valkey", "haproxy", "prometheus-fleet"])
+    {
+        assert_eq!(profiles(service(&compose, name)), ["fleet"], "{name}");
+    }
+
+    let fleet_ca = service(&compose, "fleet-ca");
+    let ca_config = Config::load_file(&host_path_of(
+        fleet_ca,
+        &environment(fleet_ca)["GRANTSHIFT_CONFIG"],
+    ))
+    .expect("the fleet-ca config loads");
+    let ca_volume = volume_of(fleet_ca, &ca_config.ca.cert);
+    assert!(!ca_volume.read_only, "fleet-ca writes the CA");
+    let in_volume = |m: &Mount, p: &Path| p.strip_prefix(&m.target).unwrap().to_path_buf();
+
+    let mut paths = Vec::new();
+    let mut first: Option<toml::Table> = None;
+    for name in REPLICAS {
+        let svc = service(&compose, name);
+        let (path, table) = replica_config_toml(&compose, name);
+        assert_eq!(path, repo_path("deploy/fleet/grantshift.toml"), "{name}");
+        match &first {
+            None => first = Some(table.clone()),
+            Some(t) => assert_eq!(t, &table, "every replica runs the same config"),
+        }
+        let config = replica_config(&table);
+        assert!(config.proxy.listen.ip().is_unspecified());
+        assert!(!config.proxy.allow_clients.is_empty());
+        assert_eq!(svc["hostname"].as_str(), Some(name), "the replica's name");
+
+        // The one CA: the fleet-ca volume, read-only, the same files fleet-ca created.
+        for (cert_or_key, created) in [
+            (&config.ca.cert, &ca_config.ca.cert),
+            (&config.ca.key, &ca_config.ca.key),
+        ] {
+            let m = volume_of(svc, cert_or_key);
+            assert_eq!(m.source, ca_volume.source, "{name}: the CA is the fleet's");
+            assert!(m.read_only, "{name}: the CA is mounted read-only");
+            assert_eq!(in_volume(&m, cert_or_key), in_volume(&ca_volume, created));
+        }
+        // Its own record: events and state in a writable volume of its own.
+        for p in [PathBuf::from(&config.telemetry.events), config.state.dir] {
+            let m = volume_of(svc, &p);
+            assert!(!m.read_only, "{name}: {} is writable", p.display());
+            assert_ne!(m.source, ca_volume.source);
+            paths.push(m.source);
+        }
+        // Shared state: [cluster] on the compose valkey, its key from the environment.
+        let cluster = table["cluster"].as_table().expect("[cluster]");
+        assert_eq!(
+            cluster["redis"].as_str(),
+            Some("redis://valkey:6379/0"),
+            "{name}"
+        );
+        assert!(
+            environment(svc).contains_key("GRANTSHIFT_CLUSTER_KEY"),
+            "{name} passes GRANTSHIFT_CLUSTER_KEY"
+        );
+        assert!(svc["depends_on"]["fleet-ca"].is_mapping(), "{name}");
+        assert!(svc["depends_on"]["valkey"].is_mapping(), "{name}");
+    }
+    paths.sort();
+    paths.dedup();
+    assert_eq!(
+        paths.len(),
+        2,
+        "each replica its own data volume: {paths:?}"
+    );
+    assert!(profiles(service(&compose, "valkey")).contains(&"fleet".to_string()));
+    assert!(
+        service(&compose, "valkey")["ports"].is_null(),
+        "Valkey is not published on the host"
+    );
+}
+
+#[test]
+fn haproxy_balances_tcp_to_each_replica_and_checks_its_readyz() {
+    let compose = compose();
+    let lb = service(&compose, "haproxy");
+    let cfg_path = host_path_of(lb, "/usr/local/etc/haproxy/haproxy.cfg");
+    assert_eq!(cfg_path, repo_path("deploy/haproxy/haproxy.cfg"));
+    // Debian's haproxy accepts it (the replicas' names do not resolve here: `init-addr none`
+    // lets HAProxy start before they do).
+    let out = std::process::Command::new(testkit::haproxy::HAPROXY)
+        .arg("-c")
+        .arg("-f")
+        .arg(&cfg_path)
+        .output()
+        .expect("run haproxy -c");
+    assert!(
+        out.status.success(),
+        "haproxy -c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&cfg_path).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    for want in [
+        "mode tcp",
+        "option httpchk",
+        "http-check expect status 200",
+        "option redispatch 1",
+    ] {
+        assert!(lines.contains(&want), "haproxy.cfg has `{want}`");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("http-check send meth GET uri /readyz")),
+        "the health check is GET /readyz"
+    );
+    let (_, table) = replica_config_toml(&compose, REPLICAS[0]);
+    let config = replica_config(&table);
+    let (listen, admin) = (config.proxy.listen.port(), admin_port(&config));
+    for name in REPLICAS {
+        let want = format!("server {name} {name}:{listen} check port {admin}");
+        assert!(lines.contains(&want.as_str()), "haproxy.cfg has `{want}`");
+    }
+    let frontend_port = lines
+        .iter()
+        .skip_while(|l| **l != "frontend grantshift")
+        .find_map(|l| l.strip_prefix("bind :"))
+        .expect("frontend grantshift binds a port");
+    let published = published_ports(lb);
+    assert!(
+        published
+            .iter()
+            .any(|(ip, _, c)| ip.as_deref() == Some("127.0.0.1") && c.to_string() == frontend_port),
+        "the frontend's port is published on loopback: {published:?}"
+    );
+}
+
+#[test]
+fn the_fleet_prometheus_scrapes_every_replica_and_grafana_has_its_datasource() {
+    let compose = compose();
+    let prom = service(&compose, "prometheus-fleet");
+    let config_flag = prom["command"]
+        .as_sequence()
+        .expect("command")
+        .iter()
+        .map(str_of)
+        .find_map(|a| a.strip_prefix("--config.file=").map(str::to_string))
+        .expect("--config.file");
+    let host = host_path_of(prom, &config_flag);
+    assert_eq!(host, repo_path("deploy/prometheus/fleet.yml"));
+    let prom_config = yaml_file(&host);
+    let (_, table) = replica_config_toml(&compose, REPLICAS[0]);
+    let admin = admin_port(&replica_config(&table));
+    let job = prom_config["scrape_configs"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|j| j["job_name"].as_str() == Some("grantshift"))
+        .expect("job grantshift (the alerts select it)");
+    let targets: BTreeSet<String> = job["static_configs"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|sc| sc["targets"].as_sequence().into_iter().flatten())
+        .map(str_of)
+        .collect();
+    let want: BTreeSet<String> = REPLICAS.iter().map(|r| format!("{r}:{admin}")).collect();
+    assert_eq!(targets, want);
+    let rules = host_path_of(prom, "/etc/prometheus/alerts.yml");
+    assert_eq!(rules, repo_path("deploy/prometheus/alerts.yml"));
+
+    let grafana = service(&compose, "grafana");
+    let provisioning = host_path_of(grafana, "/etc/grafana/provisioning");
+    let port = published_ports(prom).first().map(|p| p.2).expect("port");
+    let fleet_source = yaml_files(&provisioning.join("datasources"))
+        .iter()
+        .flat_map(|f| {
+            yaml_file(f)["datasources"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .find(|d| d["uid"].as_str() == Some("prometheus-fleet"))
+        .expect("the prometheus-fleet datasource");
+    assert_eq!(
+        fleet_source["url"].as_str(),
+        Some(format!("http://prometheus-fleet:{port}").as_str())
     );
 }

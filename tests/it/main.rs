@@ -33,6 +33,7 @@ mod errors;
 mod fake_salesforce;
 mod fallback;
 mod faults;
+mod fleet;
 mod harness;
 mod hop_by_hop;
 mod hop_protocol;

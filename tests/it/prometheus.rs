@@ -723,6 +723,7 @@ fn openmetrics_counters_are_renamed_for_promtools_text_format() {
 fn promtool_checks_the_deploy_config_and_rules_and_runs_the_rules_unit_tests() {
     for args in [
         &["check", "config", "deploy/prometheus/prometheus.yml"][..],
+        &["check", "config", "deploy/prometheus/fleet.yml"],
         &["check", "rules", "deploy/prometheus/alerts.yml"],
         &["test", "rules", "deploy/prometheus/alerts.test.yml"],
     ] {
