@@ -101,9 +101,10 @@ impl State {
             parts.config.load().proxy.token_body_budget,
             parts.metrics.token_body_bytes.clone(),
         );
-        let token_cache = TokenCache::new(
+        let token_cache = TokenCache::shared(
             &parts.config.load().token_cache,
             parts.metrics.token_cache.clone(),
+            parts.cluster.clone(),
         );
         State {
             token_cache,

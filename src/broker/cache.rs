@@ -19,6 +19,7 @@
 //!
 //! [`Rewrite::shape`]: crate::token::plan::Rewrite#structfield.shape
 
+use crate::cluster::Cluster;
 use crate::config::{Flow, TokenCacheConfig};
 use crate::telemetry::events::UpstreamErrorInfo;
 pub use crate::telemetry::metrics::CacheMetrics;
@@ -71,6 +72,9 @@ pub struct Entry {
     /// The `[[credentials]]` entry of the login that filled it (a reload that changes that
     /// entry drops it).
     credential: Option<[u8; 32]>,
+    /// Stored in the fleet's Redis too: a local hit checks it is still there (another
+    /// replica may have evicted it).
+    shared: bool,
 }
 
 impl Entry {
@@ -167,13 +171,43 @@ pub struct Negative {
 pub struct Flight<'a> {
     guard:
         Option<PlaceholderGuard<'a, Key, Arc<Entry>, ByBytes, DefaultHashBuilder, CountEvictions>>,
+    /// The fleet's lock for the key, held (its Redis key and random value).
+    lock: Option<(Arc<Cluster>, String, String)>,
 }
 
 impl Flight<'_> {
     /// A flight nobody waits for (the cache was not asked, or waiting took too long).
     pub fn alone() -> Self {
-        Flight { guard: None }
+        Flight {
+            guard: None,
+            lock: None,
+        }
     }
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        // Ended without an answer stored: let another replica's waiter try at once.
+        if let Some((cluster, lock, value)) = self.lock.take() {
+            tokio::spawn(async move { unlock(&cluster, lock, value).await });
+        }
+    }
+}
+
+/// Delete the fleet lock `lock` if it still holds `value` (not another replica's lock taken
+/// after ours expired).
+async fn unlock(cluster: &Cluster, lock: String, value: String) {
+    const SCRIPT: &str =
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+    cluster
+        .call("cache_unlock", |mut conn| async move {
+            redis::Script::new(SCRIPT)
+                .key(lock)
+                .arg(value)
+                .invoke_async::<i64>(&mut conn)
+                .await
+        })
+        .await;
 }
 
 /// What the cache has for a login.
@@ -188,6 +222,8 @@ pub enum Lookup<'a> {
 
 pub struct TokenCache {
     secret: Zeroizing<[u8; 32]>,
+    /// The fleet's Redis, shared by every replica (`[cluster]`).
+    cluster: Option<Arc<Cluster>>,
     entries: Entries,
     negative: Cache<Key, Arc<Negative>>,
     pub metrics: CacheMetrics,
@@ -195,8 +231,24 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(config: &TokenCacheConfig, metrics: CacheMetrics) -> TokenCache {
-        let mut secret = Zeroizing::new([0u8; 32]);
-        getrandom::getrandom(&mut secret[..]).expect("the OS has random bytes");
+        TokenCache::shared(config, metrics, None)
+    }
+
+    /// A cache shared through `cluster` (when there is one): its keys are digests under a key
+    /// every replica derives from the fleet's, so every replica finds the same entries.
+    pub fn shared(
+        config: &TokenCacheConfig,
+        metrics: CacheMetrics,
+        cluster: Option<Arc<Cluster>>,
+    ) -> TokenCache {
+        let secret = match &cluster {
+            Some(cluster) => cluster.derive("token-cache"),
+            None => {
+                let mut secret = Zeroizing::new([0u8; 32]);
+                getrandom::getrandom(&mut secret[..]).expect("the OS has random bytes");
+                secret
+            }
+        };
         let max_entries = config.max_entries.max(1);
         let entries = Cache::with(
             max_entries,
@@ -211,6 +263,7 @@ impl TokenCache {
         );
         TokenCache {
             secret,
+            cluster,
             entries,
             negative: Cache::new(max_entries),
             metrics,
@@ -251,6 +304,9 @@ impl TokenCache {
     /// request failed, it is a miss of its own.
     pub async fn lookup(&self, key: Key, wait: Duration) -> Lookup<'_> {
         if let Some(entry) = self.live(&key) {
+            if entry.shared && !self.still_shared(&key, &entry).await {
+                return Box::pin(self.lookup(key, wait)).await;
+            }
             self.metrics.hits.inc();
             return Lookup::Hit {
                 entry,
@@ -284,8 +340,28 @@ impl TokenCache {
                     self.metrics.waits.inc();
                     return Lookup::Negative(negative);
                 }
+                let mut flight = Flight {
+                    guard: Some(guard),
+                    lock: None,
+                };
+                if let Some(cluster) = &self.cluster {
+                    match self.ask_fleet(cluster, &key, &mut flight, wait).await {
+                        Fleet::Hit(entry, waited) => {
+                            if let Some(guard) = flight.guard.take() {
+                                let _ = guard.insert(entry.clone());
+                            }
+                            self.update_gauges();
+                            self.metrics.hits.inc();
+                            if waited {
+                                self.metrics.waits.inc();
+                            }
+                            return Lookup::Hit { entry, waited };
+                        }
+                        Fleet::Miss => {}
+                    }
+                }
                 self.metrics.misses.inc();
-                Lookup::Miss(Flight { guard: Some(guard) })
+                Lookup::Miss(flight)
             }
             Err(_waited_too_long) => {
                 self.metrics.misses.inc();
@@ -337,7 +413,9 @@ impl TokenCache {
         serve_for: Duration,
         credential: Option<[u8; 32]>,
     ) -> Option<Arc<Entry>> {
+        let mut flight = flight;
         let token = access_token(plain)?;
+        let shared = self.cluster.as_ref().is_some_and(|c| c.is_up());
         let entry = Arc::new(Entry {
             status,
             headers: headers.clone(),
@@ -345,9 +423,13 @@ impl TokenCache {
             token: self.token_digest(&token),
             expires: std::sync::Mutex::new(Instant::now() + serve_for),
             credential,
+            shared,
         });
         drop(token);
-        match flight.guard {
+        if let (Some(cluster), true) = (&self.cluster, shared) {
+            self.publish(cluster.clone(), key, &entry, serve_for, flight.lock.take());
+        }
+        match flight.guard.take() {
             Some(guard) => {
                 let _ = guard.insert(entry.clone());
             }
@@ -453,14 +535,193 @@ impl TokenCache {
             .map(|(k, _)| k)
             .collect();
         let mut n = 0;
+        let mut unshare = Vec::new();
         for key in doomed {
-            if self.entries.remove(&key).is_some() {
+            if let Some((_, entry)) = self.entries.remove(&key) {
                 self.metrics.evicted(why.as_str());
                 n += 1;
+                if entry.shared && why != Eviction::Expired {
+                    unshare.push((key, entry.token));
+                }
             }
         }
         self.update_gauges();
+        if let (Some(cluster), false) = (&self.cluster, unshare.is_empty()) {
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                let keys: Vec<String> = unshare
+                    .iter()
+                    .flat_map(|(key, token)| {
+                        [
+                            cluster.key(&format!("tc:{}", hex(&key.0))),
+                            cluster.key(&format!("tc-token:{}", hex(token))),
+                        ]
+                    })
+                    .collect();
+                cluster
+                    .call("cache_del", |mut conn| async move {
+                        redis::cmd("DEL")
+                            .arg(keys)
+                            .query_async::<i64>(&mut conn)
+                            .await
+                    })
+                    .await;
+            });
+        }
         n
+    }
+
+    /// A local entry marked shared: is it still in Redis? No (another replica evicted it):
+    /// it goes here too. Redis unavailable: yes, serve it.
+    async fn still_shared(&self, key: &Key, entry: &Arc<Entry>) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return true;
+        };
+        let name = cluster.key(&format!("tc:{}", hex(&key.0)));
+        let exists = cluster
+            .call("cache_exists", |mut conn| async move {
+                redis::cmd("EXISTS")
+                    .arg(name)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            })
+            .await;
+        if exists != Some(0) {
+            return true;
+        }
+        // Gone from the fleet (revoked, refused, reloaded elsewhere): not counted here, the
+        // replica that evicted it counted it.
+        self.entries.remove_if(key, |e| Arc::ptr_eq(e, entry));
+        self.update_gauges();
+        false
+    }
+
+    /// The fleet's entry for `key`, or its answer after another replica's login (waiting at
+    /// most `wait`), or the fleet's lock taken into `flight`: this replica logs in.
+    async fn ask_fleet(
+        &self,
+        cluster: &Arc<Cluster>,
+        key: &Key,
+        flight: &mut Flight<'_>,
+        wait: Duration,
+    ) -> Fleet {
+        let name = cluster.key(&format!("tc:{}", hex(&key.0)));
+        if let Some(entry) = self.fetch(cluster, &name).await {
+            return Fleet::Hit(entry, false);
+        }
+        if !cluster.is_up() {
+            return Fleet::Miss;
+        }
+        let lock = cluster.key(&format!("tc-lock:{}", hex(&key.0)));
+        let value = {
+            let mut bytes = [0u8; 16];
+            getrandom::getrandom(&mut bytes).expect("the OS has random bytes");
+            hex(&bytes)
+        };
+        let ms = wait.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let (l, v) = (lock.clone(), value.clone());
+        let taken = cluster
+            .call("cache_lock", |mut conn| async move {
+                redis::cmd("SET")
+                    .arg(l)
+                    .arg(v)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async::<Option<String>>(&mut conn)
+                    .await
+            })
+            .await;
+        match taken {
+            Some(Some(_ok)) => {
+                flight.lock = Some((cluster.clone(), lock, value));
+                Fleet::Miss
+            }
+            Some(None) => {
+                // Another replica is logging in with these credentials: its answer comes
+                // through Redis.
+                let deadline = Instant::now() + wait;
+                self.metrics.waiting.inc();
+                let mut found = None;
+                while Instant::now() < deadline && cluster.is_up() {
+                    tokio::time::sleep(FLEET_POLL).await;
+                    if let Some(entry) = self.fetch(cluster, &name).await {
+                        found = Some(entry);
+                        break;
+                    }
+                }
+                self.metrics.waiting.dec();
+                match found {
+                    Some(entry) => Fleet::Hit(entry, true),
+                    None => Fleet::Miss,
+                }
+            }
+            None => Fleet::Miss,
+        }
+    }
+
+    /// GET, open and decode the fleet's entry `name`, with the time Redis has left on it.
+    async fn fetch(&self, cluster: &Cluster, name: &str) -> Option<Arc<Entry>> {
+        let n = name.to_owned();
+        let (value, pttl) = cluster
+            .call("cache_get", |mut conn| async move {
+                redis::pipe()
+                    .cmd("GET")
+                    .arg(&n)
+                    .cmd("PTTL")
+                    .arg(&n)
+                    .query_async::<(Option<Vec<u8>>, i64)>(&mut conn)
+                    .await
+            })
+            .await?;
+        let value = Zeroizing::new(value?);
+        if pttl <= 0 {
+            return None;
+        }
+        let plain = cluster.open(&value)?;
+        let entry = decode(&plain, Duration::from_millis(pttl as u64))?;
+        Some(Arc::new(entry))
+    }
+
+    /// SET the entry (sealed) in Redis for `serve_for`, its token → key mapping, then release
+    /// the fleet lock (in the background: the login does not wait for Redis).
+    fn publish(
+        &self,
+        cluster: Arc<Cluster>,
+        key: Key,
+        entry: &Entry,
+        serve_for: Duration,
+        lock: Option<(Arc<Cluster>, String, String)>,
+    ) {
+        let sealed = cluster.seal(&encode(entry));
+        let name = cluster.key(&format!("tc:{}", hex(&key.0)));
+        let by_token = cluster.key(&format!("tc-token:{}", hex(&entry.token)));
+        let ms = serve_for.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let key_hex = hex(&key.0);
+        tokio::spawn(async move {
+            cluster
+                .call("cache_set", |mut conn| async move {
+                    redis::pipe()
+                        .cmd("SET")
+                        .arg(&name)
+                        .arg(sealed)
+                        .arg("PX")
+                        .arg(ms)
+                        .ignore()
+                        .cmd("SET")
+                        .arg(&by_token)
+                        .arg(key_hex)
+                        .arg("PX")
+                        .arg(ms)
+                        .ignore()
+                        .query_async::<()>(&mut conn)
+                        .await
+                })
+                .await;
+            if let Some((cluster, lock, value)) = lock {
+                unlock(&cluster, lock, value).await;
+            }
+        });
     }
 
     fn update_gauges(&self) {
@@ -485,6 +746,84 @@ impl Drop for TokenCache {
         // Entries wipe their bodies when the last reference goes.
         self.entries.clear();
     }
+}
+
+/// How often a replica waiting for another replica's login looks in Redis.
+const FLEET_POLL: Duration = Duration::from_millis(25);
+
+/// What the fleet had for a local miss.
+enum Fleet {
+    /// Its entry (`true`: after waiting for another replica's login).
+    Hit(Arc<Entry>, bool),
+    /// Nothing: log in (holding the fleet's lock, if it could be had).
+    Miss,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An entry as the fleet keeps it (before sealing): status (2 bytes), token digest (32),
+/// credential fingerprint (1 + 32), header count (4), each header name and value
+/// (length-prefixed, 4 bytes each), then the body.
+fn encode(entry: &Entry) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(entry.body.len() + 512));
+    out.extend_from_slice(&entry.status.as_u16().to_be_bytes());
+    out.extend_from_slice(&entry.token);
+    match entry.credential {
+        Some(c) => {
+            out.push(1);
+            out.extend_from_slice(&c);
+        }
+        None => out.extend_from_slice(&[0u8; 33]),
+    }
+    out.extend_from_slice(&(entry.headers.len() as u32).to_be_bytes());
+    for (name, value) in &entry.headers {
+        for part in [name.as_str().as_bytes(), value.as_bytes()] {
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out.extend_from_slice(&entry.body);
+    out
+}
+
+/// [`encode`]'s output back to an entry served for `serve_for`; `None` if malformed.
+fn decode(bytes: &[u8], serve_for: Duration) -> Option<Entry> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if bytes.len() < n {
+            return None;
+        }
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        Some(head)
+    }
+    fn len(bytes: &mut &[u8]) -> Option<usize> {
+        Some(u32::from_be_bytes(take(bytes, 4)?.try_into().ok()?) as usize)
+    }
+    let mut rest = bytes;
+    let status =
+        StatusCode::from_u16(u16::from_be_bytes(take(&mut rest, 2)?.try_into().ok()?)).ok()?;
+    let token: [u8; 32] = take(&mut rest, 32)?.try_into().ok()?;
+    let has_credential = take(&mut rest, 1)?[0] == 1;
+    let credential: [u8; 32] = take(&mut rest, 32)?.try_into().ok()?;
+    let mut headers = HeaderMap::new();
+    for _ in 0..len(&mut rest)? {
+        let n = len(&mut rest)?;
+        let name = http::HeaderName::from_bytes(take(&mut rest, n)?).ok()?;
+        let n = len(&mut rest)?;
+        let value = http::HeaderValue::from_bytes(take(&mut rest, n)?).ok()?;
+        headers.append(name, value);
+    }
+    Some(Entry {
+        status,
+        headers,
+        body: Zeroizing::new(rest.to_vec()),
+        token,
+        expires: std::sync::Mutex::new(Instant::now() + serve_for),
+        credential: has_credential.then_some(credential),
+        shared: true,
+    })
 }
 
 fn subtle_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {

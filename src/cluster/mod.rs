@@ -75,6 +75,7 @@ impl ClusterMetrics {
 /// One replica's link to the fleet's Redis.
 pub struct Cluster {
     conn: ConnectionManager,
+    key: Zeroizing<[u8; 32]>,
     sealer: Sealer,
     prefix: String,
     replica: String,
@@ -122,6 +123,7 @@ impl Cluster {
         metrics.up.set(0);
         let cluster = Arc::new(Cluster {
             conn,
+            key: Zeroizing::new(*key.0),
             sealer: Sealer::new(&key.0),
             prefix: config.prefix.clone(),
             replica: config.replica.clone(),
@@ -202,6 +204,17 @@ impl Cluster {
     /// changed.
     pub fn open(&self, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         self.sealer.open(sealed)
+    }
+
+    /// A key for `label` derived from the fleet's key (HMAC-SHA-256): the same on every
+    /// replica, e.g. the token cache's digest key, so every replica computes the same keys.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        use hmac::{Hmac, Mac};
+        let mut mac =
+            Hmac::<sha2::Sha256>::new_from_slice(&self.key[..]).expect("HMAC takes any key length");
+        mac.update(b"grantshift-cluster-derive\0");
+        mac.update(label.as_bytes());
+        Zeroizing::new(mac.finalize().into_bytes().into())
     }
 
     pub fn metrics(&self) -> &ClusterMetrics {
