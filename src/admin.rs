@@ -106,7 +106,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bod
         "/metrics" => with_type(
             {
                 state.metrics.credential_sets(&state.report().credentials);
-                state.metrics.login_rates();
+                state.login_rates().await;
                 state.metrics.encode()
             },
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -121,7 +121,7 @@ async fn route(req: Request<Incoming>, state: Arc<State>) -> Result<Response<Bod
             let config = state.config_snapshot();
             let summary = summary::summary(&report, time::OffsetDateTime::now_utc());
             let last_reload = state.last_reload();
-            let login_rates = state.metrics.login_rates();
+            let login_rates = state.login_rates().await;
             let meta = render::PageMeta {
                 version: env!("CARGO_PKG_VERSION"),
                 config_source: &config.source,

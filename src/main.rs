@@ -59,6 +59,10 @@ enum Command {
         /// An events file; repeat for several replicas. Default: the config's telemetry.events.
         #[arg(long = "events", value_name = "FILE")]
         events: Vec<PathBuf>,
+        /// The fleet's report: every replica's events from the shared stream on the config's
+        /// [cluster] Redis, instead of events files.
+        #[arg(long, conflicts_with = "events")]
+        cluster: bool,
         /// Machine-readable JSON (the same as the admin server's /report).
         #[arg(long, conflicts_with = "suggest_config")]
         json: bool,
@@ -95,10 +99,11 @@ fn main() -> std::process::ExitCode {
         Command::Check => check(cli.config),
         Command::Report {
             events,
+            cluster,
             json,
             suggest_config,
             wide,
-        } => report(cli.config, events, json, suggest_config, wide),
+        } => report(cli.config, events, cluster, json, suggest_config, wide),
         Command::HashPassword { refused } => hash_password(refused.len()),
         Command::Healthcheck => healthcheck(cli.config),
     };
@@ -379,6 +384,7 @@ fn check(config: Option<PathBuf>) -> anyhow::Result<()> {
 fn report(
     config: Option<PathBuf>,
     mut files: Vec<PathBuf>,
+    cluster: bool,
     json: bool,
     suggest_config: bool,
     wide: bool,
@@ -388,8 +394,16 @@ fn report(
     let mut max_sets = grantshift::config::DEFAULT_REPORT_MAX_SETS;
     // With the config, the report also says where each set's password verifier comes from.
     let mut verifiers = None;
+    let mut from_cluster = None;
     if files.is_empty() || config.is_some() {
         let config = Config::load(config.as_deref())?;
+        if cluster {
+            anyhow::ensure!(
+                config.cluster.enabled(),
+                "--cluster: the config names no cluster.redis"
+            );
+            from_cluster = Some(config.cluster.clone());
+        }
         max_sets = config.telemetry.report_max_sets;
         match grantshift::verifiers::Store::load(&config.state.dir) {
             Ok(store) => verifiers = Some((config.clone(), store)),
@@ -397,7 +411,7 @@ fn report(
                 eprintln!("grantshift: warning: {e}; the report leaves out the password verifiers")
             }
         }
-        if files.is_empty() {
+        if files.is_empty() && !cluster {
             anyhow::ensure!(
                 !matches!(config.telemetry.events.as_str(), "" | "-"),
                 "telemetry.events is not a file: name one with --events FILE"
@@ -405,14 +419,21 @@ fn report(
             files.push(PathBuf::from(config.telemetry.events));
         }
     }
-    let (events, bad) = grantshift::telemetry::events::read_event_files(&files)?;
-    if bad > 0 {
-        eprintln!("grantshift: skipped {bad} line(s) that are not events");
-    }
     let mut builder = grantshift::telemetry::report::ReportBuilder::new(max_sets);
-    events.iter().for_each(|e| {
-        builder.add(e);
-    });
+    match from_cluster {
+        Some(cluster) => fleet_events(&cluster, |e| {
+            builder.add(&e);
+        })?,
+        None => {
+            let (events, bad) = grantshift::telemetry::events::read_event_files(&files)?;
+            if bad > 0 {
+                eprintln!("grantshift: skipped {bad} line(s) that are not events");
+            }
+            events.iter().for_each(|e| {
+                builder.add(e);
+            });
+        }
+    }
     let report = match &verifiers {
         Some((config, store)) => {
             let view = grantshift::verifiers::view(config, store);
@@ -435,6 +456,37 @@ fn report(
             &report, &summary, width,
         ))
     }
+}
+
+/// Every event of the fleet's shared stream (`grantshift report --cluster`), oldest first.
+fn fleet_events(
+    config: &grantshift::config::ClusterConfig,
+    each: impl FnMut(grantshift::telemetry::events::Event),
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let metrics = grantshift::cluster::ClusterMetrics::default();
+        let cluster = grantshift::cluster::Cluster::start(config, metrics)
+            .map_err(anyhow::Error::msg)?
+            .ok_or_else(|| anyhow::anyhow!("--cluster: the config names no cluster.redis"))?;
+        let mut up = cluster.subscribe();
+        let wait = std::time::Duration::from_secs(5).max(config.timeout * 4);
+        anyhow::ensure!(
+            matches!(
+                tokio::time::timeout(wait, up.wait_for(|up| *up)).await,
+                Ok(Ok(_))
+            ),
+            "--cluster: Redis at cluster.redis does not answer"
+        );
+        grantshift::telemetry::shared::read_all(&cluster, each)
+            .await
+            .ok_or_else(|| {
+                anyhow::anyhow!("--cluster: Redis stopped answering while the stream was read")
+            })?;
+        Ok(())
+    })
 }
 
 /// How wide `grantshift report`'s table may be: `$COLUMNS` when set to a number, else the

@@ -10,6 +10,7 @@ use crate::state::{self, State};
 use crate::telemetry::events::{for_each_event, Event, EventSink, QueueBound};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::report::{Report, ReportBuilder};
+use crate::telemetry::shared;
 use crate::upstream::Upstream;
 use crate::verifiers::{Store, Verifiers};
 use crate::{access, admin, connect, idle, mitm, preflight};
@@ -51,39 +52,76 @@ impl Proxy {
         metrics.configure(&config);
         let store = Store::load(&config.state.dir)?;
         tracing::info!(learned = store.len(), path = %store.path().display(), "password verifiers read");
-        let verifiers = Verifiers::new(store, metrics.clone());
-        let report = seed_report(&config.telemetry.events, config.telemetry.report_max_sets);
+        let cluster = crate::cluster::Cluster::start(&config.cluster, metrics.cluster.clone())
+            .map_err(crate::Error::Cluster)?;
+        let verifiers = Verifiers::new(store, metrics.clone()).with_cluster(cluster.clone());
+        // With a cluster the report is the shared stream's, read from its start: the events
+        // file's earlier events are in it (docs/operating.md, "Fleet: the migration report").
+        let report = match cluster {
+            Some(_) => ReportBuilder::new(config.telemetry.report_max_sets),
+            None => seed_report(&config.telemetry.events, config.telemetry.report_max_sets),
+        };
         metrics.report_sets_dropped(report.dropped_sets());
         let report = Arc::new(std::sync::Mutex::new(report));
+        // With a cluster: this replica's events go to the shared stream (and come back from it
+        // into the report), through a bounded queue.
+        let fleet = cluster.as_ref().map(|cluster| {
+            let fleet = Arc::new(shared::FleetReport::new(
+                cluster.replica(),
+                report.clone(),
+                metrics.clone(),
+            ));
+            let (tx, rx) = tokio::sync::mpsc::channel(shared::MAX_UNSENT);
+            tokio::spawn(shared::publish(
+                cluster.clone(),
+                rx,
+                fleet.clone(),
+                metrics.clone(),
+            ));
+            tokio::spawn(shared::consume(Arc::downgrade(cluster), fleet.clone()));
+            (tx, fleet)
+        });
         let events = {
             let (metrics, report) = (metrics.clone(), report.clone());
             let dropped = metrics.clone();
             let bound = QueueBound {
                 max_queued: config.telemetry.events_max_queued,
                 on_dropped: Box::new(move || dropped.event_dropped()),
+                replica: cluster.as_ref().map(|c| c.replica().to_owned()),
             };
             EventSink::start(&config.telemetry.events, bound, move |event| {
                 metrics.record_event(event);
-                let dropped = report.lock().expect("report lock").add(event);
-                metrics.report_sets_dropped(dropped);
+                match &fleet {
+                    Some((tx, fleet)) => {
+                        if tx.try_send(Arc::new(event.clone())).is_err() {
+                            // The queue to the stream is full: counted here, never shared.
+                            metrics.cluster_event_unsent_dropped();
+                            fleet.add(event, true);
+                        }
+                    }
+                    None => {
+                        let dropped = report.lock().expect("report lock").add(event);
+                        metrics.report_sets_dropped(dropped);
+                    }
+                }
             })?
         };
-        let cluster = crate::cluster::Cluster::start(&config.cluster, metrics.cluster.clone())
-            .map_err(crate::Error::Cluster)?;
         let config = Arc::new(ArcSwap::from_pointee(config));
         let upstream = Upstream::new(config.clone(), provider, metrics.clone())?;
-        Ok(Proxy {
-            state: Arc::new(State::new(state::Parts {
-                config,
-                ca,
-                upstream,
-                events,
-                metrics,
-                report,
-                verifiers,
-                cluster,
-            })),
-        })
+        let state = Arc::new(State::new(state::Parts {
+            config,
+            ca,
+            upstream,
+            events,
+            metrics,
+            report,
+            verifiers,
+            cluster,
+        }));
+        if let Some(cluster) = &state.cluster {
+            tokio::spawn(fleet_tasks(Arc::downgrade(&state), cluster.subscribe()));
+        }
+        Ok(Proxy { state })
     }
 
     /// A handle that swaps in a new config (SIGHUP) while the proxy runs.
@@ -388,6 +426,36 @@ impl Reloader {
         self.state.metrics.config_reload(false);
         self.state.record_reload(Err(error.to_string()));
         tracing::error!(%error, "config reload failed; keeping the running config");
+    }
+}
+
+/// How often the fleet's login rate is read for its WARN when nobody scrapes.
+const FLEET_RATE_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// While the proxy lives, with a cluster: resync the learned verifiers each time Redis
+/// answers again (and when it first does), and read the fleet's login rate every
+/// [`FLEET_RATE_EVERY`] (its WARN).
+async fn fleet_tasks(state: std::sync::Weak<State>, mut up: tokio::sync::watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(FLEET_RATE_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Redis may have answered before this task looked.
+    if *up.borrow_and_update() {
+        let Some(state) = state.upgrade() else { return };
+        state.verifiers.resync().await;
+    }
+    loop {
+        tokio::select! {
+            changed = up.changed() => {
+                if changed.is_err() { return }
+                if !*up.borrow_and_update() { continue }
+                let Some(state) = state.upgrade() else { return };
+                state.verifiers.resync().await;
+            }
+            _ = every.tick() => {
+                let Some(state) = state.upgrade() else { return };
+                state.login_rates().await;
+            }
+        }
     }
 }
 

@@ -172,6 +172,20 @@ impl State {
             .report_with(Some(&view))
     }
 
+    /// The upstream logins of the last hour per (target host, Run As identity), busiest first
+    /// (sets `grantshift_upstream_logins_last_hour`): the fleet's counts with a cluster that
+    /// answers, else this replica's.
+    pub async fn login_rates(&self) -> Vec<crate::telemetry::login_rate::Rate> {
+        let fleet = match &self.cluster {
+            Some(cluster) => {
+                let pairs = self.metrics.login_pairs();
+                crate::telemetry::shared::fleet_rates(cluster, &pairs).await
+            }
+            None => None,
+        };
+        self.metrics.login_rates_with(fleet)
+    }
+
     /// Keep at most `max_sets` credential sets in the report (config reload); how many were
     /// dropped to get there.
     pub fn set_report_max_sets(&self, max_sets: usize) -> u64 {

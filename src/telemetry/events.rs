@@ -181,6 +181,14 @@ pub struct Event {
     /// every event has, keeps its first [`MAX_HOST_CHARS`] characters).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub oversized: BTreeMap<String, u64>,
+    /// With a cluster: the replica that wrote it (`cluster.replica`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
+    /// With a cluster: its number among the replica's events (grows by one per event, from
+    /// the replica's start time in microseconds): with `replica`, counted once in the
+    /// fleet's report (docs/operating.md, "Fleet: the migration report").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// DNS names have at most 253 characters (RFC 1035 §2.3.4, without the trailing dot).
@@ -229,6 +237,8 @@ impl Event {
             password_check: None,
             cache: None,
             oversized,
+            replica: None,
+            seq: None,
         }
     }
 }
@@ -354,6 +364,8 @@ pub struct QueueBound {
     pub max_queued: usize,
     /// Called once per dropped event, on the request path: keep it cheap (a counter).
     pub on_dropped: Box<dyn Fn() + Send + Sync>,
+    /// With a cluster: this replica's name; each event then gets `replica` and `seq`.
+    pub replica: Option<String>,
 }
 
 impl Default for QueueBound {
@@ -361,6 +373,7 @@ impl Default for QueueBound {
         QueueBound {
             max_queued: crate::config::DEFAULT_EVENTS_MAX_QUEUED,
             on_dropped: Box::new(|| {}),
+            replica: None,
         }
     }
 }
@@ -390,6 +403,10 @@ impl EventSink {
         let (published, _) = broadcast::channel(4096);
         let mut out = open(path)?;
         let mut path = path.to_string();
+        let replica = bound.replica;
+        let mut seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         let publish = published.clone();
         // The thread ends once every EventSink is gone (it holds only a weak reference).
         let weak = Arc::downgrade(&inbox);
@@ -434,6 +451,11 @@ impl EventSink {
                         Message::Event(mut event) => {
                             // Stamped here, in write order: the file is in time order.
                             event.ts = now_rfc3339();
+                            if let Some(replica) = &replica {
+                                seq += 1;
+                                event.replica = Some(replica.clone());
+                                event.seq = Some(seq);
+                            }
                             if let Some(file) = out.as_mut() {
                                 let mut line = serde_json::to_vec(&event).expect("events serialize");
                                 line.push(b'\n');

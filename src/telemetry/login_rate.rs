@@ -97,6 +97,11 @@ impl LoginRate {
         }
     }
 
+    /// The pairs seen in the last hour (or once more at 0).
+    pub fn pairs(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.windows.keys().cloned()
+    }
+
     /// Every pair's last hour at `minute`, busiest first. A pair idle for the whole hour is
     /// in it once more, at 0 (so a gauge set from it goes to 0), then forgotten.
     pub fn rates(&mut self, minute: u64) -> Vec<Rate> {

@@ -9,7 +9,7 @@
 //! `other`), a `verdict` label one of the report's fixed verdicts.
 
 use super::events::{Action, CacheUse, Event, PasswordCheck};
-use super::login_rate::{LoginRate, Rate, SALESFORCE_LOGINS_PER_HOUR};
+use super::login_rate::{LoginRate, Rate, REARM_BELOW, SALESFORCE_LOGINS_PER_HOUR, WARN_AT};
 use super::report::{Row, Verdict};
 use crate::config::Config;
 use crate::oauth::{is_generic_login_host, is_my_domain_host, is_sandbox_host};
@@ -307,6 +307,13 @@ pub struct Metrics {
     /// The same logins over the last hour (a gauge set at each scrape from `login_rate`).
     upstream_logins_last_hour: Family<UpstreamLoginLabels, Gauge>,
     login_rate: std::sync::Mutex<LoginRate>,
+    /// With a cluster: the pairs whose upstream logins the shared stream brought (any
+    /// replica's), with the minute last seen; their fleet counts are read at each scrape.
+    fleet_pairs: std::sync::Mutex<std::collections::HashMap<(String, String), u64>>,
+    /// The pairs whose fleet count is at or over [`WARN_AT`] and warned about.
+    fleet_warned: std::sync::Mutex<HashSet<(String, String)>>,
+    cluster_events_waiting: Gauge,
+    cluster_events_unsent_dropped: Counter,
     /// The identities with a label value of their own, at most [`MAX_IDENTITIES`].
     identities: RwLock<HashSet<String>>,
     credential_sets: Family<VerdictLabels, Gauge>,
@@ -420,6 +427,18 @@ impl Metrics {
             "Upgraded logins sent upstream in the last 60 minutes, by target host and Run As identity, as grantshift_upstream_logins_total; Salesforce refuses logins past 3,600 an hour for one user (a WARN is logged at 2,880)",
             upstream_logins_last_hour.clone(),
         );
+        let cluster_events_waiting = Gauge::default();
+        registry.register(
+            "grantshift_cluster_events_waiting",
+            "This replica's events kept for the shared stream while Redis was unavailable (counted in its own report meanwhile; sent when Redis is back)",
+            cluster_events_waiting.clone(),
+        );
+        let cluster_events_unsent_dropped = Counter::default();
+        registry.register(
+            "grantshift_cluster_events_unsent_dropped",
+            "Events never sent to the shared stream: more than 100,000 waited during an outage (the oldest are dropped; they stay in the events file)",
+            cluster_events_unsent_dropped.clone(),
+        );
         let credential_sets = Family::<VerdictLabels, Gauge>::default();
         registry.register(
             "grantshift_credential_sets",
@@ -509,6 +528,10 @@ impl Metrics {
             upstream_logins,
             upstream_logins_last_hour,
             login_rate: Default::default(),
+            fleet_pairs: Default::default(),
+            fleet_warned: Default::default(),
+            cluster_events_waiting,
+            cluster_events_unsent_dropped,
             identities: RwLock::new(HashSet::new()),
             credential_sets,
         }
@@ -607,18 +630,7 @@ impl Metrics {
                 })
                 .inc();
         }
-        // A login the token cache answered (or sent to fallback at once) sent nothing upstream.
-        let sent_upstream = !matches!(event.cache, Some(CacheUse::Hit | CacheUse::Negative));
-        if let (true, Some(target), Some(identity)) =
-            (sent_upstream, &event.target_host, run_as_identity(event))
-        {
-            let target_host = self
-                .host_labels
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .label(target)
-                .into_owned();
-            let identity = self.identity_label(identity);
+        if let Some((target_host, identity)) = self.upstream_login_pair(event) {
             let warn = self
                 .login_rate
                 .lock()
@@ -640,6 +652,60 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// For a login grantshift sent upstream: its (target host, Run As identity) label values.
+    pub fn upstream_login_pair(&self, event: &Event) -> Option<(String, String)> {
+        // A login the token cache answered (or sent to fallback at once) sent nothing upstream.
+        if matches!(event.cache, Some(CacheUse::Hit | CacheUse::Negative)) {
+            return None;
+        }
+        let (target, identity) = (event.target_host.as_deref()?, run_as_identity(event)?);
+        let target_host = self
+            .host_labels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .label(target)
+            .into_owned();
+        Some((target_host, self.identity_label(identity)))
+    }
+
+    /// An event the shared stream brought (any replica's): its pair, if it is an upstream
+    /// login, is one whose fleet count the gauge shows.
+    pub fn fleet_login_seen(&self, event: &Event) {
+        if let Some(pair) = self.upstream_login_pair(event) {
+            self.fleet_pairs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(pair, unix_minute());
+        }
+    }
+
+    /// The pairs to ask the fleet about: this replica's of the last hour and the stream's.
+    pub fn login_pairs(&self) -> Vec<(String, String)> {
+        let now = unix_minute();
+        let mut pairs: HashSet<(String, String)> = self
+            .login_rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pairs()
+            .collect();
+        let mut fleet = self.fleet_pairs.lock().unwrap_or_else(|e| e.into_inner());
+        fleet.retain(|_, seen| now.saturating_sub(*seen) < 61);
+        pairs.extend(fleet.keys().cloned());
+        let mut pairs: Vec<_> = pairs.into_iter().collect();
+        pairs.sort();
+        pairs
+    }
+
+    /// How many of this replica's events wait for the shared stream.
+    pub fn cluster_events_waiting(&self, n: usize) {
+        self.cluster_events_waiting.set(n as i64);
+    }
+
+    /// Count an event dropped from those waiting for the shared stream.
+    pub fn cluster_event_unsent_dropped(&self) {
+        self.cluster_events_unsent_dropped.inc();
     }
 
     /// `identity` itself while fewer than [`MAX_IDENTITIES`] have a value of their own (or
@@ -667,11 +733,44 @@ impl Metrics {
     /// The upstream logins of the last hour per (target host, Run As identity), busiest
     /// first; also sets `grantshift_upstream_logins_last_hour` (at each scrape).
     pub fn login_rates(&self) -> Vec<Rate> {
-        let mut rates = self
+        self.login_rates_with(None)
+    }
+
+    /// [`login_rates`](Self::login_rates), with `fleet` (the fleet's counts, from Redis)
+    /// instead of this replica's when there are: also WARNs once when a pair's fleet count
+    /// reaches [`WARN_AT`] (again after it fell below [`REARM_BELOW`]).
+    pub fn login_rates_with(&self, fleet: Option<Vec<Rate>>) -> Vec<Rate> {
+        let local = self
             .login_rate
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .rates(unix_minute());
+        let mut rates = match fleet {
+            None => local,
+            Some(mut fleet) => {
+                let mut warned = self.fleet_warned.lock().unwrap_or_else(|e| e.into_inner());
+                for r in &fleet {
+                    let pair = (r.target_host.clone(), r.identity.clone());
+                    if r.last_hour < REARM_BELOW {
+                        warned.remove(&pair);
+                    } else if r.last_hour >= WARN_AT && warned.insert(pair) {
+                        tracing::warn!(
+                            target_host = %r.target_host,
+                            identity = %r.identity,
+                            logins_last_hour = r.last_hour,
+                            limit = SALESFORCE_LOGINS_PER_HOUR,
+                            "logins for one Run As identity across the fleet near Salesforce's hourly limit; the token cache ([token_cache]) shares one session per app"
+                        );
+                    }
+                }
+                fleet.sort_by(|a, b| {
+                    b.last_hour.cmp(&a.last_hour).then_with(|| {
+                        (&a.target_host, &a.identity).cmp(&(&b.target_host, &b.identity))
+                    })
+                });
+                fleet
+            }
+        };
         // A pair that went quiet is in `rates` once more at 0: its gauge reads 0 from then.
         for r in &rates {
             self.upstream_logins_last_hour

@@ -11,12 +11,18 @@
 //!   without Argon2: only the first login per set per process pays for it.
 //! - [`Verifiers::learn`] makes a password Salesforce accepted the set's verifier (it replaces
 //!   one that no longer matches: the password was changed).
+//! - With a cluster ([`fleet`]), a learned verifier is also the fleet's: a replica that has
+//!   none for a set, or whose own does not match a login's password, asks Redis and keeps the
+//!   fleet's (a password changed and learned through another replica). A configured verifier
+//!   never asks Redis.
 
+pub mod fleet;
 pub mod store;
 pub mod throttle;
 
 pub use store::{SetKey, Store, StoreError};
 
+use crate::cluster::Cluster;
 use crate::config::{Config, VerifyPassword};
 use crate::password::{Cost, Digest, DigestKey, Password, Verifier};
 use crate::policy::Verification;
@@ -73,6 +79,8 @@ pub struct Verifiers {
     /// Argon2 runs at once: one per core.
     hashers: tokio::sync::Semaphore,
     metrics: Arc<Metrics>,
+    /// The fleet's shared verifiers (`[cluster]`), if any.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Verifiers {
@@ -85,7 +93,60 @@ impl Verifiers {
             slots: Mutex::new(HashMap::new()),
             hashers: tokio::sync::Semaphore::new(cores),
             metrics,
+            cluster: None,
         }
+    }
+
+    /// Share learned verifiers through `cluster`.
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Verifiers {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Redis is back (or up at start): add the verifiers this replica learned that the fleet
+    /// lacks (HSETNX: one the fleet has is kept; a login it does not match asks again).
+    pub async fn resync(&self) {
+        let Some(cluster) = &self.cluster else { return };
+        let learned = self.store.entries();
+        if let Some(added) = fleet::push_missing(cluster, &learned).await {
+            if added > 0 {
+                tracing::info!(added, "learned password verifiers added to the fleet's");
+            }
+        }
+    }
+
+    /// The fleet's verifier of `set`, kept as this replica's learned one when it is not
+    /// already (`current`).
+    async fn adopt(&self, set: &SetKey, current: Option<&Verifier>) -> Option<Verifier> {
+        let cluster = self.cluster.as_ref()?;
+        let verifier = fleet::fetch(cluster, set).await?;
+        if Some(&verifier) == current {
+            return None;
+        }
+        let inserted = {
+            let (store, set, verifier) = (self.store.clone(), set.clone(), verifier.clone());
+            tokio::task::spawn_blocking(move || store.insert(&set, verifier)).await
+        };
+        let (replaced, written) = inserted.ok()?;
+        if let Some(old) = &replaced {
+            self.lock_slots().remove(old);
+        }
+        self.metrics.learned_verifiers(self.store.len());
+        match written {
+            Ok(()) => tracing::info!(
+                client_id = %set.client_id,
+                username = %set.username,
+                replaced = replaced.is_some(),
+                "took the password verifier another replica learned"
+            ),
+            Err(e) => tracing::error!(
+                client_id = %set.client_id,
+                username = %set.username,
+                error = %e,
+                "cannot write the state file; the fleet's verifier holds until the proxy stops"
+            ),
+        }
+        Some(verifier)
     }
 
     pub fn store(&self) -> &Store {
@@ -103,25 +164,46 @@ impl Verifiers {
         if verification.mode == VerifyPassword::Off {
             return Checked::Off;
         }
-        let verifier = verification
+        let configured = verification.configured.is_some();
+        let verifier = match verification
             .configured
             .clone()
-            .or_else(|| self.store.get(set));
-        let Some(verifier) = verifier else {
-            return Checked::NoVerifier;
+            .or_else(|| self.store.get(set))
+        {
+            Some(v) => v,
+            // None here: perhaps another replica learned it.
+            None => match self.adopt(set, None).await {
+                Some(v) => v,
+                None => return Checked::NoVerifier,
+            },
         };
         let Some(password) = password else {
             return Checked::Mismatch;
         };
+        let (checked, hashed) = self.check_against(&verifier, password).await;
+        if !(checked == Checked::Mismatch && hashed) || configured || self.cluster.is_none() {
+            return checked;
+        }
+        // A mismatch that cost an Argon2 run (so as often as the throttle lets wrong passwords
+        // through): the password may have changed, learned by another replica.
+        match self.adopt(set, Some(&verifier)).await {
+            Some(fleet) => self.check_against(&fleet, password).await.0,
+            None => checked,
+        }
+    }
+
+    /// [`check`](Self::check) against one verifier; `true` when it cost an Argon2 run.
+    async fn check_against(&self, verifier: &Verifier, password: &Password) -> (Checked, bool) {
+        let verifier = verifier.clone();
         let digest = self.key.digest(password);
         if let Some(known) = self.answer(&verifier, &digest) {
-            return known;
+            return (known, false);
         }
         let turn = self.turn(&verifier);
         let _turn = turn.lock().await;
         // The run before ours may have answered for this password, or started a backoff.
         if let Some(known) = self.answer(&verifier, &digest) {
-            return known;
+            return (known, false);
         }
         let matched = {
             let (verifier, password) = (verifier.clone(), password.clone());
@@ -132,11 +214,12 @@ impl Verifiers {
         self.slot(&verifier, |s| {
             s.guard.record(digest, matched, Instant::now())
         });
-        if matched {
+        let checked = if matched {
             Checked::Verified
         } else {
             Checked::Mismatch
-        }
+        };
+        (checked, true)
     }
 
     /// Salesforce accepted `password` for `set` on a login grantshift forwarded as it came:
@@ -180,9 +263,16 @@ impl Verifiers {
             if let Some(old) = &replaced {
                 slots.remove(old);
             }
-            slots.entry(verifier).or_default().guard.accept(digest);
+            slots
+                .entry(verifier.clone())
+                .or_default()
+                .guard
+                .accept(digest);
         }
         self.metrics.learned_verifiers(self.store.len());
+        if let Some(cluster) = &self.cluster {
+            fleet::publish(cluster, set, &verifier).await;
+        }
         match written {
             Ok(()) => tracing::info!(
                 client_id = %set.client_id,

@@ -122,6 +122,14 @@ impl Store {
         self.len() == 0
     }
 
+    /// Every set and its learned verifier.
+    pub fn entries(&self) -> Vec<(SetKey, Verifier)> {
+        self.read_entries()
+            .iter()
+            .map(|(set, l)| (set.clone(), l.verifier.clone()))
+            .collect()
+    }
+
     /// Every learned verifier (to tell which throttle states are still in use).
     pub fn verifiers(&self) -> Vec<Verifier> {
         self.read_entries()

@@ -21,6 +21,7 @@ mod ca;
 mod cli;
 mod cluster;
 mod cluster_cache;
+mod cluster_state;
 mod config;
 mod connect_ports;
 mod container;

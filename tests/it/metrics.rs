@@ -345,6 +345,8 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         ("grantshift_upstream_logins_last_hour", "gauge"),
         ("grantshift_cluster_up", "gauge"),
         ("grantshift_cluster_errors", "counter"),
+        ("grantshift_cluster_events_waiting", "gauge"),
+        ("grantshift_cluster_events_unsent_dropped", "counter"),
     ]
     .iter()
     .map(|(n, k)| (n.to_string(), k.to_string()))
