@@ -133,13 +133,7 @@ impl SkipReason {
 /// Can the body of this token request be read as a form at all? Checked from the headers,
 /// before anything is buffered.
 pub fn body_is_readable(headers: &HeaderMap, max_body: usize) -> Result<(), SkipReason> {
-    // A content coding, or a transfer coding other than chunked (hop_by_hop::strip keeps
-    // those): the bytes are not the form.
-    if headers.contains_key(http::header::CONTENT_ENCODING)
-        || headers.contains_key(http::header::TRANSFER_ENCODING)
-    {
-        return Err(SkipReason::Compressed);
-    }
+    not_coded(headers)?;
     if let Some(ct) = headers.get(http::header::CONTENT_TYPE) {
         let essence = ct
             .to_str()
@@ -152,24 +146,29 @@ pub fn body_is_readable(headers: &HeaderMap, max_body: usize) -> Result<(), Skip
             return Err(SkipReason::NotForm);
         }
     }
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max_body as u64) {
-        return Err(SkipReason::TooLarge);
-    }
-    Ok(())
+    within(headers, max_body)
 }
 
-/// Can a SOAP call's body be read as an envelope at all? Not with a content or transfer coding
-/// (the bytes are not the XML), nor when it declares more than `max_body`.
+/// Can a SOAP call's body be read as an envelope at all? Checked from the headers, before
+/// anything is buffered.
 pub fn soap_body_is_readable(headers: &HeaderMap, max_body: usize) -> Result<(), SkipReason> {
+    not_coded(headers)?;
+    within(headers, max_body)
+}
+
+/// No content coding, nor a transfer coding other than chunked (hop_by_hop::strip keeps those):
+/// else the bytes are not the body itself.
+fn not_coded(headers: &HeaderMap) -> Result<(), SkipReason> {
     if headers.contains_key(http::header::CONTENT_ENCODING)
         || headers.contains_key(http::header::TRANSFER_ENCODING)
     {
         return Err(SkipReason::Compressed);
     }
+    Ok(())
+}
+
+/// No declared length over `max_body`.
+fn within(headers: &HeaderMap, max_body: usize) -> Result<(), SkipReason> {
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

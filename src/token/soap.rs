@@ -506,18 +506,12 @@ async fn answer(
     bearer.set_sensitive(true);
 
     // The identity URL: the user, the org, and the SOAP endpoints.
-    let id_uri: Uri = token
-        .id
-        .parse()
-        .ok()
-        .filter(|u| soap_plan::may_carry_token(u, &rewrite.target_host))
-        .ok_or_else(|| {
-            Failure::new(
-                None,
-                "identity_url",
-                "the token response's identity URL is not an https URL of a Salesforce host",
-            )
-        })?;
+    let id_uri = token_url(
+        &token.id,
+        &rewrite.target_host,
+        "identity_url",
+        "the token response's identity URL is not an https URL of a Salesforce host",
+    )?;
     let mut req = Request::new(crate::body::empty_body());
     *req.uri_mut() = id_uri.clone();
     req.headers_mut().insert(AUTHORIZATION, bearer);
@@ -535,18 +529,12 @@ async fn answer(
         .map_err(|problem| Failure::new(Some(status), "identity_unreadable", problem))?;
 
     // getUserInfo(), as Data Loader calls it: the loginResponse's userInfo.
-    let server_uri: Uri = identity
-        .server_url
-        .parse()
-        .ok()
-        .filter(|u| soap_plan::may_carry_token(u, &rewrite.target_host))
-        .ok_or_else(|| {
-            Failure::new(
-                None,
-                "server_url",
-                "the identity URL's SOAP endpoint is not an https URL of a Salesforce host",
-            )
-        })?;
+    let server_uri = token_url(
+        &identity.server_url,
+        &rewrite.target_host,
+        "server_url",
+        "the identity URL's SOAP endpoint is not an https URL of a Salesforce host",
+    )?;
     let envelope = Zeroizing::new(soap::get_user_info_request(login.api, &token.access_token));
     let mut req = Request::new(full_body(envelope.as_bytes().to_vec()));
     *req.method_mut() = Method::POST;
@@ -598,6 +586,20 @@ async fn answer(
         organization_id,
         instance_url,
     })
+}
+
+/// `url` as a URI the new token may be sent to ([`soap_plan::may_carry_token`]), or the
+/// failure `error` / `why`.
+fn token_url(
+    url: &str,
+    token_host: &str,
+    error: &'static str,
+    why: &'static str,
+) -> Result<Uri, Failure> {
+    url.parse()
+        .ok()
+        .filter(|u| soap_plan::may_carry_token(u, token_host))
+        .ok_or_else(|| Failure::new(None, error, why))
 }
 
 /// Send `req` (to the host its URI names) and read the whole answer, decoded.
