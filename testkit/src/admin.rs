@@ -183,6 +183,72 @@ pub async fn report_cli_json(binary: Binary, cwd: &Path, files: &[&Path]) -> ser
     )
 }
 
+/// Each credential set of a report (`grant client_id username`) and its `counts`: what the
+/// replicas of a fleet and the events files must agree on.
+pub fn report_sets(report: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+    report["credentials"]
+        .as_array()
+        .expect("credentials")
+        .iter()
+        .map(|row| {
+            let key = format!("{} {} {}", row["grant"], row["client_id"], row["username"]);
+            (key, row["counts"].clone())
+        })
+        .collect()
+}
+
+/// Poll the `/report` of every admin server in `admins` until each shows `done(sets)` true
+/// for its [`report_sets`] and all show the same; panics after `secs` seconds naming what
+/// each showed. Returns the agreed sets.
+pub async fn wait_reports_agree(
+    admins: &[SocketAddr],
+    secs: u64,
+    done: impl Fn(&BTreeMap<String, serde_json::Value>) -> bool,
+) -> BTreeMap<String, serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let mut seen = Vec::new();
+        for admin in admins {
+            seen.push(report_sets(&live_report(*admin).await));
+        }
+        if seen.iter().all(|s| done(s) && s == &seen[0]) {
+            return seen.swap_remove(0);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reports did not agree within {secs} s: {seen:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The total of every count of every set in `sets` ([`report_sets`]): the logins counted.
+pub fn counted_logins(sets: &BTreeMap<String, serde_json::Value>) -> u64 {
+    sets.values()
+        .flat_map(|counts| counts.as_object().into_iter().flat_map(|o| o.values()))
+        .filter_map(serde_json::Value::as_u64)
+        .sum()
+}
+
+/// `grantshift -c <config> report --cluster --json` (with the fleet key of the test
+/// replicas): the fleet's report from the shared stream, without its summary.
+pub async fn report_cluster_json(binary: Binary, cwd: &Path, config: &Path) -> serde_json::Value {
+    let mut cmd = binary.command(cwd);
+    cmd.arg("-c")
+        .arg(config)
+        .args(["report", "--cluster", "--json"])
+        .env(
+            grantshift::config::CLUSTER_KEY_ENV,
+            super::redis::TEST_CLUSTER_KEY,
+        );
+    let out = run_to_end(cmd).await;
+    assert!(out.status.success(), "report --cluster: {}", out.stderr);
+    without_summary(
+        serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("report --cluster is not JSON ({e}): {}", out.stdout)),
+    )
+}
+
 /// The row of a report for `(client_id, username)`.
 pub fn report_row<'a>(
     report: &'a serde_json::Value,

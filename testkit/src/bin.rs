@@ -334,6 +334,9 @@ pub struct BinaryProxy {
     /// [`ca_files`](TestProxyBuilder::ca_files) (a CA shared with another replica).
     ca_cert: Option<PathBuf>,
     ca_pem: String,
+    /// The builder's [`env`](TestProxyBuilder::env), set in its process environment; a
+    /// [`restart`](Self::restart) keeps it (not the extra variables of one start).
+    env: Vec<(String, String)>,
 }
 
 impl BinaryProxy {
@@ -363,15 +366,24 @@ impl BinaryProxy {
         std::fs::write(dir.path().join("grantshift.toml"), builder.render(up))
             .expect("write grantshift.toml");
         let ca_cert = builder.ca_cert_path().map(Path::to_path_buf);
-        BinaryProxy::run_in(binary, dir, ca_cert, log_format, rust_log, env).await
+        let kept: Vec<(String, String)> = builder
+            .env_vars()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BinaryProxy::run_in(binary, dir, ca_cert, log_format, rust_log, kept, env).await
     }
 
     /// `grantshift run` again on the same directory (config, CA, events and state files) after
     /// this one exited (stopped, or killed and waited for): a restart. `--log-format json`.
     pub async fn restart(self, binary: Binary, env: &[(&str, &str)]) -> BinaryProxy {
         assert!(self.bin.exited, "restart a process that has exited");
-        let BinaryProxy { dir, ca_cert, .. } = self;
-        BinaryProxy::run_in(binary, dir, ca_cert, "json", None, env).await
+        let BinaryProxy {
+            dir,
+            ca_cert,
+            env: first,
+            ..
+        } = self;
+        BinaryProxy::run_in(binary, dir, ca_cert, "json", None, first, env).await
     }
 
     async fn run_in(
@@ -380,6 +392,7 @@ impl BinaryProxy {
         ca_cert: Option<PathBuf>,
         log_format: &str,
         rust_log: Option<&str>,
+        kept: Vec<(String, String)>,
         env: &[(&str, &str)],
     ) -> BinaryProxy {
         let config = dir.path().join("grantshift.toml");
@@ -390,6 +403,9 @@ impl BinaryProxy {
             .args(["--log-format", log_format]);
         if let Some(filter) = rust_log {
             cmd.env("RUST_LOG", filter);
+        }
+        for (name, value) in &kept {
+            cmd.env(name, value);
         }
         for (name, value) in env {
             cmd.env(name, value);
@@ -405,6 +421,7 @@ impl BinaryProxy {
             dir,
             ca_cert,
             ca_pem,
+            env: kept,
         }
     }
 

@@ -12,6 +12,7 @@ use super::bin::{Binary, BinaryProxy};
 use super::client::{try_client_config, try_h1_over_tls, try_tunnel};
 use super::haproxy::{HaProxy, Server};
 use super::proxy::{TestProxyBuilder, Upstreams};
+use super::redis::{cluster_toml, wait_cluster_up, TEST_CLUSTER_KEY};
 use super::salesforce::TOKEN_PATH;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -64,11 +65,52 @@ impl Fleet {
         names: &[&str],
         checks: &[Option<SocketAddr>],
     ) -> Fleet {
+        Fleet::launch(binary, up, |_| builder.clone(), names, checks).await
+    }
+
+    /// [`start`](Self::start) with shared state: every replica also gets `[cluster]` on
+    /// `redis` ([`cluster_toml`], its HAProxy name as `replica`) and the fleet key
+    /// ([`TEST_CLUSTER_KEY`]) in its environment; returns once each also reports
+    /// `grantshift_cluster_up 1`.
+    pub async fn start_on_redis(
+        binary: Binary,
+        up: &Upstreams,
+        builder: &TestProxyBuilder,
+        names: &[&str],
+        redis: &str,
+    ) -> Fleet {
+        let fleet = Fleet::launch(
+            binary,
+            up,
+            |name| {
+                builder
+                    .clone()
+                    .extra_toml(&cluster_toml(redis, name))
+                    .env(grantshift::config::CLUSTER_KEY_ENV, TEST_CLUSTER_KEY)
+            },
+            names,
+            &[],
+        )
+        .await;
+        for r in &fleet.replicas {
+            wait_cluster_up(r.admin, true).await;
+        }
+        fleet
+    }
+
+    async fn launch(
+        binary: Binary,
+        up: &Upstreams,
+        builder_for: impl Fn(&str) -> TestProxyBuilder,
+        names: &[&str],
+        checks: &[Option<SocketAddr>],
+    ) -> Fleet {
         assert!(!names.is_empty());
         let mut replicas: Vec<Replica> = Vec::new();
         for name in names {
+            let builder = builder_for(name);
             let b = match replicas.first() {
-                None => builder.clone(),
+                None => builder,
                 Some(first) => builder.clone().ca_files(
                     &first.proxy.dir().join("grantshift-ca.pem"),
                     &first.proxy.dir().join("grantshift-ca.key"),
@@ -135,31 +177,62 @@ impl Fleet {
     /// A password login on a new connection through HAProxy: CONNECT `host:443`, TLS trusting
     /// the fleet's CA, `POST` [`TOKEN_PATH`] with `body`. The HTTP status, or what went wrong.
     pub async fn try_login(&self, host: &str, body: &str) -> Result<u16, String> {
+        self.try_logins(host, &[body.to_string()]).await.remove(0)
+    }
+
+    /// Password logins with `bodies`, in order, on one new connection through HAProxy (so all
+    /// of them reach the same replica): each one's HTTP status, or what went wrong; after the
+    /// first failure the rest are not sent (and count as failed with it).
+    pub async fn try_logins(&self, host: &str, bodies: &[String]) -> Vec<Result<u16, String>> {
         let front = self.front();
         let tls = self.tls.clone();
-        let exchange = async move {
+        let mut results = Vec::with_capacity(bodies.len());
+        let connected = async {
             let tcp = try_tunnel(front, &format!("{host}:443")).await?;
-            let mut sender = try_h1_over_tls::<_, Full<Bytes>>(tcp, host, &tls).await?;
-            let req = http::Request::post(TOKEN_PATH)
-                .header("host", host)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(Full::new(Bytes::from(body.to_string())))
-                .map_err(|e| e.to_string())?;
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| format!("token request: {e}"))?;
-            let status = resp.status().as_u16();
-            resp.into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("token response body: {e}"))?;
-            Ok(status)
+            try_h1_over_tls::<_, Full<Bytes>>(tcp, host, &tls).await
         };
-        match tokio::time::timeout(LOGIN_DEADLINE, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no answer within {LOGIN_DEADLINE:?}")),
+        let mut sender = match tokio::time::timeout(LOGIN_DEADLINE, connected).await {
+            Ok(Ok(sender)) => sender,
+            Ok(Err(e)) => return vec![Err(e); bodies.len()],
+            Err(_) => {
+                return vec![Err(format!("no connection within {LOGIN_DEADLINE:?}")); bodies.len()]
+            }
+        };
+        for body in bodies {
+            let exchange = async {
+                sender
+                    .ready()
+                    .await
+                    .map_err(|e| format!("connection: {e}"))?;
+                let req = http::Request::post(TOKEN_PATH)
+                    .header("host", host)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(Full::new(Bytes::from(body.clone())))
+                    .map_err(|e| e.to_string())?;
+                let resp = sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| format!("token request: {e}"))?;
+                let status = resp.status().as_u16();
+                resp.into_body()
+                    .collect()
+                    .await
+                    .map_err(|e| format!("token response body: {e}"))?;
+                Ok(status)
+            };
+            let result = match tokio::time::timeout(LOGIN_DEADLINE, exchange).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("no answer within {LOGIN_DEADLINE:?}")),
+            };
+            let failed = result.is_err();
+            results.push(result);
+            if failed {
+                let e = results.last().cloned().expect("just pushed");
+                results.resize(bodies.len(), e);
+                break;
+            }
         }
+        results
     }
 
     /// Token requests replica `i` has counted (`grantshift_token_requests_total`, every label

@@ -209,6 +209,12 @@ impl TestProxyBuilder {
         self
     }
 
+    /// The variables set with [`env`](Self::env): a binary run of this builder
+    /// ([`BinaryProxy`](crate::bin::BinaryProxy)) gets them in its process environment.
+    pub fn env_vars(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
     pub fn extra_toml(mut self, toml: &str) -> Self {
         self.extra_toml.push_str(toml);
         self

@@ -6,7 +6,10 @@
 use crate::GRANTSHIFT;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use testkit::admin::{live_report, report_cli_json, scrape, without_summary};
+use testkit::admin::{
+    live_report, report_cli_json, report_cluster_json, report_sets as sets, scrape,
+    wait_reports_agree,
+};
 use testkit::redis::{cluster_toml, wait_cluster_up, RedisServer, TEST_CLUSTER_KEY};
 use testkit::*;
 
@@ -59,36 +62,9 @@ fn acme_login(password: &str) -> String {
     )
 }
 
-/// Each credential set of a report and its counts: what the fleet must agree on.
-fn sets(report: &Value) -> BTreeMap<String, Value> {
-    report["credentials"]
-        .as_array()
-        .expect("credentials")
-        .iter()
-        .map(|row| {
-            let key = format!("{} {} {}", row["grant"], row["client_id"], row["username"]);
-            (key, row["counts"].clone())
-        })
-        .collect()
-}
-
 /// Poll both replicas' /report until each shows `want`'s sets and counts (20 s at most).
 async fn reports_agree(a: &TestProxy, b: &TestProxy, want: &BTreeMap<String, Value>) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let (ra, rb) = (
-            sets(&live_report(a.admin_addr()).await),
-            sets(&live_report(b.admin_addr()).await),
-        );
-        if &ra == want && &rb == want {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the replicas' reports did not agree with the events files within 20 s:\nA: {ra:#?}\nB: {rb:#?}\nfiles: {want:#?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    wait_reports_agree(&[a.admin_addr(), b.admin_addr()], 20, |sets| sets == want).await;
 }
 
 /// `report --events` over both replicas' events files.
@@ -166,18 +142,9 @@ async fn both_replicas_report_the_fleet_as_the_events_files_do() {
     assert_eq!(cluster_report(&a).await, want, "report --cluster");
 }
 
-/// `grantshift -c <a's config> report --cluster --json`: the fleet's report from the stream.
+/// `report --cluster --json` with A's config: the fleet's report from the stream.
 async fn cluster_report(proxy: &TestProxy) -> BTreeMap<String, Value> {
-    let mut cmd = GRANTSHIFT.command(proxy.dir());
-    cmd.arg("-c")
-        .arg(proxy.config_path())
-        .args(["report", "--cluster", "--json"])
-        .env(grantshift::config::CLUSTER_KEY_ENV, TEST_CLUSTER_KEY);
-    let out = run_to_end(cmd).await;
-    assert!(out.status.success(), "report --cluster: {}", out.stderr);
-    sets(&without_summary(
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout)),
-    ))
+    sets(&report_cluster_json(GRANTSHIFT, proxy.dir(), &proxy.config_path()).await)
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 //! `/readyz` (testkit's [`Fleet`], as `docker compose --profile fleet` deploys it): logins
 //! spread over both replicas; a replica killed mid-run is marked DOWN and every login started
 //! after that succeeds on the other; a replica whose `/readyz` is not 200 is taken out (and
-//! put back when it answers 200 again) while its process still runs. No shared state (Redis) is involved:
-//! each replica keeps its own.
+//! put back when it answers 200 again) while its process still runs. The kill runs on a fleet
+//! with shared state (a real `redis-server`, `[cluster]`); the others need none: each replica
+//! keeps its own. What the shared state does is `fleet_shared`'s.
 
 use crate::GRANTSHIFT;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -102,8 +103,18 @@ async fn logins_through_haproxy_reach_both_replicas_and_all_succeed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_mid_run_is_marked_down_and_every_later_login_succeeds() {
+    let redis = testkit::redis::RedisServer::start();
     let up = Upstreams::start().await;
-    let fleet = Arc::new(start_fleet(&up, TestProxy::builder()).await);
+    let fleet = Arc::new(
+        Fleet::start_on_redis(
+            GRANTSHIFT,
+            &up,
+            &TestProxy::builder().extra_toml(&acme_mapping()),
+            &REPLICA_NAMES,
+            &redis.url(),
+        )
+        .await,
+    );
     let form = acme_password_form();
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicUsize::new(0));

@@ -35,6 +35,7 @@ mod fake_salesforce;
 mod fallback;
 mod faults;
 mod fleet;
+mod fleet_shared;
 mod harness;
 mod hop_by_hop;
 mod hop_protocol;
