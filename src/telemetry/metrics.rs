@@ -314,6 +314,7 @@ pub struct Metrics {
     fleet_warned: std::sync::Mutex<HashSet<(String, String)>>,
     cluster_events_waiting: Gauge,
     cluster_events_unsent_dropped: Counter,
+    cluster_stream_resets: Counter,
     /// The identities with a label value of their own, at most [`MAX_IDENTITIES`].
     identities: RwLock<HashSet<String>>,
     credential_sets: Family<VerdictLabels, Gauge>,
@@ -439,6 +440,12 @@ impl Metrics {
             "Events never sent to the shared stream: more than 100,000 waited during an outage (the oldest are dropped; they stay in the events file)",
             cluster_events_unsent_dropped.clone(),
         );
+        let cluster_stream_resets = Counter::default();
+        registry.register(
+            "grantshift_cluster_stream_resets",
+            "Times this replica found the shared events stream lost (Redis restarted empty or was flushed) and added its latest events again",
+            cluster_stream_resets.clone(),
+        );
         let credential_sets = Family::<VerdictLabels, Gauge>::default();
         registry.register(
             "grantshift_credential_sets",
@@ -532,6 +539,7 @@ impl Metrics {
             fleet_warned: Default::default(),
             cluster_events_waiting,
             cluster_events_unsent_dropped,
+            cluster_stream_resets,
             identities: RwLock::new(HashSet::new()),
             credential_sets,
         }
@@ -706,6 +714,11 @@ impl Metrics {
     /// Count an event dropped from those waiting for the shared stream.
     pub fn cluster_event_unsent_dropped(&self) {
         self.cluster_events_unsent_dropped.inc();
+    }
+
+    /// Count a lost shared stream found (see `telemetry::shared`).
+    pub fn cluster_stream_reset(&self) {
+        self.cluster_stream_resets.inc();
     }
 
     /// `identity` itself while fewer than [`MAX_IDENTITIES`] have a value of their own (or

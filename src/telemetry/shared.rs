@@ -3,8 +3,9 @@
 //!
 //! - [`publish`]: every event this replica writes is added to the stream `{prefix}events`
 //!   (XADD MAXLEN ~ 1000000, the event's JSON in field `e`), with, for a login sent upstream,
-//!   INCR + EXPIRE 3700 of `{prefix}logins:{target}\0{identity}:{unix minute}`: one pipeline
-//!   per batch, one bounded call. While Redis is down (or the call fails) the batch is counted
+//!   INCR + EXPIRE 3700 of `{prefix}logins:{target}\0{identity}:{unix minute}`: one script
+//!   per batch, one bounded call, which first checks that Redis still holds the stream this
+//!   replica added to ([`Stream`]). While Redis is down (or the call fails) the batch is counted
 //!   in this replica's report at once and kept, at most [`MAX_UNSENT`] events (oldest dropped
 //!   first: they stay in the events file), to be added when Redis is back, in order.
 //! - [`consume`]: reads the stream from its start (`0-0`), every replica's events, and feeds
@@ -89,6 +90,7 @@ pub async fn publish(
     metrics: Arc<Metrics>,
 ) {
     let mut unsent: VecDeque<Arc<Event>> = VecDeque::new();
+    let mut stream = Stream::default();
     let mut up = cluster.subscribe();
     loop {
         let mut batch = Vec::new();
@@ -101,7 +103,7 @@ pub async fn publish(
         while !unsent.is_empty() && cluster.is_up() {
             let n = unsent.len().min(BATCH);
             let chunk: Vec<Arc<Event>> = unsent.iter().take(n).cloned().collect();
-            if !send(&cluster, &metrics, &chunk, false).await {
+            if !stream.send(&cluster, &metrics, &chunk, false).await {
                 break;
             }
             unsent.drain(..n);
@@ -111,8 +113,9 @@ pub async fn publish(
                 "the events kept while shared state was unavailable are in the shared stream"
             );
         }
-        let sent =
-            !batch.is_empty() && unsent.is_empty() && send(&cluster, &metrics, &batch, true).await;
+        let sent = !batch.is_empty()
+            && unsent.is_empty()
+            && stream.send(&cluster, &metrics, &batch, true).await;
         if !batch.is_empty() && !sent {
             // Down, or events still wait: counted here now, sent later (after those waiting).
             for event in batch {
@@ -128,36 +131,170 @@ pub async fn publish(
     }
 }
 
-/// XADD each event of `batch` (and, with `logins`, count its upstream login): one call.
-async fn send(cluster: &Cluster, metrics: &Metrics, batch: &[Arc<Event>], logins: bool) -> bool {
-    let key = stream_key(cluster);
-    let mut pipe = redis::pipe();
-    for event in batch {
-        let json = serde_json::to_string(&**event).expect("events serialize");
-        pipe.cmd("XADD")
-            .arg(&key)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(STREAM_MAXLEN)
-            .arg("*")
-            .arg("e")
-            .arg(json)
-            .ignore();
-        if let (true, Some((target, identity))) = (logins, metrics.upstream_login_pair(event)) {
-            let counter = counter_key(cluster, &target, &identity, unix_minute());
-            pipe.cmd("INCR").arg(&counter).ignore();
-            pipe.cmd("EXPIRE")
-                .arg(&counter)
-                .arg(COUNTER_TTL_SECS)
-                .ignore();
+/// How long this replica keeps the events it added, to add them again if Redis loses its data
+/// (another replica may not have read them yet) ...
+const RETAIN: Duration = Duration::from_secs(30);
+/// ... and at most this many of them.
+const MAX_RETAINED: usize = 20_000;
+
+/// One replica's side of the stream: which instance of it ("epoch") its adds went to, and
+/// the events it added lately. Redis keeps `{prefix}events-epoch`, a random value set by the
+/// first add after it started empty; an add checks it (one script: the check and the adds
+/// are atomic). A changed or missing epoch means Redis lost the stream (a restart without
+/// persistence, a flush, a failover to an empty replica): the events added lately are added
+/// again first (readers count each once, [`Dedup`]), so no replica misses what was in flight.
+#[derive(Default)]
+struct Stream {
+    epoch: Option<String>,
+    /// Redis lost its data: the retained events go again before anything newer.
+    replay: bool,
+    retained: VecDeque<(std::time::Instant, Arc<Event>)>,
+}
+
+/// What one add found.
+enum Added {
+    /// Added; the epoch it went to.
+    Yes(String),
+    /// Refused whole (nothing written): the stream is not the one this replica knew.
+    Reset(String),
+}
+
+impl Stream {
+    /// Add `batch` (after the retained events, if Redis lost them); `false` if Redis did not
+    /// take it (down, slow, or lost again on the way): it is sent again later.
+    async fn send(
+        &mut self,
+        cluster: &Cluster,
+        metrics: &Metrics,
+        batch: &[Arc<Event>],
+        logins: bool,
+    ) -> bool {
+        loop {
+            if self.replay {
+                let again: Vec<Arc<Event>> = self.retained.iter().map(|(_, e)| e.clone()).collect();
+                for chunk in again.chunks(BATCH) {
+                    // Their upstream logins were counted in the lost counters: not again.
+                    match add(cluster, metrics, self.epoch.as_deref(), chunk, false).await {
+                        Some(Added::Yes(_)) => {}
+                        Some(Added::Reset(epoch)) => {
+                            self.epoch = Some(epoch);
+                            return false;
+                        }
+                        None => return false,
+                    }
+                }
+                self.replay = false;
+            }
+            match add(cluster, metrics, self.epoch.as_deref(), batch, logins).await {
+                None => return false,
+                Some(Added::Yes(epoch)) => {
+                    self.epoch = Some(epoch);
+                    self.retain(batch);
+                    return true;
+                }
+                Some(Added::Reset(epoch)) => {
+                    tracing::warn!(
+                        retained = self.retained.len(),
+                        "the shared events stream was lost (Redis restarted empty or was flushed); adding this replica's latest events again"
+                    );
+                    metrics.cluster_stream_reset();
+                    self.epoch = Some(epoch);
+                    self.replay = true;
+                }
+            }
         }
     }
-    cluster
+
+    fn retain(&mut self, batch: &[Arc<Event>]) {
+        let now = std::time::Instant::now();
+        self.retained.extend(batch.iter().map(|e| (now, e.clone())));
+        while self.retained.len() > MAX_RETAINED
+            || self
+                .retained
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > RETAIN)
+        {
+            self.retained.pop_front();
+        }
+    }
+}
+
+/// The add, in one script: `KEYS[1]` the epoch, `KEYS[2]` the stream, `KEYS[3..]` login
+/// counters to INCR (+ EXPIRE `ARGV[4]`); `ARGV[1]` the epoch the caller knows (`""`: none
+/// yet), `ARGV[2]` a new one in case Redis has none, `ARGV[3]` MAXLEN, `ARGV[5..]` the
+/// events' JSON. Returns `{1, epoch}` (added) or `{0, epoch}` (refused: another epoch).
+const ADD_SCRIPT: &str = r#"
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  redis.call('SET', KEYS[1], ARGV[2])
+  epoch = ARGV[2]
+end
+if ARGV[1] ~= '' and ARGV[1] ~= epoch then
+  return {0, epoch}
+end
+for i = 5, #ARGV do
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[i])
+end
+for i = 3, #KEYS do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[4])
+end
+return {1, epoch}
+"#;
+
+static ADD: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(ADD_SCRIPT));
+
+/// XADD each event of `batch` (and, with `logins`, count its upstream login) if the stream
+/// is still the one of `epoch`: one bounded call. `None`: Redis did not answer.
+async fn add(
+    cluster: &Cluster,
+    metrics: &Metrics,
+    epoch: Option<&str>,
+    batch: &[Arc<Event>],
+    logins: bool,
+) -> Option<Added> {
+    let mut keys = vec![cluster.key("events-epoch"), stream_key(cluster)];
+    let minute = unix_minute();
+    for event in batch {
+        if let (true, Some((target, identity))) = (logins, metrics.upstream_login_pair(event)) {
+            keys.push(counter_key(cluster, &target, &identity, minute));
+        }
+    }
+    let mut fresh = [0u8; 16];
+    getrandom::getrandom(&mut fresh).expect("the OS has random bytes");
+    let mut args = vec![
+        epoch.unwrap_or("").to_owned(),
+        hex(&fresh),
+        STREAM_MAXLEN.to_string(),
+        COUNTER_TTL_SECS.to_string(),
+    ];
+    args.extend(
+        batch
+            .iter()
+            .map(|e| serde_json::to_string(&**e).expect("events serialize")),
+    );
+    let (added, epoch): (i64, String) = cluster
         .call("events_add", |mut conn| async move {
-            pipe.query_async::<()>(&mut conn).await
+            let mut invocation = ADD.prepare_invoke();
+            for key in &keys {
+                invocation.key(key);
+            }
+            for arg in &args {
+                invocation.arg(arg);
+            }
+            invocation.invoke_async(&mut conn).await
         })
-        .await
-        .is_some()
+        .await?;
+    Some(if added == 1 {
+        Added::Yes(epoch)
+    } else {
+        Added::Reset(epoch)
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Read the stream from its start and feed every event to `fleet` (and the pairs of its
