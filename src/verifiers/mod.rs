@@ -81,7 +81,17 @@ pub struct Verifiers {
     metrics: Arc<Metrics>,
     /// The fleet's shared verifiers (`[cluster]`), if any.
     cluster: Option<Arc<Cluster>>,
+    /// Sets the fleet had no verifier for, and when Redis said so: not asked again for
+    /// [`ABSENT_FOR`], so a set without one costs no Redis round trip per login.
+    absent: Mutex<HashMap<SetKey, std::time::Instant>>,
 }
+
+/// How long a set the fleet had no verifier for is not asked about again: another replica's
+/// newly learned verifier is enforced here at most this much later.
+pub const ABSENT_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// At most this many sets remembered as absent (beyond it, they are forgotten at once).
+const MAX_ABSENT: usize = 10_000;
 
 impl Verifiers {
     pub fn new(store: Store, metrics: Arc<Metrics>) -> Verifiers {
@@ -94,6 +104,7 @@ impl Verifiers {
             hashers: tokio::sync::Semaphore::new(cores),
             metrics,
             cluster: None,
+            absent: Mutex::new(HashMap::new()),
         }
     }
 
@@ -171,10 +182,15 @@ impl Verifiers {
             .or_else(|| self.store.get(set))
         {
             Some(v) => v,
-            // None here: perhaps another replica learned it.
+            // None here: perhaps another replica learned it (asked at most every
+            // ABSENT_FOR per set).
+            None if self.recently_absent(set) => return Checked::NoVerifier,
             None => match self.adopt(set, None).await {
                 Some(v) => v,
-                None => return Checked::NoVerifier,
+                None => {
+                    self.note_absent(set);
+                    return Checked::NoVerifier;
+                }
             },
         };
         let Some(password) = password else {
@@ -306,6 +322,36 @@ impl Verifiers {
     /// What the report shows of each set's verifier under `config`.
     pub fn view<'a>(&'a self, config: &'a Config) -> impl Fn(&str, &str) -> VerifierView + 'a {
         view(config, &self.store)
+    }
+
+    fn lock_absent(&self) -> std::sync::MutexGuard<'_, HashMap<SetKey, std::time::Instant>> {
+        self.absent.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Redis said within [`ABSENT_FOR`] that the fleet has no verifier for `set`.
+    fn recently_absent(&self, set: &SetKey) -> bool {
+        self.cluster.is_some()
+            && self
+                .lock_absent()
+                .get(set)
+                .is_some_and(|at| at.elapsed() < ABSENT_FOR)
+    }
+
+    /// Remember that the fleet had none for `set` (only when Redis answered: while it is down
+    /// every login asks, and [`Cluster::call`] answers at once).
+    fn note_absent(&self, set: &SetKey) {
+        let Some(cluster) = &self.cluster else { return };
+        if !cluster.is_up() {
+            return;
+        }
+        let mut absent = self.lock_absent();
+        if absent.len() >= MAX_ABSENT {
+            absent.retain(|_, at| at.elapsed() < ABSENT_FOR);
+            if absent.len() >= MAX_ABSENT {
+                return;
+            }
+        }
+        absent.insert(set.clone(), std::time::Instant::now());
     }
 
     fn lock_slots(&self) -> std::sync::MutexGuard<'_, HashMap<Verifier, Slot>> {

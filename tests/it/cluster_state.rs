@@ -211,3 +211,27 @@ async fn with_redis_stopped_logins_go_on_and_the_reports_agree_again_when_it_is_
         .value("grantshift_cluster_events_waiting", &[]);
     assert_eq!(waiting, Some(0.0));
 }
+
+#[tokio::test]
+async fn a_set_without_a_verifier_asks_redis_once_not_on_every_login() {
+    let redis = RedisServer::start();
+    // Client credentials with `verify_password = "if_known"` (the default): upgraded while the
+    // set has no verifier, which the fleet is asked for.
+    let a = replica(&redis, "gs-a", &acme_mapping(), None).await;
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        let reply = a.login(LOGIN_HOST, &acme_password_form()).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+        let event = a.next_event().await;
+        assert_eq!(event["password_check"], "none", "{event}");
+    }
+    // One HGET, and one more per ABSENT_FOR the ten logins took (on a slow machine).
+    let windows = started.elapsed().as_secs_f64() / grantshift::verifiers::ABSENT_FOR.as_secs_f64();
+    let allowed = 1 + windows.floor() as u64;
+    let hget = redis.calls("hget");
+    assert!(
+        (1..=allowed).contains(&hget),
+        "ten logins of a set without a verifier in {:?}: {hget} HGETs (at most {allowed})",
+        started.elapsed()
+    );
+}
