@@ -73,9 +73,16 @@ pub struct Entry {
     /// entry drops it).
     credential: Option<[u8; 32]>,
     /// Stored in the fleet's Redis too: a local hit checks it is still there (another
-    /// replica may have evicted it).
+    /// replica may have evicted it), at most once per [`SHARED_RECHECK`].
     shared: bool,
+    /// When Redis last said it still holds this entry.
+    confirmed: std::sync::Mutex<Option<Instant>>,
 }
+
+/// How long after Redis said a shared entry is still the fleet's a local hit serves it without
+/// asking again: a session another replica evicted is served here at most this much longer,
+/// and hits on a busy key cost one EXISTS per this time, not one each.
+pub const SHARED_RECHECK: Duration = Duration::from_millis(100);
 
 impl Entry {
     /// A copy of the body for one client.
@@ -424,6 +431,7 @@ impl TokenCache {
             expires: std::sync::Mutex::new(Instant::now() + serve_for),
             credential,
             shared,
+            confirmed: std::sync::Mutex::new(None),
         });
         drop(token);
         if let (Some(cluster), true) = (&self.cluster, shared) {
@@ -571,12 +579,17 @@ impl TokenCache {
         n
     }
 
-    /// A local entry marked shared: is it still in Redis? No (another replica evicted it):
-    /// it goes here too. Redis unavailable: yes, serve it.
+    /// A local entry marked shared: is it still in Redis (asked at most once per
+    /// [`SHARED_RECHECK`])? No (another replica evicted it): it goes here too. Redis
+    /// unavailable: yes, serve it.
     async fn still_shared(&self, key: &Key, entry: &Arc<Entry>) -> bool {
         let Some(cluster) = &self.cluster else {
             return true;
         };
+        let lock = || entry.confirmed.lock().unwrap_or_else(|e| e.into_inner());
+        if lock().is_some_and(|at| at.elapsed() < SHARED_RECHECK) {
+            return true;
+        }
         let name = cluster.key(&format!("tc:{}", hex(&key.0)));
         let exists = cluster
             .call("cache_exists", |mut conn| async move {
@@ -587,6 +600,9 @@ impl TokenCache {
             })
             .await;
         if exists != Some(0) {
+            if exists.is_some() {
+                *lock() = Some(Instant::now());
+            }
             return true;
         }
         // Gone from the fleet (revoked, refused, reloaded elsewhere): not counted here, the
@@ -823,6 +839,7 @@ fn decode(bytes: &[u8], serve_for: Duration) -> Option<Entry> {
         expires: std::sync::Mutex::new(Instant::now() + serve_for),
         credential: has_credential.then_some(credential),
         shared: true,
+        confirmed: std::sync::Mutex::new(None),
     })
 }
 

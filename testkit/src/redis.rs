@@ -48,6 +48,11 @@ impl RedisServer {
         self.port
     }
 
+    /// Its process id while it runs (the benchmark reads its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether it is running (started and not stopped).
     pub fn is_running(&self) -> bool {
         self.child.is_some()
@@ -89,6 +94,17 @@ impl RedisServer {
             .expect("read timeout");
         stream.write_all(&encode(args)).expect("write to redis");
         read_reply(&mut stream).expect("a RESP reply")
+    }
+
+    /// How many times Redis ran `command` (lower case) since it started: `cmdstat_<command>`
+    /// `calls=` in `INFO commandstats`, 0 when it never ran.
+    pub fn calls(&self, command: &str) -> u64 {
+        let info = String::from_utf8_lossy(&self.command(&[b"INFO", b"commandstats"])).into_owned();
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The keys matching `pattern` (KEYS; tests only).

@@ -198,3 +198,33 @@ async fn with_redis_down_each_replica_logs_in_itself_and_sharing_resumes_when_it
     assert_eq!(fourth.body, third.body, "shared again");
     assert_eq!(upgraded_requests(&a.sf), 3);
 }
+
+#[tokio::test]
+async fn hits_on_a_shared_session_ask_redis_at_most_once_per_recheck_window() {
+    let redis = RedisServer::start();
+    let (a, b) = fleet(&redis).await;
+    let first = a.login(LOGIN_HOST, &acme_password_form()).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    wait_stored(&redis).await;
+    // B takes the fleet's session, then serves 50 logins on one connection from it.
+    let mut conn = b.intercepted(LOGIN_HOST, Http::H1).await;
+    let taken = post_form(&mut conn, LOGIN_HOST, TOKEN_PATH, &acme_password_form()).await;
+    assert_eq!(taken.body, first.body);
+    let before = redis.calls("exists");
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        let reply = post_form(&mut conn, LOGIN_HOST, TOKEN_PATH, &acme_password_form()).await;
+        assert_eq!(reply.body, first.body, "the fleet's session");
+    }
+    let elapsed = started.elapsed();
+    let exists = redis.calls("exists") - before;
+    // One EXISTS per SHARED_RECHECK at most (one more for the window the run started in).
+    let windows = elapsed.as_secs_f64() / grantshift::broker::cache::SHARED_RECHECK.as_secs_f64();
+    let allowed = 1 + windows.ceil() as u64;
+    println!("50 hits in {elapsed:?}: {exists} EXISTS (at most {allowed})");
+    assert!(
+        (1..=allowed).contains(&exists),
+        "50 hits in {elapsed:?}: {exists} EXISTS, at most {allowed}"
+    );
+    assert_eq!(upgraded_requests(&a.sf), 1);
+}
