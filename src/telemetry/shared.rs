@@ -5,7 +5,8 @@
 //!   (XADD MAXLEN ~ 1000000, the event's JSON in field `e`), with, for a login sent upstream,
 //!   INCR + EXPIRE 3700 of `{prefix}logins:{target}\0{identity}:{unix minute}`: one script
 //!   per batch, one bounded call, which first checks that Redis still holds the stream this
-//!   replica added to ([`Stream`]). While Redis is down (or the call fails) the batch is counted
+//!   replica added to ([`Stream`]). A batch is what arrived within 10 ms of its first event
+//!   ([`LINGER`]), at most 500. While Redis is down (or the call fails) the batch is counted
 //!   in this replica's report at once and kept, at most [`MAX_UNSENT`] events (oldest dropped
 //!   first: they stay in the events file), to be added when Redis is back, in order.
 //! - [`consume`]: reads the stream from its start (`0-0`), every replica's events, and feeds
@@ -29,6 +30,10 @@ pub const MAX_UNSENT: usize = 100_000;
 
 /// Events added to the stream in one call.
 const BATCH: usize = 500;
+
+/// How long the first event of a batch waits for others before the add: the fleet's report
+/// is this much later, and a busy replica makes one Redis call per this time, not per login.
+const LINGER: Duration = Duration::from_millis(10);
 
 /// How long the stream reader waits when it has read everything (it never blocks on the
 /// shared connection: XREAD without BLOCK).
@@ -97,6 +102,16 @@ pub async fn publish(
         tokio::select! {
             got = events.recv_many(&mut batch, BATCH) => if got == 0 { return },
             changed = up.changed() => if changed.is_err() { return },
+        }
+        if !batch.is_empty() && batch.len() < BATCH {
+            // Let a busy replica's events gather: one add per LINGER, not one per login.
+            tokio::time::sleep(LINGER).await;
+            while batch.len() < BATCH {
+                match events.try_recv() {
+                    Ok(event) => batch.push(event),
+                    Err(_) => break,
+                }
+            }
         }
         // What waited goes first, in order, as soon as Redis takes calls again.
         let waited = !unsent.is_empty();
