@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo bench --bench e2e                     # full size, 3 rounds (a few minutes)
 //! cargo bench --bench e2e -- --quick          # 1/10 of the size, 1 round (or GRANTSHIFT_BENCH_QUICK=1)
-//! cargo bench --bench e2e -- --only A32,B32   # some scenarios (A1 A32 A1c A32c A1ev A32ev A32v W B32 C D E L1)
+//! cargo bench --bench e2e -- --only A32,B32   # some scenarios (A1 A32 A1c A32c A1ev A32ev A32v W B32 C D E L1 A32s A32cs F1 F2)
 //! cargo bench --bench e2e -- --rounds 5       # more rounds: medians over more samples
 //! cargo bench --bench e2e -- --upstream nginx-h1   # nginx-h2 (default), nginx-h1 or fake
 //! cargo bench --bench e2e -- --only A32 --perf-dir /tmp/perf   # + perf record / perf stat of the proxy
@@ -121,6 +121,25 @@
 //!   connection through a blind tunnel. No TLS, HTTP or rewrite: only the two extra hops
 //!   between the cores, which no proxy on another core can avoid. [The same, direct.]
 //!
+//! - **A32s** (A32 + shared state): A32 against replica `gs-a` of a fleet: the main proxy's
+//!   config plus `[cluster]` on a `redis-server` the bench starts (Debian's, `--save ""
+//!   --appendonly no`, on CPU 1 with the load side) and the fleet key in its environment.
+//!   Each login then also goes into the shared events stream and the fleet's login-rate
+//!   counters (one script per batch of events, in the background). Compared with A32 in the
+//!   same run: the CPU the shared state adds per login. [As A.]
+//! - **A32cs** (A32c + shared state): A32c on a fresh replica per round with the token cache
+//!   on and `[cluster]` (a key prefix of its own per round, so the fleet's cache starts empty
+//!   too): the cold start's logins take the fleet's lock and store the session in Redis; every
+//!   measured hit then also asks Redis whether the session is still the fleet's (one EXISTS:
+//!   another replica may have revoked it). Compared with A32c in the same run. [As A.]
+//! - **F1 / F2** (the fleet): A32's logins through Debian's HAProxy (TCP mode, `/readyz`
+//!   checks, as `deploy/haproxy/haproxy.cfg`; on CPU 1) in front of one replica (`gs-a`) or
+//!   two (`gs-a`, and `gs-b` with `gs-a`'s CA files), both on `[cluster]`. The proxy CPU is
+//!   the replicas' summed; HAProxy's and Redis's CPU per login are in the notes, with each
+//!   replica's RSS after the runs. Both replicas are pinned to CPU 0 like every proxy here,
+//!   so F2 / F1 shows what a second replica costs on the same core, not how a fleet scales
+//!   across machines. [As A.]
+//!
 //! Connections are opened before the clock starts (except C, where opening them is the
 //! work), every scenario is warmed up first, and request counts are fixed. The proxy's CPU
 //! is `utime + stime` from `/proc/<pid>/stat` (all its threads) around the measured part; the
@@ -143,6 +162,7 @@ use scenarios::{
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use testkit::haproxy::HaProxy;
 use upstream::Nginx;
 
 use testkit::fast_salesforce::{DATA_PATH, MY_DOMAIN};
@@ -181,8 +201,8 @@ struct Args {
     /// [default: 3, 1 with --quick].
     #[arg(long)]
     rounds: Option<usize>,
-    /// Comma-separated scenarios: A1, A32, A1c, A32c, A1ev, A32ev, A32v, W, B32, C, D, E, L1
-    /// [default: all].
+    /// Comma-separated scenarios: A1, A32, A1c, A32c, A1ev, A32ev, A32v, W, B32, C, D, E, L1,
+    /// A32s, A32cs, F1, F2 [default: all].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Run this grantshift binary instead of building target/release/grantshift.
@@ -260,10 +280,14 @@ enum Scenario {
     D,
     E,
     L1,
+    A32Shared,
+    A32CachedShared,
+    F1,
+    F2,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 13] = [
+    const ALL: [Scenario; 17] = [
         Scenario::A1,
         Scenario::A32,
         Scenario::A1Cached,
@@ -277,6 +301,10 @@ impl Scenario {
         Scenario::D,
         Scenario::E,
         Scenario::L1,
+        Scenario::A32Shared,
+        Scenario::A32CachedShared,
+        Scenario::F1,
+        Scenario::F2,
     ];
 
     fn key(self) -> &'static str {
@@ -294,6 +322,10 @@ impl Scenario {
             Scenario::D => "D",
             Scenario::E => "E",
             Scenario::L1 => "L1",
+            Scenario::A32Shared => "A32s",
+            Scenario::A32CachedShared => "A32cs",
+            Scenario::F1 => "F1",
+            Scenario::F2 => "F2",
         }
     }
 
@@ -312,6 +344,10 @@ impl Scenario {
             Scenario::D => "D blind tunnel, download",
             Scenario::E => "E idle tunnels",
             Scenario::L1 => "L1 floor: tunnel echo, 1 conn",
+            Scenario::A32Shared => "A32s A32 + shared state (Redis)",
+            Scenario::A32CachedShared => "A32cs A32c + shared state (Redis)",
+            Scenario::F1 => "F1 A32 via HAProxy, 1 replica",
+            Scenario::F2 => "F2 A32 via HAProxy, 2 replicas",
         }
     }
 }
@@ -386,7 +422,7 @@ fn bench(args: &Args) -> Result<(), String> {
                     .find(|s| s.key().eq_ignore_ascii_case(name.trim()))
                     .ok_or_else(|| {
                         format!(
-                            "--only: unknown scenario `{name}` (A1 A32 A1c A32c A1ev A32ev A32v W B32 C D E L1)"
+                            "--only: unknown scenario `{name}` (A1 A32 A1c A32c A1ev A32ev A32v W B32 C D E L1 A32s A32cs F1 F2)"
                         )
                     })
             })
@@ -560,6 +596,10 @@ async fn run_all(
                 | Scenario::A32Verify
                 | Scenario::W
                 | Scenario::E
+                | Scenario::A32Shared
+                | Scenario::A32CachedShared
+                | Scenario::F1
+                | Scenario::F2
         )
     }) {
         Some(BenchProxy::start(env, "proxy", &fake, servers, false, false, false).await?)
@@ -576,6 +616,17 @@ async fn run_all(
     } else {
         None
     };
+    let fleet = if needs(&|s| {
+        matches!(
+            s,
+            Scenario::A32Shared | Scenario::A32CachedShared | Scenario::F1 | Scenario::F2
+        )
+    }) {
+        Some(FleetSetup::start(env, &fake, servers, needs(&|s| s == Scenario::F2)).await?)
+    } else {
+        None
+    };
+    let mut fleet_rounds: Vec<report::FleetRound> = Vec::new();
     let mut wrong_password_hashes = Vec::new();
     let proxy_cpus = main_proxy
         .as_ref()
@@ -677,19 +728,33 @@ async fn run_all(
                         e: None,
                     }
                 }
-                Scenario::A1Cached | Scenario::A32Cached => {
+                Scenario::A1Cached | Scenario::A32Cached | Scenario::A32CachedShared => {
                     // A fresh proxy per round, the token cache on (the default): its cache
                     // starts empty, so the cold start is the round's first login.
-                    let proxy = BenchProxy::start(
-                        env,
-                        &format!("proxy-cached-r{round}"),
-                        &fake,
-                        servers,
-                        false,
-                        false,
-                        true,
-                    )
-                    .await?;
+                    let proxy = if scenario == Scenario::A32CachedShared {
+                        let f = fleet.as_ref().expect("fleet");
+                        let (url, name, prefix) =
+                            (f.redis.url(), format!("gs-c{round}"), format!("r{round}:"));
+                        let replica = proxy::Replica {
+                            redis: &url,
+                            name: &name,
+                            ca_from: None,
+                            token_cache: true,
+                            prefix: Some(&prefix),
+                        };
+                        BenchProxy::start_replica(env, &fake, servers, &replica).await?
+                    } else {
+                        BenchProxy::start(
+                            env,
+                            &format!("proxy-cached-r{round}"),
+                            &fake,
+                            servers,
+                            false,
+                            false,
+                            true,
+                        )
+                        .await?
+                    };
                     let via = proxy.route();
                     let fake_before = fake.counts().tokens;
                     let cold = scenarios::cold_start(
@@ -770,6 +835,60 @@ async fn run_all(
                     let p = || echo_ping_pong(env, &via, n, Some(proxy), &tag);
                     both(proxy_first, d, p).await?
                 }
+                Scenario::A32Shared => {
+                    let f = fleet.as_ref().expect("fleet");
+                    let n = sizes.a32;
+                    let warm = (n / 10).clamp(32, 2_000);
+                    let via = f.a.route();
+                    let d =
+                        || keep_alive(env, &direct, Req::TokenDirect, 32, n, warm, None, &fake, "");
+                    let p =
+                        || keep_alive(env, &via, Req::Token, 32, n, warm, Some(&f.a), &fake, &tag);
+                    both(proxy_first, d, p).await?
+                }
+                Scenario::F1 | Scenario::F2 => {
+                    let f = fleet.as_ref().expect("fleet");
+                    let (lb, replicas): (&HaProxy, Vec<&BenchProxy>) = match scenario {
+                        Scenario::F1 => (&f.lb1, vec![&f.a]),
+                        _ => {
+                            let (lb2, b) = f.two.as_ref().expect("the two-replica fleet");
+                            (lb2, vec![&f.a, b])
+                        }
+                    };
+                    let n = sizes.a32;
+                    let warm = (n / 10).clamp(32, 2_000);
+                    let via = f.a.route_via(lb.addr());
+                    let others: Vec<u32> =
+                        [lb.pid(), f.redis.pid()].into_iter().flatten().collect();
+                    let sessions_before: Vec<u64> =
+                        lb.servers().iter().map(|s| s.sessions_total).collect();
+                    let mut others_cpu = 0.0;
+                    let d =
+                        || keep_alive(env, &direct, Req::TokenDirect, 32, n, warm, None, &fake, "");
+                    let (via, replicas, others, fake, cpu) =
+                        (&via, &replicas, &others, &fake, &mut others_cpu);
+                    let p = move || async move {
+                        let (m, o) =
+                            scenarios::fleet_logins(env, via, 32, n, warm, replicas, others, fake)
+                                .await?;
+                        *cpu = o;
+                        Ok(m)
+                    };
+                    let sample = both(proxy_first, d, p).await?;
+                    let sessions: Vec<u64> = lb
+                        .servers()
+                        .iter()
+                        .zip(sessions_before.iter().chain(std::iter::repeat(&0)))
+                        .map(|(s, b)| s.sessions_total - b)
+                        .collect();
+                    fleet_rounds.push(report::FleetRound {
+                        scenario,
+                        others_cpu,
+                        logins: n,
+                        sessions,
+                    });
+                    sample
+                }
                 Scenario::E => {
                     let e = idle_tunnels(env, &fake, servers, sizes.e_tunnels, round).await?;
                     Sample {
@@ -784,6 +903,14 @@ async fn run_all(
     }
 
     let mut warn_lines = cached_warn_lines;
+    let fleet_rss = match fleet {
+        Some(f) => {
+            let (rss, lines) = f.stop().await?;
+            warn_lines.extend(lines);
+            rss
+        }
+        None => Vec::new(),
+    };
     let mut events_checked = None;
     for proxy in [main_proxy, events_proxy, verify_proxy]
         .into_iter()
@@ -810,7 +937,65 @@ async fn run_all(
         upstream,
         nginx_cpus,
         nginx_log,
+        fleet_rounds,
+        fleet_rss,
     })
+}
+
+/// The fleet of A32s, F1 and F2: a `redis-server`, replica `gs-a` behind HAProxy `lb1`, and
+/// (for F2) replica `gs-b` on `gs-a`'s CA with both behind a second HAProxy.
+struct FleetSetup {
+    redis: testkit::redis::RedisServer,
+    a: BenchProxy,
+    lb1: HaProxy,
+    two: Option<(HaProxy, BenchProxy)>,
+}
+
+impl FleetSetup {
+    async fn start(
+        env: &Env,
+        fake: &testkit::fast_salesforce::FastSalesforce,
+        servers: Servers,
+        two: bool,
+    ) -> Result<FleetSetup, String> {
+        // Started after pin_self: Redis and HAProxy inherit CPU 1, the load side's.
+        let redis = testkit::redis::RedisServer::start();
+        let url = redis.url();
+        let replica = |name, ca_from| proxy::Replica {
+            redis: &url,
+            name,
+            ca_from,
+            token_cache: false,
+            prefix: None,
+        };
+        let a = BenchProxy::start_replica(env, fake, servers, &replica("gs-a", None)).await?;
+        let lb1 = HaProxy::start(&[a.as_server("gs-a")]).await;
+        lb1.wait_all_up(Duration::from_secs(20)).await;
+        let two = if two {
+            let b = BenchProxy::start_replica(env, fake, servers, &replica("gs-b", Some(a.dir())))
+                .await?;
+            let lb2 = HaProxy::start(&[a.as_server("gs-a"), b.as_server("gs-b")]).await;
+            lb2.wait_all_up(Duration::from_secs(20)).await;
+            Some((lb2, b))
+        } else {
+            None
+        };
+        Ok(FleetSetup { redis, a, lb1, two })
+    }
+
+    /// Each replica's RSS (KiB) now, then stop them; the WARN/ERROR lines they logged.
+    async fn stop(self) -> Result<(Vec<(String, u64)>, Vec<String>), String> {
+        let mut rss = vec![("gs-a".to_string(), self.a.rss_kib()?)];
+        if let Some((_, b)) = &self.two {
+            rss.push(("gs-b".to_string(), b.rss_kib()?));
+        }
+        let mut lines = self.a.stop().await?;
+        if let Some((_, b)) = self.two {
+            lines.extend(b.stop().await?);
+        }
+        drop(self.redis);
+        Ok((rss, lines))
+    }
 }
 
 /// Run the direct and the proxy side of one round, in the given order.

@@ -126,13 +126,16 @@ pub struct Snapshot {
 }
 
 /// `self_ticks` is this process plus nginx (when it runs): both are the load side, on CPU 1.
-pub fn snapshot(env: &Env, proxy: Option<u32>) -> Result<Snapshot, String> {
+/// `proxy`: the proxy's pid, or every replica's of a fleet (their ticks summed); empty for a
+/// direct run.
+pub fn snapshot(env: &Env, proxy: &[u32]) -> Result<Snapshot, String> {
+    let mut proxy_ticks = 0;
+    for pid in proxy {
+        proxy_ticks += process_ticks(&pid.to_string())?;
+    }
     Ok(Snapshot {
         at: Instant::now(),
-        proxy_ticks: match proxy {
-            Some(pid) => process_ticks(&pid.to_string())?,
-            None => 0,
-        },
+        proxy_ticks,
         self_ticks: process_ticks("self")?
             + match env.nginx_pid.get() {
                 Some(pid) => process_ticks(&pid.to_string())?,

@@ -91,6 +91,40 @@ impl BenchProxy {
         // first login.
         token_cache: bool,
     ) -> Result<BenchProxy, String> {
+        BenchProxy::launch(
+            env,
+            name,
+            fake,
+            servers,
+            (events, verify, token_cache),
+            None,
+        )
+        .await
+    }
+
+    /// A replica of a fleet (A32s, A32cs, F1, F2): as the main proxy (no events file, no
+    /// password check, the token cache as `replica` says) plus `[cluster]` on `replica.redis` with the fleet key in its
+    /// environment, and, with `replica.ca_from`, the CA files of another replica (copied into
+    /// its directory before it starts: one CA for the fleet).
+    pub async fn start_replica(
+        env: &Env,
+        fake: &FastSalesforce,
+        servers: Servers,
+        replica: &Replica<'_>,
+    ) -> Result<BenchProxy, String> {
+        let name = format!("replica-{}", replica.name);
+        let flags = (false, false, replica.token_cache);
+        BenchProxy::launch(env, &name, fake, servers, flags, Some(replica)).await
+    }
+
+    async fn launch(
+        env: &Env,
+        name: &str,
+        fake: &FastSalesforce,
+        servers: Servers,
+        (events, verify, token_cache): (bool, bool, bool),
+        replica: Option<&Replica<'_>>,
+    ) -> Result<BenchProxy, String> {
         let dir = env.dir.join(name);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         // The proxy's ports: picked here (the proxy logs them only at INFO, and runs at WARN).
@@ -131,10 +165,25 @@ impl BenchProxy {
             credential_lines: &credential_lines,
         };
         let config_path = dir.join("grantshift.toml");
-        let config = format!(
+        let mut config = format!(
             "{}\n[token_cache]\nenabled = {token_cache}\n",
             config.render()
         );
+        if let Some(replica) = replica {
+            config.push_str(&format!(
+                "\n[cluster]\nredis = \"{}\"\nreplica = \"{}\"\n",
+                replica.redis, replica.name
+            ));
+            if let Some(prefix) = replica.prefix {
+                config.push_str(&format!("prefix = \"{prefix}\"\n"));
+            }
+            if let Some(from) = replica.ca_from {
+                for file in ["grantshift-ca.pem", "grantshift-ca.key"] {
+                    std::fs::copy(from.join(file), dir.join(file))
+                        .map_err(|e| format!("copying the fleet's CA file {file}: {e}"))?;
+                }
+            }
+        }
         std::fs::write(&config_path, config).map_err(|e| format!("writing the config: {e}"))?;
 
         let mut cmd = if env.pinning == Pinning::Pinned {
@@ -151,6 +200,12 @@ impl BenchProxy {
             .arg(&config_path)
             .args(["--log-format", "json"])
             .env("RUST_LOG", "warn");
+        if replica.is_some() {
+            cmd.env(
+                grantshift::config::CLUSTER_KEY_ENV,
+                testkit::redis::TEST_CLUSTER_KEY,
+            );
+        }
         let mut process = ProxyProcess::spawn(cmd, &dir.join("proxy.log"))?;
         let pid = process.pid();
 
@@ -196,6 +251,35 @@ impl BenchProxy {
 
     pub fn pid(&self) -> u32 {
         self.process.pid()
+    }
+
+    /// Its directory (config, CA files, log).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// As an HAProxy server: its proxy port, checked on its admin server's `/readyz`.
+    pub fn as_server(&self, name: &str) -> testkit::haproxy::Server {
+        testkit::haproxy::Server {
+            name: name.into(),
+            proxy: self.addr,
+            admin: self.admin,
+        }
+    }
+
+    /// Its route, but through `front` (HAProxy in front of it and other replicas with the
+    /// same CA).
+    pub fn route_via(&self, front: SocketAddr) -> Route {
+        Route::Proxy {
+            addr: front,
+            tls: self.tls.clone(),
+            tls_fresh: self.tls_fresh.clone(),
+        }
+    }
+
+    /// Resident set size now (VmRSS), KiB.
+    pub fn rss_kib(&self) -> Result<u64, String> {
+        Ok(testkit::process::proc_status(&self.pid().to_string())?.rss_kib)
     }
 
     pub fn route(&self) -> Route {
@@ -282,6 +366,18 @@ impl BenchProxy {
         }
         Ok(self.process.log().warn_error)
     }
+}
+
+/// A fleet replica's part of its config: `[cluster] redis` and `replica`, and where its CA
+/// files come from (`None`: it creates the CA, as the first replica).
+pub struct Replica<'a> {
+    pub redis: &'a str,
+    pub name: &'a str,
+    pub ca_from: Option<&'a std::path::Path>,
+    /// `[token_cache] enabled` (A32cs; off for A32s, F1, F2).
+    pub token_cache: bool,
+    /// `[cluster] prefix` (A32cs: one per round, so the fleet's cache starts empty).
+    pub prefix: Option<&'a str>,
 }
 
 /// The token cache's counters at one moment, or their growth between two (`None`: not on

@@ -25,6 +25,20 @@ pub struct Report {
     pub nginx_cpus: Option<String>,
     /// nginx's error.log lines (all at `warn` or above), when it ran.
     pub nginx_log: Option<Vec<String>>,
+    /// F1 and F2, per round.
+    pub fleet_rounds: Vec<FleetRound>,
+    /// Each fleet replica's RSS (KiB) after the runs.
+    pub fleet_rss: Vec<(String, u64)>,
+}
+
+/// One round of F1 or F2.
+pub struct FleetRound {
+    pub scenario: Scenario,
+    /// HAProxy's and Redis's CPU seconds over the measured run.
+    pub others_cpu: f64,
+    pub logins: usize,
+    /// Connections HAProxy sent to each replica in the round (warm-up included).
+    pub sessions: Vec<u64>,
 }
 
 /// One round of A32c on its own fresh proxy.
@@ -204,6 +218,9 @@ pub fn verdict(
         ),
         Scenario::E => ("≤ 8 KiB/tunnel".into(), judge(vec![("RSS", cost <= 8.0)])),
         Scenario::L1 => ("none: the floor under A1".into(), "—".into()),
+        Scenario::A32Shared | Scenario::A32CachedShared | Scenario::F1 | Scenario::F2 => {
+            ("none: compared below".into(), "—".into())
+        }
     };
     let ratio_target = matches!(
         scenario,
@@ -520,6 +537,79 @@ impl Report {
                 median(on.clone()) / median(off.clone()),
                 per_round.join(", ")
             );
+        }
+        if let (Some(off), Some(on)) = (cost_of(Scenario::A32), cost_of(Scenario::A32Shared)) {
+            let (off, on) = (median(off.clone()), median(on.clone()));
+            let _ = writeln!(
+                w,
+                "\nA32s / A32 proxy CPU per login (same run): {:.2}: the shared state (events stream, fleet login-rate counters) adds {:+.1} µs per login.",
+                on / off,
+                on - off
+            );
+        }
+        if let (Some(off), Some(on)) = (
+            cost_of(Scenario::A32Cached),
+            cost_of(Scenario::A32CachedShared),
+        ) {
+            let (off, on) = (median(off.clone()), median(on.clone()));
+            let _ = writeln!(
+                w,
+                "\nA32cs / A32c proxy CPU per cache hit (same run): {:.2}: asking Redis whether the session is still the fleet's adds {:+.1} µs per hit.",
+                on / off,
+                on - off
+            );
+        }
+        let rate_of = |wanted: Scenario| {
+            details
+                .iter()
+                .find(|(s, ..)| *s == wanted)
+                .map(|(.., samples)| {
+                    median(
+                        samples
+                            .iter()
+                            .map(|s| s.proxy.ops as f64 / s.proxy.secs.max(1e-9))
+                            .collect(),
+                    )
+                })
+        };
+        if let (Some(one), Some(two)) = (rate_of(Scenario::F1), rate_of(Scenario::F2)) {
+            let _ = writeln!(
+                w,
+                "\nF2 / F1 fleet throughput (same run): {:.2} ({two:.0} vs {one:.0} logins/s; both replicas share CPU 0, HAProxy and Redis CPU 1 with the client).",
+                two / one
+            );
+        }
+        for scenario in [Scenario::F1, Scenario::F2] {
+            let rounds: Vec<&FleetRound> = self
+                .fleet_rounds
+                .iter()
+                .filter(|r| r.scenario == scenario)
+                .collect();
+            if rounds.is_empty() {
+                continue;
+            }
+            let per_login = median(
+                rounds
+                    .iter()
+                    .map(|r| r.others_cpu * 1e6 / r.logins.max(1) as f64)
+                    .collect(),
+            );
+            let sessions: Vec<String> =
+                rounds.iter().map(|r| format!("{:?}", r.sessions)).collect();
+            let _ = writeln!(
+                w,
+                "{}: HAProxy + Redis CPU {per_login:.1} µs per login; connections per replica per round {}.",
+                scenario.key(),
+                sessions.join(", ")
+            );
+        }
+        if !self.fleet_rss.is_empty() {
+            let rss: Vec<String> = self
+                .fleet_rss
+                .iter()
+                .map(|(name, kib)| format!("{name} {:.1} MiB", *kib as f64 / 1024.0))
+                .collect();
+            let _ = writeln!(w, "Fleet replicas' RSS after the runs: {}.", rss.join(", "));
         }
         let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_else(|| "-".into());
         let measured_cache = |wanted: Scenario| {

@@ -274,7 +274,8 @@ pub async fn keep_alive(
     let before_fake = fake.counts();
     let before_upstream = upstream_connections(proxy).await;
     let perf = Perf::start(env, proxy, tag).await?;
-    let m = keep_alive_run(route, req, conns, n, Some((env, proxy.map(|p| p.pid())))).await;
+    let pid: Vec<u32> = proxy.map(|p| p.pid()).into_iter().collect();
+    let m = keep_alive_run(route, req, conns, n, Some((env, &pid))).await;
     perf.stop();
     let mut m = m?;
     m.upstream_conns = opened(before_upstream, upstream_connections(proxy).await);
@@ -303,7 +304,7 @@ pub async fn keep_alive_run(
     req: Req,
     conns: usize,
     n: usize,
-    measure: Option<(&Env, Option<u32>)>,
+    measure: Option<(&Env, &[u32])>,
 ) -> Result<Measured, String> {
     let bodies = Arc::new(Bodies::new());
     let next = Arc::new(AtomicUsize::new(0));
@@ -366,6 +367,43 @@ pub async fn keep_alive_run(
     }
 }
 
+/// The fleet rows (F1, F2): A32's logins through HAProxy in front of `replicas` (their CPU
+/// summed as the proxy's); `others` (HAProxy, Redis) are measured over the same run, returned
+/// as their CPU seconds. Connections are opened and warmed up first, as in [`keep_alive`];
+/// every answer is checked, and the fake must have answered each login.
+#[allow(clippy::too_many_arguments)]
+pub async fn fleet_logins(
+    env: &Env,
+    route: &Route,
+    conns: usize,
+    n: usize,
+    warm: usize,
+    replicas: &[&BenchProxy],
+    others: &[u32],
+    fake: &FastSalesforce,
+) -> Result<(Measured, f64), String> {
+    keep_alive_run(route, Req::Token, conns, warm.max(conns), None).await?;
+    let before_fake = fake.counts();
+    let pids: Vec<u32> = replicas.iter().map(|p| p.pid()).collect();
+    let ticks = |pids: &[u32]| -> Result<u64, String> {
+        pids.iter()
+            .map(|pid| crate::measure::process_ticks(&pid.to_string()))
+            .sum()
+    };
+    let others_before = ticks(others)?;
+    let m = keep_alive_run(route, Req::Token, conns, n, Some((env, &pids))).await?;
+    let others_cpu = (ticks(others)? - others_before) as f64 / env.clk_tck as f64;
+    let after_fake = fake.counts();
+    let tokens = after_fake.tokens - before_fake.tokens;
+    if tokens != n as u64 || after_fake.rejected != before_fake.rejected {
+        return Err(format!(
+            "fleet: the fake answered {tokens} of {n} logins and rejected {}",
+            after_fake.rejected - before_fake.rejected
+        ));
+    }
+    Ok((m, others_cpu))
+}
+
 /// A32c's cold start, on a proxy just started (its token cache empty): `logins` password
 /// logins with one set of credentials from `clients` connections, all opened first and then
 /// sending at once. Returns how many token requests reached the upstream: the cache's single
@@ -417,7 +455,7 @@ pub async fn cached_logins(
     let before_upstream = upstream_connections(Some(proxy)).await;
     let before_cache = proxy.cache_counters().await;
     let perf = Perf::start(env, Some(proxy), tag).await?;
-    let m = keep_alive_run(route, Req::Token, conns, n, Some((env, Some(proxy.pid())))).await;
+    let m = keep_alive_run(route, Req::Token, conns, n, Some((env, &[proxy.pid()]))).await;
     perf.stop();
     let mut m = m?;
     m.upstream_conns = opened(before_upstream, upstream_connections(Some(proxy)).await);
@@ -455,9 +493,9 @@ pub async fn per_connection(
     let before_upstream = upstream_connections(proxy).await;
     let perf = Perf::start(env, proxy, tag).await?;
     let pid = proxy.map(|p| p.pid());
-    let before = snapshot(env, pid)?;
+    let before = snapshot(env, pid.as_slice())?;
     let latencies = per_connection_run(route, conc, n).await;
-    let after = snapshot(env, pid)?;
+    let after = snapshot(env, pid.as_slice())?;
     perf.stop();
     let latencies = latencies?;
     let upstream_conns = opened(before_upstream, upstream_connections(proxy).await);
@@ -537,7 +575,7 @@ pub async fn echo_ping_pong(
     let perf = Perf::start(env, proxy, tag).await?;
     let pid = proxy.map(|p| p.pid());
     let mut latencies = Vec::with_capacity(n);
-    let before = snapshot(env, pid)?;
+    let before = snapshot(env, pid.as_slice())?;
     for _ in 0..n {
         let started = Instant::now();
         if let Err(e) = round_trip(&mut tcp).await {
@@ -546,7 +584,7 @@ pub async fn echo_ping_pong(
         }
         latencies.push(started.elapsed().as_nanos() as u64);
     }
-    let after = snapshot(env, pid)?;
+    let after = snapshot(env, pid.as_slice())?;
     perf.stop();
     Ok(measured(env, before, after, n as u64, latencies))
 }
@@ -563,9 +601,9 @@ pub async fn download(
     download_once(route, (bytes / 8).min(64 << 20)).await?;
     let perf = Perf::start(env, proxy, tag).await?;
     let pid = proxy.map(|p| p.pid());
-    let before = snapshot(env, pid)?;
+    let before = snapshot(env, pid.as_slice())?;
     let took = download_once(route, bytes).await;
-    let after = snapshot(env, pid)?;
+    let after = snapshot(env, pid.as_slice())?;
     perf.stop();
     let took = took?;
     Ok(measured(env, before, after, bytes, vec![took]))
@@ -618,9 +656,9 @@ pub async fn idle_tunnels(
     drop(warm);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let baseline = testkit::process::proc_status(&proxy.pid().to_string())?;
-    let before = snapshot(env, Some(proxy.pid()))?;
+    let before = snapshot(env, &[proxy.pid()])?;
     let tunnels = open_tunnels(&route, n).await?;
-    let after = snapshot(env, Some(proxy.pid()))?;
+    let after = snapshot(env, &[proxy.pid()])?;
     // Let the proxy finish whatever follows the last echo.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let with_tunnels = testkit::process::proc_status(&proxy.pid().to_string())?;

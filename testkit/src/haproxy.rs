@@ -199,6 +199,11 @@ impl HaProxy {
         self.addr
     }
 
+    /// Its process id while it runs (the benchmark reads its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn config_text(&self) -> &str {
         &self.config_text
     }
