@@ -347,6 +347,7 @@ async fn metrics_after_a_known_sequence_have_exact_values_and_labels() {
         ("grantshift_cluster_errors", "counter"),
         ("grantshift_cluster_events_waiting", "gauge"),
         ("grantshift_cluster_events_unsent_dropped", "counter"),
+        ("grantshift_cluster_stream_resets", "counter"),
     ]
     .iter()
     .map(|(n, k)| (n.to_string(), k.to_string()))
