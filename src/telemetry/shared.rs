@@ -5,8 +5,8 @@
 //!   (XADD MAXLEN ~ 1000000, the event's JSON in field `e`), with, for a login sent upstream,
 //!   INCR + EXPIRE 3700 of `{prefix}logins:{target}\0{identity}:{unix minute}`: one script
 //!   per batch, one bounded call, which first checks that Redis still holds the stream this
-//!   replica added to ([`Stream`]). A batch is what arrived within 10 ms of its first event
-//!   ([`LINGER`]), at most 500. While Redis is down (or the call fails) the batch is counted
+//!   replica added to (`Stream`). A batch is what arrived within 10 ms of its first event
+//!   (`LINGER`), at most 500. While Redis is down (or the call fails) the batch is counted
 //!   in this replica's report at once and kept, at most [`MAX_UNSENT`] events (oldest dropped
 //!   first: they stay in the events file), to be added when Redis is back, in order.
 //! - [`consume`]: reads the stream from its start (`0-0`), every replica's events, and feeds
