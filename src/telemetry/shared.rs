@@ -326,21 +326,9 @@ pub async fn consume(cluster: std::sync::Weak<Cluster>, fleet: Arc<FleetReport>)
             }
             continue;
         }
-        let (key, from) = (stream_key(&c), last.clone());
-        let read: Option<redis::Value> = c
-            .call("events_read", |mut conn| async move {
-                redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(BATCH)
-                    .arg("STREAMS")
-                    .arg(key)
-                    .arg(from)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await;
+        let read = read_after(&c, &last).await;
         drop(c);
-        let entries = read.map(|v| entries(&v)).unwrap_or_default();
+        let entries = read.unwrap_or_default();
         let full = entries.len() >= BATCH;
         for (id, json) in entries {
             last = id;
@@ -356,6 +344,25 @@ pub async fn consume(cluster: std::sync::Weak<Cluster>, fleet: Arc<FleetReport>)
             tokio::time::sleep(READ_IDLE).await;
         }
     }
+}
+
+/// The next (at most [`BATCH`]) entries of the stream after the id `last`: one bounded XREAD
+/// without BLOCK. `None`: Redis did not answer.
+async fn read_after(cluster: &Cluster, last: &str) -> Option<Vec<(String, Vec<u8>)>> {
+    let (key, from) = (stream_key(cluster), last.to_owned());
+    let read: redis::Value = cluster
+        .call("events_read", |mut conn| async move {
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(BATCH)
+                .arg("STREAMS")
+                .arg(key)
+                .arg(from)
+                .query_async(&mut conn)
+                .await
+        })
+        .await?;
+    Some(entries(&read))
 }
 
 /// `(id, field e)` of each entry of an XREAD reply: RESP2 `[[key, entries]]` or RESP3
@@ -448,20 +455,7 @@ pub async fn read_all(cluster: &Cluster, mut each: impl FnMut(Event)) -> Option<
     let mut last = String::from("0-0");
     let mut seen = 0;
     loop {
-        let (key, from) = (stream_key(cluster), last.clone());
-        let read: redis::Value = cluster
-            .call("events_read", |mut conn| async move {
-                redis::cmd("XREAD")
-                    .arg("COUNT")
-                    .arg(BATCH)
-                    .arg("STREAMS")
-                    .arg(key)
-                    .arg(from)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
-        let entries = entries(&read);
+        let entries = read_after(cluster, &last).await?;
         if entries.is_empty() {
             return Some(seen);
         }
