@@ -17,6 +17,7 @@ use super::salesforce::TOKEN_PATH;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_rustls::TlsConnector;
@@ -250,5 +251,84 @@ impl Replica {
     /// Whether [`Fleet::kill`] killed it.
     pub fn killed(&self) -> bool {
         self.killed
+    }
+}
+
+/// One login of a [`LoginLoad`]: when it started, and how it went.
+pub struct Outcome {
+    pub started: std::time::Instant,
+    pub result: Result<u16, String>,
+}
+
+/// Logins through a fleet's HAProxy from several client tasks, until [`finish`](Self::finish):
+/// each task logs in `per_connection` times on a new connection, again and again.
+pub struct LoginLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    done: Arc<std::sync::atomic::AtomicUsize>,
+    outcomes: Arc<std::sync::Mutex<Vec<Outcome>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl LoginLoad {
+    /// `clients` tasks logging in with `form` at `host` through `fleet`.
+    pub fn start(
+        fleet: &Arc<Fleet>,
+        clients: usize,
+        per_connection: usize,
+        host: &str,
+        form: &str,
+    ) -> LoginLoad {
+        let load = LoginLoad {
+            stop: Default::default(),
+            done: Default::default(),
+            outcomes: Default::default(),
+            tasks: Vec::new(),
+        };
+        let tasks = (0..clients)
+            .map(|_| {
+                let (fleet, host) = (fleet.clone(), host.to_string());
+                let bodies = vec![form.to_string(); per_connection];
+                let (stop, done, outcomes) =
+                    (load.stop.clone(), load.done.clone(), load.outcomes.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let started = std::time::Instant::now();
+                        let results = fleet.try_logins(&host, &bodies).await;
+                        let n = results.len();
+                        outcomes.lock().unwrap().extend(
+                            results
+                                .into_iter()
+                                .map(|result| Outcome { started, result }),
+                        );
+                        done.fetch_add(n, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        LoginLoad { tasks, ..load }
+    }
+
+    /// Logins finished so far.
+    pub fn done(&self) -> usize {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    /// Wait (60 s at most) until `n` logins have finished.
+    pub async fn wait_done(&self, n: usize, what: &str) {
+        crate::within(60, what, async {
+            while self.done() < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+    }
+
+    /// Stop the tasks (each after its current logins) and return every outcome.
+    pub async fn finish(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.tasks {
+            crate::within(60, "login tasks", t).await.expect("join");
+        }
+        std::mem::take(&mut *self.outcomes.lock().unwrap())
     }
 }

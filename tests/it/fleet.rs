@@ -7,10 +7,9 @@
 //! keeps its own. What the shared state does is `fleet_shared`'s.
 
 use crate::GRANTSHIFT;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::fleet::{Fleet, REPLICA_NAMES};
+use testkit::fleet::{Fleet, LoginLoad, Outcome, REPLICA_NAMES};
 use testkit::*;
 
 /// How long HAProxy may take to mark a dead or unready replica DOWN (checks every 500 ms,
@@ -25,12 +24,6 @@ async fn start_fleet(up: &Upstreams, builder: TestProxyBuilder) -> Fleet {
         &REPLICA_NAMES,
     )
     .await
-}
-
-/// One login of a run: when it started, and how it went.
-struct Outcome {
-    started: Instant,
-    result: Result<u16, String>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,40 +109,9 @@ async fn a_replica_killed_mid_run_is_marked_down_and_every_later_login_succeeds(
         .await,
     );
     let form = acme_password_form();
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    let outcomes = Arc::new(Mutex::new(Vec::<Outcome>::new()));
-    // Logins from several tasks, each on a new connection, until told to stop.
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let (fleet, form, stop, done, outcomes) = (
-            fleet.clone(),
-            form.clone(),
-            stop.clone(),
-            done.clone(),
-            outcomes.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let started = Instant::now();
-                let result = fleet.try_login(LOGIN_HOST, &form).await;
-                outcomes.lock().unwrap().push(Outcome { started, result });
-                done.fetch_add(1, Ordering::SeqCst);
-            }
-        }));
-    }
-    let wait_done = |n: usize, what: &'static str| {
-        let done = done.clone();
-        async move {
-            within(60, what, async {
-                while done.load(Ordering::SeqCst) < n {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await
-        }
-    };
-    wait_done(40, "40 logins before the kill").await;
+    // Logins from four tasks, each on a new connection, until told to stop.
+    let load = LoginLoad::start(&fleet, 4, 1, LOGIN_HOST, &form);
+    load.wait_done(40, "40 logins before the kill").await;
 
     // SIGKILL replica b while the logins run (reaped below, once the tasks are done).
     let (victim, victim_name) = (1, REPLICA_NAMES[1]);
@@ -158,20 +120,17 @@ async fn a_replica_killed_mid_run_is_marked_down_and_every_later_login_succeeds(
     let down_row = fleet.lb.wait_down(victim_name, DOWN_DEADLINE).await;
     let down_at = Instant::now();
     let sessions_at_down = fleet.lb.server(victim_name).sessions_total;
-    let after_down = done.load(Ordering::SeqCst);
+    let after_down = load.done();
     // 64: up to four of the next completions started before the mark.
-    wait_done(after_down + 64, "60 logins started after the DOWN mark").await;
-    stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        within(60, "login tasks", t).await.expect("join");
-    }
+    load.wait_done(after_down + 64, "60 logins started after the DOWN mark")
+        .await;
+    let outcomes = load.finish().await;
 
     let mut f = Arc::try_unwrap(fleet)
         .ok()
         .expect("no task holds the fleet");
     let status = f.replica_mut(victim).proxy.bin.wait().await;
     assert_eq!(status.code(), None, "killed by a signal: {status:?}");
-    let outcomes = std::mem::take(&mut *outcomes.lock().unwrap());
     let failed_before_kill = outcomes
         .iter()
         .filter(|o| o.started < killed_at && o.result != Ok(200))

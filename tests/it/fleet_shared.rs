@@ -9,13 +9,12 @@
 use crate::GRANTSHIFT;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use testkit::admin::{
     counted_logins, report_cli_json, report_cluster_json, report_sets, scrape, wait_reports_agree,
 };
-use testkit::fleet::{Fleet, REPLICA_NAMES};
+use testkit::fleet::{Fleet, LoginLoad, REPLICA_NAMES};
 use testkit::redis::{wait_cluster_up, RedisServer};
 use testkit::salesforce::{acme, form_pairs, App};
 use testkit::*;
@@ -315,48 +314,17 @@ async fn with_redis_server_stopped_mid_run_no_login_fails_and_sharing_resumes_af
         Fleet::start_on_redis(GRANTSHIFT, &up, &builder, &REPLICA_NAMES, &redis.url()).await,
     );
     let form = acme_password_form();
-    let stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicUsize::new(0));
-    let results = Arc::new(Mutex::new(Vec::<Result<u16, String>>::new()));
     // Logins through HAProxy from four clients, two per connection, until told to stop.
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let (fleet, form, stop, done, results) = (
-            fleet.clone(),
-            form.clone(),
-            stop.clone(),
-            done.clone(),
-            results.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let r = fleet
-                    .try_logins(LOGIN_HOST, &[form.clone(), form.clone()])
-                    .await;
-                results.lock().unwrap().extend(r);
-                done.fetch_add(2, Ordering::SeqCst);
-            }
-        }));
-    }
-    let wait_done = |n: usize, what: &'static str| {
-        let done = done.clone();
-        async move {
-            within(60, what, async {
-                while done.load(Ordering::SeqCst) < n {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await
-        }
-    };
-    wait_done(40, "40 logins with Redis up").await;
+    let load = LoginLoad::start(&fleet, 4, 2, LOGIN_HOST, &form);
+    load.wait_done(40, "40 logins with Redis up").await;
 
     redis.stop();
     for i in 0..2 {
         wait_cluster_up(fleet.admin(i), false).await;
     }
-    let at_down = done.load(Ordering::SeqCst);
-    wait_done(at_down + 40, "40 logins with Redis down").await;
+    let at_down = load.done();
+    load.wait_done(at_down + 40, "40 logins with Redis down")
+        .await;
     let mut errors_while_down = Vec::new();
     for i in 0..2 {
         errors_while_down.push(metric_sum(fleet.admin(i), "grantshift_cluster_errors_total").await);
@@ -366,13 +334,11 @@ async fn with_redis_server_stopped_mid_run_no_login_fails_and_sharing_resumes_af
     for i in 0..2 {
         wait_cluster_up(fleet.admin(i), true).await;
     }
-    let at_up = done.load(Ordering::SeqCst);
-    wait_done(at_up + 40, "40 logins with Redis back").await;
-    stop.store(true, Ordering::SeqCst);
-    for t in tasks {
-        within(60, "login tasks", t).await.expect("join");
-    }
-    let results = std::mem::take(&mut *results.lock().unwrap());
+    let at_up = load.done();
+    load.wait_done(at_up + 40, "40 logins with Redis back")
+        .await;
+    let results: Vec<Result<u16, String>> =
+        load.finish().await.into_iter().map(|o| o.result).collect();
     let failed: Vec<_> = results.iter().filter(|r| *r != &Ok(200)).collect();
     println!(
         "fleet redis stop: {} logins ({at_down} before the stop, {} while down), {} failed; \
