@@ -37,6 +37,27 @@ pub fn acme_password_form() -> String {
     )
 }
 
+/// The acme integration user's password grant with `password` (a wrong one, a changed one).
+pub fn acme_login(password: &str) -> String {
+    password_form(
+        acme::CLIENT_ID,
+        acme::CLIENT_SECRET,
+        acme::USERNAME,
+        password,
+    )
+}
+
+/// The upgraded logins the fake saw: client credentials at acme's My Domain.
+pub fn upgraded_requests(sf: &super::upstreams::FakeSalesforce) -> usize {
+    sf.token_requests()
+        .iter()
+        .filter(|r| {
+            r.host_name() == Some(acme::MY_DOMAIN)
+                && String::from_utf8_lossy(&r.body).contains("grant_type=client_credentials")
+        })
+        .count()
+}
+
 /// The acme sandbox's (acme_qa) integration user's password grant.
 pub fn acme_qa_password_form() -> String {
     password_form(

@@ -8,17 +8,6 @@ use testkit::admin::scrape;
 use testkit::redis::{fleet_proxy, wait_cluster_up, RedisServer};
 use testkit::*;
 
-/// The upgraded logins the fake saw (client credentials at acme's My Domain).
-fn upgraded_requests(sf: &FakeSalesforce) -> usize {
-    sf.token_requests()
-        .iter()
-        .filter(|r| {
-            r.host_name() == Some(acme::MY_DOMAIN)
-                && String::from_utf8_lossy(&r.body).contains("grant_type=client_credentials")
-        })
-        .count()
-}
-
 /// Replicas A and B on `redis`, sharing one fake Salesforce, both with the cluster up.
 async fn fleet(redis: &RedisServer) -> (TestProxy, TestProxy) {
     let a = fleet_proxy(&redis.url(), "gs-a").start().await;

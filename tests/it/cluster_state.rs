@@ -53,15 +53,6 @@ fn jwt_entry_with_hash() -> String {
     )
 }
 
-fn acme_login(password: &str) -> String {
-    password_form(
-        acme::CLIENT_ID,
-        acme::CLIENT_SECRET,
-        acme::USERNAME,
-        password,
-    )
-}
-
 /// Poll both replicas' /report until each shows `want`'s sets and counts (20 s at most).
 async fn reports_agree(a: &TestProxy, b: &TestProxy, want: &BTreeMap<String, Value>) {
     wait_reports_agree(&[a.admin_addr(), b.admin_addr()], 20, |sets| sets == want).await;

@@ -261,12 +261,7 @@ async fn a_verifier_learned_through_replica_a_is_enforced_by_replica_b() {
 
     // Replica B never saw this set's password: a wrong one goes to Salesforce as sent...
     let b = &fleet.replica(1).proxy;
-    let wrong = password_form(
-        acme::CLIENT_ID,
-        acme::CLIENT_SECRET,
-        acme::USERNAME,
-        "pw-SECRET-wrong-5c1e",
-    );
+    let wrong = acme_login("pw-SECRET-wrong-5c1e");
     let reply = b.login(LOGIN_HOST, &wrong).await;
     assert_eq!(reply.status, 400, "Salesforce judged it: {}", reply.text());
     // ...and the right one is upgraded to the JWT bearer flow.

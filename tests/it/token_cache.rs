@@ -10,17 +10,6 @@ use testkit::admin::scrape;
 use testkit::salesforce::App;
 use testkit::*;
 
-/// The upgraded requests the fake saw (client credentials at acme's My Domain).
-fn upgraded_requests(sf: &FakeSalesforce) -> usize {
-    sf.token_requests()
-        .iter()
-        .filter(|r| {
-            r.host_name() == Some(acme::MY_DOMAIN)
-                && String::from_utf8_lossy(&r.body).contains("grant_type=client_credentials")
-        })
-        .count()
-}
-
 /// The value of the unlabelled series `name`.
 fn metric(scraped: &testkit::admin::Exposition, name: &str) -> f64 {
     scraped

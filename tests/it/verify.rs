@@ -15,16 +15,6 @@ use testkit::*;
 
 const WRONG: &str = "pw-SECRET-wrong-91aa";
 
-/// The acme integration user's password grant with `password`.
-fn acme_login(password: &str) -> String {
-    password_form(
-        acme::CLIENT_ID,
-        acme::CLIENT_SECRET,
-        acme::USERNAME,
-        password,
-    )
-}
-
 /// The acme integration user as a JWT bearer entry with no `password_hash`.
 fn jwt_entry() -> String {
     jwt_credentials_toml(acme::USERNAME, Some(acme::MY_DOMAIN), "jwt-app.pkcs8.pem")
